@@ -1,0 +1,1 @@
+"""pets-pipeline domain code."""

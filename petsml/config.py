@@ -1,0 +1,207 @@
+"""Typed view of ``params.yaml``, the pipeline's single source of configuration.
+
+Every stage and flow loads its settings through :func:`load_params`, so a typo or a value out of
+range fails at start-up with the dotted key that is wrong, not deep inside a training loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from petsml.errors import PetsError
+
+STRATEGIES = ("feature_extractor", "svm_early", "finetune_top", "finetune_full", "scratch")
+Strategy = Literal["feature_extractor", "svm_early", "finetune_top", "finetune_full", "scratch"]
+FEATURE_STRATEGIES = ("feature_extractor", "svm_early")
+TRAINED_STRATEGIES = ("finetune_top", "finetune_full", "scratch")
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(PetsError):
+    """A params.yaml value is missing or invalid; the message names the key and the file."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Md5Params(_Section):
+    images: str = Field(pattern=r"^[0-9a-fA-F]{32}$")
+    annotations: str = Field(pattern=r"^[0-9a-fA-F]{32}$")
+
+
+class DataParams(_Section):
+    task: Literal["breed", "species"] = "breed"
+    base_url: str
+    md5: Md5Params
+    retries: int = Field(5, ge=0)
+    timeout_s: float = Field(30, gt=0)
+
+
+class ValidateParams(_Section):
+    min_images_per_breed: int = Field(150, ge=0)
+    max_images_per_breed: int = Field(250, ge=1)
+    min_width: int = Field(32, ge=1)
+    min_height: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValidateParams:
+        if self.min_images_per_breed > self.max_images_per_breed:
+            raise ValueError("min_images_per_breed must not exceed max_images_per_breed")
+        return self
+
+
+class SplitParams(_Section):
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+
+
+class DecodeParams(_Section):
+    size: int = Field(256, ge=16, le=1024)
+    workers: int = Field(0, ge=0)
+
+
+class ModelParams(_Section):
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True
+    image_size: int | None = Field(None, ge=16)
+    early_block: int = -3
+
+
+class FeaturesParams(_Section):
+    batch_size: int = Field(64, ge=1)
+
+
+class TrainParams(_Section):
+    strategies: list[Strategy] = Field(default_factory=lambda: ["feature_extractor", "svm_early"])
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    seed: int = 0
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1)
+    patience: int = Field(3, ge=1)
+    warmup_epochs: int = Field(1, ge=0)
+    num_workers: int = Field(0, ge=0)
+    compile: bool = False
+
+    @field_validator("strategies")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("list at least one strategy")
+        if len(set(value)) != len(value):
+            raise ValueError("strategies are listed more than once")
+        return value
+
+
+class LinearParams(_Section):
+    C: list[float] = Field(min_length=1)
+
+
+class FinetuneTopParams(_Section):
+    unfreeze_blocks: int = Field(2, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    backbone_lr_scale: float = Field(0.1, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class FinetuneFullParams(_Section):
+    lr: float = Field(1e-3, gt=0)
+    layer_decay: float = Field(0.7, gt=0, le=1)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class ScratchParams(_Section):
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class EvaluateParams(_Section):
+    batch_size: int = Field(64, ge=1)
+    calibration_bins: int = Field(15, ge=2)
+
+
+class MlflowParams(_Section):
+    experiment: str = "oxford-pets"
+
+
+class RegistryParams(_Section):
+    model_prefix: str = "oxford-pets"
+    max_p_value: float = Field(0.05, gt=0, le=1)
+
+
+class Params(_Section):
+    data: DataParams
+    validate_: ValidateParams = Field(alias="validate")
+    split: SplitParams
+    decode: DecodeParams = DecodeParams()
+    model: ModelParams = ModelParams()
+    features: FeaturesParams = FeaturesParams()
+    train: TrainParams = TrainParams()
+    feature_extractor: LinearParams = LinearParams(C=[0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
+    svm_early: LinearParams = LinearParams(C=[0.001, 0.01, 0.1, 1.0])
+    finetune_top: FinetuneTopParams = FinetuneTopParams()
+    finetune_full: FinetuneFullParams = FinetuneFullParams()
+    scratch: ScratchParams = ScratchParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    mlflow: MlflowParams = MlflowParams()
+    registry: RegistryParams = RegistryParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def validate_params(self) -> ValidateParams:
+        return self.validate_
+
+    @property
+    def registered_model_name(self) -> str:
+        return f"{self.registry.model_prefix}-{self.data.task}"
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key -> value, the shape MLflow params and DVC ``-S`` overrides use."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, sub in value.items():
+                    walk(f"{prefix}.{key}" if prefix else key, sub)
+            else:
+                out[prefix] = value
+
+        walk("", self.model_dump(by_alias=True))
+        return out
+
+
+def _describe(error: ValidationError, path: Path) -> str:
+    lines = [f"{path}: invalid configuration"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        key = key.replace("validate_", "validate")
+        lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    lines.append(f"Fix the key(s) above in {path}.")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict[str, Any], source: Path = DEFAULT_PARAMS) -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    """Load and validate params.yaml; raises :class:`ConfigError` naming the bad key."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: not found. Run from the project root, where params.yaml lives.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return parse_params(raw, path)

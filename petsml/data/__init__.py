@@ -1,0 +1,1 @@
+"""Data stages: download, manifest, validation, split, decode."""

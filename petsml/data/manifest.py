@@ -1,0 +1,151 @@
+"""One table, one row per image: what the annotations say and what the file really is.
+
+Validation, splitting and every loader read this table rather than the folder, so what a file
+is (format, mode, size, hash, decodable or not) is measured once, in parallel, and recorded.
+Files on disk that the list omits, and list entries without a file, become rows too: nothing is
+dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from petsml.data.breeds import CLASS_ID, breed_of
+from petsml.errors import PetsError
+
+log = logging.getLogger(__name__)
+
+COLUMNS = [
+    "image_id", "file", "breed", "class_id", "species", "split", "listed", "exists",
+    "decodable", "format", "mode", "width", "height", "bytes", "sha256", "error",
+]  # fmt: skip
+SPECIES_CODE = {"1": "cat", "2": "dog"}
+
+
+class AnnotationError(PetsError):
+    """An annotation file is missing or malformed; the message names the file and line."""
+
+
+@dataclass
+class FileFacts:
+    decodable: bool
+    format: str
+    mode: str
+    width: int
+    height: int
+    bytes: int
+    sha256: str
+    error: str
+
+
+def inspect_file(path: str | Path) -> FileFacts:
+    """Hash the bytes and decode fully: ``verify()`` alone misses truncated JPEGs."""
+    path = Path(path)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        with Image.open(path) as img:
+            fmt, mode, (w, h) = img.format or "", img.mode, img.size
+            img.load()
+            img.convert("RGB")
+        return FileFacts(True, fmt, mode, w, h, len(data), digest, "")
+    except Exception as error:  # noqa: BLE001 - every decoder failure is a fact to record
+        return FileFacts(False, "", "", 0, 0, len(data), digest, f"{type(error).__name__}: {error}")
+
+
+def read_annotation_list(path: Path) -> pd.DataFrame:
+    """Parse ``list.txt``/``trainval.txt``/``test.txt``: ``Name CLASS-ID SPECIES BREED-ID``."""
+    if not path.exists():
+        raise AnnotationError(f"{path}: missing. Re-run the download stage (dvc repro download).")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 4 or not all(p.isdigit() for p in parts[1:]):
+            raise AnnotationError(
+                f"{path}:{number}: expected 'Name CLASS-ID SPECIES BREED-ID', got {line!r}"
+            )
+        rows.append((parts[0], int(parts[1]) - 1, SPECIES_CODE.get(parts[2], parts[2])))
+    return pd.DataFrame(rows, columns=["image_id", "class_id", "species"])
+
+
+def _listed_frame(annotations: Path) -> pd.DataFrame:
+    listed = read_annotation_list(annotations / "list.txt")
+    split = pd.Series("unassigned", index=listed["image_id"])
+    for name in ("trainval", "test"):
+        ids = read_annotation_list(annotations / f"{name}.txt")["image_id"]
+        split[split.index.isin(ids)] = name
+    listed["split"] = listed["image_id"].map(split)
+    listed["breed"] = listed["image_id"].map(breed_of)
+    listed["listed"] = True
+    listed["file"] = "images/" + listed["image_id"] + ".jpg"
+    return listed
+
+
+def build_manifest(raw: str | Path, workers: int = 0) -> pd.DataFrame:
+    """Manifest of an extracted dataset (``raw/images``, ``raw/annotations``)."""
+    raw = Path(raw)
+    listed = _listed_frame(raw / "annotations")
+    on_disk = sorted(p for p in (raw / "images").iterdir() if p.is_file())
+    disk_files = {f"images/{p.name}" for p in on_disk}
+    known = set(listed["file"])
+    extra = sorted(disk_files - known)
+    unlisted = pd.DataFrame({"file": extra})
+    unlisted["image_id"] = unlisted["file"].map(lambda f: Path(f).stem)
+    unlisted["breed"] = unlisted["image_id"].map(breed_of)
+    unlisted["class_id"] = unlisted["breed"].map(lambda b: CLASS_ID.get(b, -1))
+    unlisted["species"] = ""
+    unlisted["split"] = "unlisted"
+    unlisted["listed"] = False
+    table = pd.concat([listed, unlisted], ignore_index=True)
+    table["exists"] = table["file"].isin(disk_files)
+
+    present = table.loc[table["exists"], "file"].tolist()
+    workers = workers or os.cpu_count() or 1
+    paths = [str(raw / f) for f in present]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        facts = list(
+            tqdm(
+                pool.map(inspect_file, paths, chunksize=32),
+                total=len(paths),
+                desc="inspect images",
+                unit="img",
+                mininterval=2,
+            )
+        )
+    facts_frame = pd.DataFrame([asdict(f) for f in facts], index=present)
+    table = table.join(facts_frame, on="file")
+    missing = ~table["exists"]
+    table.loc[missing, "decodable"] = False
+    table.loc[missing, "error"] = "listed in annotations/list.txt but no file in images/"
+    table["decodable"] = table["decodable"].astype(bool)
+    for col in ("width", "height", "bytes"):
+        table[col] = table[col].fillna(0).astype(int)
+    for col in ("format", "mode", "sha256", "error"):
+        table[col] = table[col].fillna("")
+    log.info(
+        "manifest: %d rows (%d listed, %d unlisted files, %d listed without file)",
+        len(table),
+        int(table["listed"].sum()),
+        len(extra),
+        int(missing.sum()),
+    )
+    return table[COLUMNS]
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(
+        path,
+        keep_default_na=False,
+        dtype={"sha256": str, "format": str, "mode": str, "error": str, "species": str},
+    )

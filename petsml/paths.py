@@ -1,0 +1,38 @@
+"""Where every stage reads and writes, relative to the project root (DVC runs stages there).
+
+``dvc.yaml`` names the same paths; keeping them here means code never builds them by hand.
+"""
+
+from pathlib import Path
+
+DATA = Path("data")
+DOWNLOADS = DATA / "downloads"  # archives and partial transfers; survives stage re-runs
+RAW = DATA / "raw"  # extracted official layout: images/, annotations/
+RAW_IMAGES = RAW / "images"
+RAW_ANNOTATIONS = RAW / "annotations"
+MANIFEST = DATA / "manifest.csv"
+QUARANTINE = DATA / "quarantine.csv"
+SPLITS = DATA / "splits"  # train.csv, val.csv, test.csv
+DECODED = DATA / "decoded"  # images_u8.npy (N, S, S, 3) + index.csv
+FEATURES = DATA / "features"  # <split>.npz with penultimate/early features
+MODELS = Path("models")  # models/<strategy>/
+REPORTS = Path("reports")
+VALIDATION_REPORTS = REPORTS / "validation"
+METRICS = REPORTS / "metrics.json"
+MLFLOW_RUNS = REPORTS / "mlflow_runs.json"
+REGISTRY_REPORT = REPORTS / "registry.json"
+MLRUNS = Path("mlruns")
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def split_csv(name: str) -> Path:
+    return SPLITS / f"{name}.csv"
+
+
+def model_dir(strategy: str) -> Path:
+    return MODELS / strategy
+
+
+def strategy_reports(strategy: str) -> Path:
+    return REPORTS / strategy
