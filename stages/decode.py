@@ -1,0 +1,20 @@
+"""DVC stage `decode`: every split image decoded once into a uint8 memmap."""
+
+import pandas as pd
+
+from petsml import paths
+from petsml.config import load_params
+from petsml.data.decode import decode_images
+from petsml.stage import run_stage
+
+
+def main() -> None:
+    params = load_params()
+    frame = pd.concat(
+        [pd.read_csv(paths.split_csv(name), keep_default_na=False) for name in paths.SPLIT_NAMES]
+    )
+    decode_images(frame, paths.RAW, paths.DECODED, params.decode.size, params.decode.workers)
+
+
+if __name__ == "__main__":
+    run_stage("decode", main)
