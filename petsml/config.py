@@ -44,6 +44,7 @@ class DataParams(_Section):
 
 
 class ValidateParams(_Section):
+    require_all_breeds: bool = True
     min_images_per_breed: int = Field(150, ge=0)
     max_images_per_breed: int = Field(250, ge=1)
     min_width: int = Field(32, ge=1)

@@ -1,0 +1,77 @@
+"""Frozen-backbone features, computed once per image and cached as a stage output.
+
+A frozen trunk gives the same output every epoch, so the feature strategies (linear probe,
+SVM on an earlier block) read these arrays instead of running the network again, and both
+feature sets come from one forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from petsml.data.decode import DecodedImages
+from petsml.data.tensors import pick_device, to_input
+from petsml.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def extract_features(
+    backbone: torch.nn.Module,
+    images: DecodedImages,
+    image_ids: list[str],
+    batch_size: int = 64,
+    device: torch.device | None = None,
+    desc: str = "features",
+) -> dict[str, np.ndarray]:
+    """Penultimate and early-block pooled features for ``image_ids``, in order."""
+    device = device or pick_device()
+    backbone = backbone.eval().to(device, memory_format=torch.channels_last)
+    prep = backbone.preprocessing
+    use_bf16 = device.type == "cuda"
+    penultimate, early = [], []
+    for start in tqdm(range(0, len(image_ids), batch_size), desc=desc, unit="batch", mininterval=2):
+        batch = torch.from_numpy(images.take(image_ids[start : start + batch_size])).to(device)
+        x = to_input(batch, prep.mean, prep.std, size=prep.input_size)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            pen, ear = backbone.forward_both(x)
+        penultimate.append(pen.float().cpu().numpy())
+        early.append(ear.float().cpu().numpy())
+    return {
+        "penultimate": np.concatenate(penultimate) if penultimate else np.empty((0, 0), np.float32),
+        "early": np.concatenate(early) if early else np.empty((0, 0), np.float32),
+        "image_id": np.asarray(image_ids),
+    }
+
+
+def featurize_splits(
+    backbone: torch.nn.Module,
+    images: DecodedImages,
+    split_ids: dict[str, list[str]],
+    out_dir: str | Path,
+    batch_size: int,
+    device: torch.device | None = None,
+) -> dict[str, float]:
+    """Write ``<split>.npz`` for every split atomically; returns images/s per split."""
+    speeds = {}
+    with atomic_dir(out_dir) as tmp:
+        for name, ids in split_ids.items():
+            started = time.perf_counter()
+            arrays = extract_features(backbone, images, ids, batch_size, device, desc=name)
+            seconds = time.perf_counter() - started
+            speeds[name] = len(ids) / max(seconds, 1e-9)
+            np.savez(tmp / f"{name}.npz", **arrays)
+            log.info("%s: %d images, %.1f images/s", name, len(ids), speeds[name])
+    return speeds
+
+
+def load_features(out_dir: str | Path, split: str) -> dict[str, np.ndarray]:
+    with np.load(Path(out_dir) / f"{split}.npz", allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}

@@ -1,0 +1,109 @@
+"""A throw-away copy of this repository where the real DVC pipeline runs on fake data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_SAMPLE = REPO.parent / "shared" / "pets-sample"
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """Environment whose PATH finds this venv's python, dvc and mlflow first."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("GIT_AUTHOR_NAME", "tests")
+    env.setdefault("GIT_AUTHOR_EMAIL", "tests@example.invalid")
+    env.setdefault("GIT_COMMITTER_NAME", "tests")
+    env.setdefault("GIT_COMMITTER_EMAIL", "tests@example.invalid")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    env.update(extra)
+    return env
+
+
+def _project_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\n")
+    return [f for f in listed if f and (REPO / f).is_file()]
+
+
+def make_project(dest: Path, overrides: dict | None = None) -> Path:
+    """Copy the repo's tracked (and not-ignored) files into ``dest``, commit, apply overrides."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in _project_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, target)
+    if overrides:
+        set_params(dest, overrides)
+    env = tool_env()
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+    return dest
+
+
+def set_params(project: Path, overrides: dict) -> None:
+    """Apply dotted-key overrides (``{"split.seed": 1}``) to the project's params.yaml."""
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in overrides.items():
+        node = params
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run(
+    project: Path,
+    *args: str,
+    check: bool = True,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        list(args),
+        cwd=project,
+        env=env or tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
+            f"{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def dvc(project: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run(project, "dvc", *args, **kwargs)
+
+
+def fake_data_params(mirror_url: str, md5: dict[str, str]) -> dict:
+    """Overrides that point the pipeline at a fake mirror and relax the per-breed counts."""
+    return {
+        "data.base_url": mirror_url,
+        "data.md5.images": md5["images"],
+        "data.md5.annotations": md5["annotations"],
+        "data.retries": 3,
+        "data.timeout_s": 10,
+        "validate.min_images_per_breed": 1,
+        "validate.max_images_per_breed": 100,
+        "validate.require_all_breeds": False,
+        "decode.size": 72,
+        "decode.workers": 2,
+    }
