@@ -239,7 +239,9 @@ class MirrorServer(http.server.ThreadingHTTPServer):
         self.ranges = ranges
         self.cut_after = dict(cut_after or {})
         self.requests: list[tuple[str, str | None]] = []
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:

@@ -52,11 +52,14 @@ def test_data_stages_run_skip_and_rerun_only_what_changed(archives, tmp_path):
 def test_cut_connection_resumes_with_range(archives, tmp_path):
     _, mirror, md5 = archives
     size = (mirror / "images.tar.gz").stat().st_size
-    with MirrorServer(mirror, cut_after={"images.tar.gz": size // 3}) as server:
+    cut = size - 1000  # past the downloader's first 64 KiB chunk, so bytes survive the cut
+    with MirrorServer(mirror, cut_after={"images.tar.gz": cut}) as server:
         project = make_project(tmp_path / "p", fake_data_params(server.url, md5))
         dvc(project, "repro", "download")
         ranged = [r for path, r in server.requests if path.endswith("images.tar.gz") and r]
-        assert ranged and ranged[0] == f"bytes={size // 3}-"
+        assert ranged, server.requests
+        start = int(ranged[0].removeprefix("bytes=").rstrip("-"))
+        assert 0 < start <= cut
     assert (project / "data/raw/images").is_dir()
 
 
