@@ -56,7 +56,9 @@ def test_malformed_annotation_names_file_and_line(tmp_path):
 
 def test_splits_are_stratified_seeded_and_disjoint(dataset, tmp_path):
     _, manifest = dataset
-    quarantine = pd.DataFrame({"image_id": ["beagle_1"], "file": [""], "reason": ["test"]})
+    quarantine = pd.DataFrame(
+        {"image_id": ["beagle_1"], "file": ["images/beagle_1.jpg"], "reason": ["test"]}
+    )
     splits = make_splits(manifest, quarantine, val_fraction=0.3, seed=7)
     again = make_splits(manifest, quarantine, val_fraction=0.3, seed=7)
     other = make_splits(manifest, quarantine, val_fraction=0.3, seed=8)
@@ -83,3 +85,13 @@ def test_split_refuses_shared_content():
     b = pd.DataFrame({"image_id": ["y_1"], "sha256": ["same"]})
     with pytest.raises(SplitLeakError, match="sha256 value"):
         assert_disjoint({"train": a, "test": b})
+
+
+def test_id_in_both_official_lists_is_recorded_as_such(tmp_path):
+    ds = make_dataset(tmp_path, per_breed=4, test_per_breed=1, quirks=False)
+    trainval = tmp_path / "annotations" / "trainval.txt"
+    test_line = (tmp_path / "annotations" / "test.txt").read_text().splitlines()[0]
+    trainval.write_text(trainval.read_text() + test_line + "\n")
+    manifest = build_manifest(tmp_path, workers=1)
+    leaked = manifest.set_index("image_id").loc[test_line.split()[0], "split"]
+    assert leaked == "trainval+test" and len(ds.ids) == len(manifest)

@@ -30,7 +30,7 @@ def usable_rows(manifest: pd.DataFrame, quarantine: pd.DataFrame) -> pd.DataFram
         manifest["listed"].astype(bool)
         & manifest["decodable"].astype(bool)
         & manifest["split"].isin(["trainval", "test"])
-        & ~manifest["image_id"].isin(set(quarantine["image_id"]))
+        & ~manifest["file"].isin(set(quarantine["file"]))  # by file: ids can repeat (.mat)
     ].copy()
     rows["species_id"] = rows["species"].map({name: i for i, name in enumerate(SPECIES)})
     return rows

@@ -1,0 +1,385 @@
+"""Validate the manifest with Great Expectations before anything trains on it.
+
+Three tables are checked, each by its own expectation suite, validation definition and checkpoint
+in one throw-away (ephemeral) GX context whose only file output is a Data Docs site:
+
+* ``usable_images``: listed rows whose file exists and decodes. Hard (``critical``) checks on
+  names, species, class ids, splits, ids, hashes and sizes; ``info`` counts of files that are
+  not RGB JPEGs (kept: loaders convert them).
+* ``breed_counts``: usable images per breed, within ``validate.min/max_images_per_breed``.
+* ``files``: every manifest row; ``warning`` checks that every file exists, decodes and is
+  listed. Their failures are the quarantine, not a reason to stop.
+
+Only failed ``critical`` expectations stop the pipeline (:class:`DataValidationError`), and only
+after ``summary.json``, the GX results and Data Docs are written, so the user can look. The
+quarantine (``data/quarantine.csv``: image_id, file, reason, detail) lists undecodable listed
+images (``undecodable``), stray non-image files (``not_an_image``) and listed entries without a
+file (``missing``); later stages leave those rows out.
+
+GX is imported lazily: importing :mod:`petsml.data` never pays its start-up cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from petsml.config import ValidateParams
+from petsml.data.breeds import BREEDS, CLASS_ID, SPECIES, species_of
+from petsml.errors import PetsError
+from petsml.io import atomic_dir, atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_COLUMNS = ["image_id", "file", "reason", "detail"]
+REASONS = ("undecodable", "not_an_image", "missing")
+OFFICIAL_SPLITS = ("trainval", "test")
+DOCS_DIR = "data_docs"
+SUMMARY_FILE = "summary.json"
+RESULTS_FILE = "gx_results.json"
+EXAMPLES = 5  # example rows per failed expectation in the summary and the error message
+
+CRITICAL, WARNING, INFO = "critical", "warning", "info"
+
+
+class DataValidationError(PetsError):
+    """A hard data check failed; the message names each failed expectation with examples."""
+
+
+@dataclass
+class ValidationSummary:
+    """What :func:`validate_manifest` found; ``to_dict()`` is ``summary.json``."""
+
+    success: bool
+    counts: dict[str, Any]
+    expectations: list[dict[str, Any]]
+    quarantine: pd.DataFrame = field(repr=False)
+    out_dir: Path = Path(".")
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        """Failed hard (critical) expectations."""
+        return [e for e in self.expectations if not e["success"] and e["severity"] == CRITICAL]
+
+    @property
+    def data_docs(self) -> Path:
+        return self.out_dir / DOCS_DIR / "index.html"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "failed": [e["name"] for e in self.failed],
+            "counts": self.counts,
+            "expectations": self.expectations,
+            "data_docs": f"{DOCS_DIR}/index.html",
+        }
+
+    def describe_failures(self) -> str:
+        lines = [f"{len(self.failed)} hard data check(s) failed:"]
+        for exp in self.failed:
+            lines.append(f"  - {exp['name']} ({_call(exp)} on table {exp['table']}): {_what(exp)}")
+            lines.extend(f"      e.g. {_example(example)}" for example in exp["examples"])
+        lines.append(
+            f"Details: {self.out_dir / SUMMARY_FILE}; Data Docs: {self.data_docs}. "
+            "Quarantined files do not cause this. Fix the data (re-run the download and manifest "
+            "stages) or, for a subset or a mirror, adjust validate.* in params.yaml."
+        )
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Tables (plain pandas): what GX validates, and the quarantine.
+
+
+def quarantine_table(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Rows later stages must not use, each with a reason in :data:`REASONS` and a detail."""
+    listed = manifest["listed"].astype(bool)
+    exists = manifest["exists"].astype(bool)
+    decodable = manifest["decodable"].astype(bool)
+    reason = pd.Series("", index=manifest.index, dtype=object)
+    reason[listed & ~exists] = "missing"
+    reason[listed & exists & ~decodable] = "undecodable"
+    reason[~listed & ~decodable] = "not_an_image"
+    rows = manifest.loc[reason != "", ["image_id", "file", "error"]].copy()
+    rows.insert(2, "reason", reason[reason != ""])
+    return rows.rename(columns={"error": "detail"})[QUARANTINE_COLUMNS].reset_index(drop=True)
+
+
+def usable_images(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Listed rows with a decodable file, plus the class id and species their name implies."""
+    flags = manifest[["listed", "exists", "decodable"]].astype(bool)
+    keep = flags["listed"] & flags["exists"] & flags["decodable"]
+    rows = manifest.loc[keep].reset_index(drop=True)
+    rows["class_id_by_name"] = rows["breed"].map(lambda b: CLASS_ID.get(b, -1)).astype(int)
+    rows["species_by_name"] = rows["breed"].astype(str).map(species_of)
+    return rows
+
+
+def breed_counts(manifest: pd.DataFrame, usable: pd.DataFrame) -> pd.DataFrame:
+    """Usable images per breed, for every breed named by a listed row (0 when all quarantined)."""
+    listed_breeds = manifest.loc[manifest["listed"].astype(bool), "breed"].unique()
+    counts = usable["breed"].value_counts().reindex(sorted(listed_breeds), fill_value=0)
+    return counts.rename_axis("breed").rename("usable_images").reset_index()
+
+
+def _counts(manifest: pd.DataFrame, usable: pd.DataFrame, quarantine: pd.DataFrame) -> dict:
+    converted = usable[(usable["format"] != "JPEG") | (usable["mode"] != "RGB")]
+    by_kind = (converted["format"] + "/" + converted["mode"]).value_counts().sort_index()
+    unlisted = manifest[~manifest["listed"].astype(bool) & manifest["decodable"].astype(bool)]
+    reasons = quarantine["reason"].value_counts()
+    return {
+        "rows": len(manifest),
+        "listed": int(manifest["listed"].astype(bool).sum()),
+        "usable": len(usable),
+        "breeds": int(usable["breed"].nunique()),
+        "quarantined": {reason: int(reasons.get(reason, 0)) for reason in REASONS},
+        "quarantined_total": len(quarantine),
+        "converted": {kind: int(n) for kind, n in by_kind.items()},
+        "converted_total": len(converted),
+        "unlisted": len(unlisted),
+        "unlisted_examples": unlisted["file"].head(EXAMPLES).tolist(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Expectation suites.
+
+
+def _suites(params: ValidateParams) -> dict[str, list[Any]]:
+    """Table name -> GX expectations; each carries its short check name in ``meta["check"]``."""
+    import great_expectations.expectations as gxe
+
+    def check(name: str, kind: type, severity: str = CRITICAL, **kwargs: Any) -> Any:
+        return kind(meta={"check": name}, severity=severity, **kwargs)
+
+    official = list(BREEDS)
+    images = [
+        check("has_usable_images", gxe.ExpectTableRowCountToBeBetween, min_value=1),
+        check("breed_is_official", gxe.ExpectColumnValuesToBeInSet, column="breed",
+              value_set=official),
+        check("species_is_cat_or_dog", gxe.ExpectColumnValuesToBeInSet, column="species",
+              value_set=list(SPECIES)),
+        # The dataset's rule: capitalised breed names are cats, lower-case names are dogs.
+        check("species_matches_breed_case", gxe.ExpectColumnPairValuesToBeEqual,
+              column_A="species", column_B="species_by_name"),
+        check("class_id_matches_breed", gxe.ExpectColumnPairValuesToBeEqual,
+              column_A="class_id", column_B="class_id_by_name"),
+        # An id in both official splits appears twice (or with a split outside the two).
+        check("image_id_unique", gxe.ExpectColumnValuesToBeUnique, column="image_id"),
+        check("split_is_trainval_or_test", gxe.ExpectColumnValuesToBeInSet, column="split",
+              value_set=list(OFFICIAL_SPLITS)),
+        check("sha256_unique", gxe.ExpectColumnValuesToBeUnique, column="sha256"),
+        check("width_at_least_min", gxe.ExpectColumnValuesToBeBetween, column="width",
+              min_value=params.min_width),
+        check("height_at_least_min", gxe.ExpectColumnValuesToBeBetween, column="height",
+              min_value=params.min_height),
+        # Kept and converted to RGB by the loaders; reported so the count is visible.
+        check("format_is_jpeg", gxe.ExpectColumnValuesToBeInSet, INFO, column="format",
+              value_set=["JPEG"]),
+        check("mode_is_rgb", gxe.ExpectColumnValuesToBeInSet, INFO, column="mode",
+              value_set=["RGB"]),
+    ]  # fmt: skip
+    if params.require_all_breeds:
+        images.insert(2, check("all_breeds_present", gxe.ExpectColumnDistinctValuesToContainSet,
+                               column="breed", value_set=official))  # fmt: skip
+    counts = [
+        check("images_per_breed_in_range", gxe.ExpectColumnValuesToBeBetween,
+              column="usable_images", min_value=params.min_images_per_breed,
+              max_value=params.max_images_per_breed),
+    ]  # fmt: skip
+    # Non-fatal: what fails here is the quarantine (and the unlisted files), not a stop.
+    files = [
+        check("file_exists", gxe.ExpectColumnValuesToBeInSet, WARNING, column="exists",
+              value_set=[True]),
+        check("file_decodable", gxe.ExpectColumnValuesToBeInSet, WARNING, column="decodable",
+              value_set=[True]),
+        check("file_listed", gxe.ExpectColumnValuesToBeInSet, INFO, column="listed",
+              value_set=[True]),
+    ]  # fmt: skip
+    return {"usable_images": images, "breed_counts": counts, "files": files}
+
+
+# Columns that identify a row in a table's unexpected-row examples.
+_INDEX_COLUMNS = {"usable_images": ["image_id"], "breed_counts": ["breed"], "files": ["file"]}
+
+
+def _gx_context(docs_dir: Path) -> Any:
+    """An ephemeral context (in-memory stores) whose one Data Docs site is ``docs_dir``."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False),
+        data_docs_sites={
+            "local_site": {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs_dir.resolve()),
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            }
+        },
+    )
+    return gx.get_context(project_config=config, mode="ephemeral")
+
+
+def _run_checkpoints(
+    tables: dict[str, pd.DataFrame], params: ValidateParams, docs_dir: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Validate each table through its own checkpoint; returns (check rows, raw GX results)."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    context = _gx_context(docs_dir)
+    source = context.data_sources.add_pandas("manifest")
+    checks: list[dict[str, Any]] = []
+    raw: list[dict[str, Any]] = []
+    for table, expectations in _suites(params).items():
+        batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all_rows")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"pets.{table}"))
+        for expectation in expectations:
+            suite.add_expectation(expectation)
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"validate_{table}", data=batch, suite=suite)
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"pets_{table}",
+                validation_definitions=[definition],
+                actions=[UpdateDataDocsAction(name="update_data_docs")],
+                result_format={
+                    "result_format": "SUMMARY",
+                    "unexpected_index_column_names": _INDEX_COLUMNS[table],
+                    "partial_unexpected_count": 20,
+                },
+            )
+        )
+        result = checkpoint.run(batch_parameters={"dataframe": tables[table]})
+        for suite_result in result.run_results.values():
+            as_json = suite_result.to_json_dict()
+            raw.append(as_json)
+            checks.extend(_check_row(table, item) for item in as_json["results"])
+    return checks, raw
+
+
+def _check_row(table: str, item: dict[str, Any]) -> dict[str, Any]:
+    """One expectation's result, condensed for summary.json."""
+    config = item["expectation_config"]
+    kwargs = {
+        k: v
+        for k, v in config["kwargs"].items()
+        if k not in ("batch_id", "value_set") and v is not None
+    }
+    result = item.get("result") or {}
+    ids = _INDEX_COLUMNS[table]
+    if "partial_unexpected_index_list" in result:
+        examples = [  # identifying columns first: "image_id=X class_id=5 class_id_by_name=0"
+            {k: row[k] for k in sorted(row, key=lambda k: k not in ids)}
+            for row in result["partial_unexpected_index_list"][:EXAMPLES]
+        ]
+    elif result.get("partial_missing_list"):
+        missing = sorted(map(str, result["partial_missing_list"]))
+        examples = [{"missing": value} for value in missing[:EXAMPLES]]
+    else:
+        examples = []
+    row = {
+        "name": (config.get("meta") or {}).get("check", config["type"]),
+        "table": table,
+        "expectation_type": config["type"],
+        "kwargs": kwargs,
+        "severity": str(config.get("severity") or CRITICAL),
+        "success": bool(item["success"]),
+        "element_count": result.get("element_count"),
+        "unexpected_count": result.get("unexpected_count", result.get("missing_count")),
+        "examples": [] if item["success"] else examples,
+    }
+    if "observed_value" in result:
+        row["observed_value"] = result["observed_value"]
+    if item.get("exception_info", {}).get("raised_exception"):
+        row["exception"] = item["exception_info"]["exception_message"]
+    return row
+
+
+def _call(exp: dict[str, Any]) -> str:
+    def show(v: Any) -> Any:  # GX stores bounds as floats: 150.0 -> 150
+        return int(v) if isinstance(v, float) and v.is_integer() else v
+
+    args = ", ".join(f"{k}={show(v)}" for k, v in exp["kwargs"].items())
+    return f"{exp['expectation_type']}({args})"
+
+
+def _what(exp: dict[str, Any]) -> str:
+    if exp.get("exception"):
+        return f"raised {exp['exception']}"
+    if exp["expectation_type"] == "expect_column_distinct_values_to_contain_set":
+        return f"{exp['unexpected_count']} expected value(s) absent"
+    if exp["unexpected_count"] is not None and exp["element_count"] is not None:
+        return f"{exp['unexpected_count']} of {exp['element_count']} rows unexpected"
+    return f"observed {exp.get('observed_value')!r}"
+
+
+def _example(example: Any) -> str:
+    if isinstance(example, dict):
+        return " ".join(f"{k}={v}" for k, v in example.items())
+    return str(example)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def validate_manifest(
+    manifest: pd.DataFrame, params: ValidateParams, out_dir: Path, quarantine_path: Path
+) -> ValidationSummary:
+    """Check the manifest, write quarantine, summary and Data Docs; raise on hard failures.
+
+    ``out_dir`` is replaced as a whole (``summary.json``, ``gx_results.json``, ``data_docs/``).
+    Raises :class:`DataValidationError` after writing everything if a critical check failed.
+    """
+    out_dir, quarantine_path = Path(out_dir), Path(quarantine_path)
+    quarantine = quarantine_table(manifest)
+    usable = usable_images(manifest)
+    tables = {
+        "usable_images": usable,
+        "breed_counts": breed_counts(manifest, usable),
+        "files": manifest.reset_index(drop=True),
+    }
+    counts = _counts(manifest, usable, quarantine)
+    with atomic_path(quarantine_path, suffix=".csv") as tmp:
+        quarantine.to_csv(tmp, index=False)
+    with atomic_dir(out_dir) as tmp_dir:
+        checks, raw = _run_checkpoints(tables, params, tmp_dir / DOCS_DIR)
+        summary = ValidationSummary(
+            success=not any(not c["success"] and c["severity"] == CRITICAL for c in checks),
+            counts=counts,
+            expectations=checks,
+            quarantine=quarantine,
+            out_dir=out_dir,
+        )
+        write_json(tmp_dir / SUMMARY_FILE, summary.to_dict())
+        write_json(tmp_dir / RESULTS_FILE, raw)
+    log.info(
+        "validation: %d usable of %d listed; quarantined %s; converted %s; %d unlisted",
+        counts["usable"],
+        counts["listed"],
+        counts["quarantined"],
+        counts["converted"],
+        counts["unlisted"],
+    )
+    if not summary.success:
+        raise DataValidationError(summary.describe_failures())
+    return summary

@@ -1,0 +1,22 @@
+"""DVC stage `validate`: Great Expectations checks on the manifest, quarantine, Data Docs."""
+
+from petsml import paths
+from petsml.config import load_params
+from petsml.data.manifest import read_manifest
+from petsml.data.validation import validate_manifest
+from petsml.errors import PetsError
+from petsml.stage import run_stage
+
+
+def main() -> None:
+    params = load_params()
+    if not paths.MANIFEST.exists():
+        raise PetsError(
+            f"{paths.MANIFEST}: missing. Run the manifest stage first (dvc repro manifest)."
+        )
+    manifest = read_manifest(paths.MANIFEST)
+    validate_manifest(manifest, params.validate_params, paths.VALIDATION_REPORTS, paths.QUARANTINE)
+
+
+if __name__ == "__main__":
+    run_stage("validate", main)
