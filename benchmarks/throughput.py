@@ -1,0 +1,234 @@
+"""Throughput: the tutorial data path against the project's, same photos, same model, one run.
+
+Naive = per-sample PIL decode + torchvision transforms in a DataLoader, every layer run every
+time. Project = images decoded once into the uint8 cache, batched tensor preprocessing,
+channels_last, inference_mode. Prints images/s for (a) frozen feature extraction and (b) one
+``finetune_top`` epoch, the model-only ceiling, validation accuracy after the same epochs, peak
+memory, and a final ``speedup: <x>`` line (project over naive, finetune_top epoch).
+
+    python benchmarks/throughput.py [FOLDER]   # default ../shared/pets-sample
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from petsml.config import load_params
+from petsml.data.breeds import CLASS_ID, breed_of
+from petsml.data.decode import DecodedImages, decode_images
+from petsml.data.tensors import augment, batches, to_input
+from petsml.models.backbones import create_backbone
+from petsml.models.classifier import Classifier
+from petsml.training.finetune import build_param_groups
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class NaiveImages(Dataset):
+    """What tutorials do: open, convert, transform one PIL image per ``__getitem__``."""
+
+    def __init__(self, files: list[Path], labels: list[int], transform) -> None:
+        self.files, self.labels, self.transform = files, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        with Image.open(self.files[i]) as img:
+            return self.transform(img.convert("RGB")), self.labels[i]
+
+
+def naive_transforms(prep, train: bool):
+    norm = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(prep.mean, prep.std)]
+    if train:
+        return v2.Compose(
+            [
+                v2.RandomResizedCrop(prep.input_size, scale=(0.35, 1.0)),
+                v2.RandomHorizontalFlip(),
+                *norm,
+            ]
+        )
+    return v2.Compose(
+        [v2.Resize(round(prep.input_size / 0.875)), v2.CenterCrop(prep.input_size), *norm]
+    )
+
+
+def timed(fn) -> tuple[float, object]:
+    started = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - started, out
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folder", nargs="?", default=str(ROOT.parent / "shared" / "pets-sample"))
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    params = load_params(ROOT / "params.yaml")
+    folder = Path(args.folder)
+    files = sorted(p for p in (folder / "images").glob("*.jpg"))
+    frame = pd.DataFrame(
+        {"file": [f"images/{p.name}" for p in files], "image_id": [p.stem for p in files]}
+    )
+    frame["label"] = frame.image_id.map(lambda i: CLASS_ID[breed_of(i)])
+    rng = np.random.default_rng(0)
+    frame["val"] = rng.random(len(frame)) < 0.25
+    train, val = frame[~frame.val], frame[frame.val]
+    print(
+        f"{len(frame)} photos from {folder} ({len(train)} train / {len(val)} val), "
+        f"{torch.get_num_threads()} threads, backbone {params.model.backbone}"
+    )
+
+    backbone = create_backbone(params.model.backbone, pretrained=True)
+    prep = backbone.preprocessing
+    backbone = backbone.eval().to(memory_format=torch.channels_last)
+
+    # Model-only ceiling: random input, no data path at all.
+    x = torch.randn(args.batch_size, 3, prep.input_size, prep.input_size).contiguous(
+        memory_format=torch.channels_last
+    )
+    with torch.inference_mode():
+        backbone.forward_features(x)
+        secs, _ = timed(lambda: [backbone.forward_features(x) for _ in range(3)])
+    model_only = 3 * args.batch_size / secs
+
+    # (a) feature extraction.
+    naive_loader = DataLoader(
+        NaiveImages(
+            [folder / f for f in frame.file],
+            frame.label.tolist(),
+            naive_transforms(prep, train=False),
+        ),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+    )
+
+    def naive_features():
+        with torch.inference_mode():
+            return [backbone.forward_features(xb) for xb, _ in naive_loader]
+
+    naive_secs, _ = timed(naive_features)
+    with tempfile.TemporaryDirectory() as tmp:
+        decode_secs, _ = timed(
+            lambda: decode_images(
+                frame, folder, Path(tmp) / "dec", params.decode.size, args.workers
+            )
+        )
+        cache = DecodedImages.open(Path(tmp) / "dec")
+        arrays = cache.take(frame.image_id)
+
+        def project_features():
+            with torch.inference_mode():
+                for xb, _ in batches(arrays, frame.label.to_numpy(), args.batch_size):
+                    backbone.forward_features(
+                        to_input(xb, prep.mean, prep.std, size=prep.input_size)
+                    )
+
+        project_secs, _ = timed(project_features)
+        train_arr, val_arr = cache.take(train.image_id), cache.take(val.image_id)
+
+    n = len(frame)
+    print("\n(a) frozen feature extraction")
+    print(f"  model only          {model_only:8.1f} images/s")
+    print(f"  naive               {n / naive_secs:8.1f} images/s")
+    print(
+        f"  project             {n / project_secs:8.1f} images/s "
+        f"({n / project_secs / model_only:.0%} of model-only; decode once {decode_secs:.1f}s)"
+    )
+
+    # (b) finetune_top epochs.
+    def make_model():
+        torch.manual_seed(0)
+        net = Classifier(create_backbone(params.model.backbone, pretrained=True), 37)
+        groups = build_param_groups("finetune_top", net, params)
+        opt = torch.optim.AdamW(groups.param_groups)
+        return net.to(memory_format=torch.channels_last), opt, groups.frozen_blocks
+
+    def set_train(net, frozen):
+        net.train()
+        for block in frozen:
+            block.eval()
+
+    def accuracy(net) -> float:
+        net.eval()
+        with torch.inference_mode():
+            preds = [
+                net(to_input(xb, prep.mean, prep.std, size=prep.input_size)).argmax(1)
+                for xb, _ in batches(val_arr, val.label.to_numpy(), 64)
+            ]
+        return float((torch.cat(preds).numpy() == val.label.to_numpy()).mean())
+
+    net, opt, frozen = make_model()
+    loader = DataLoader(
+        NaiveImages(
+            [folder / f for f in train.file],
+            train.label.tolist(),
+            naive_transforms(prep, train=True),
+        ),
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=args.workers,
+        drop_last=True,
+    )
+
+    def naive_epochs():
+        for _ in range(args.epochs):
+            set_train(net, frozen)
+            for xb, yb in loader:
+                loss = F.cross_entropy(net(xb.contiguous(memory_format=torch.channels_last)), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+    naive_ft_secs, _ = timed(naive_epochs)
+    naive_acc = accuracy(net)
+
+    net, opt, frozen = make_model()
+    gen = torch.Generator().manual_seed(0)
+
+    def project_epochs():
+        for epoch in range(args.epochs):
+            set_train(net, frozen)
+            for xb, yb in batches(
+                train_arr, train.label.to_numpy(), args.batch_size, shuffle=True, seed=epoch
+            ):
+                if len(yb) < 2:
+                    continue
+                x_in = to_input(augment(xb, prep.input_size, gen), prep.mean, prep.std)
+                loss = F.cross_entropy(net(x_in), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+    project_ft_secs, _ = timed(project_epochs)
+    project_acc = accuracy(net)
+    seen = len(train) * args.epochs
+    naive_ips, project_ips = seen / naive_ft_secs, seen / project_ft_secs
+    print(f"\n(b) finetune_top, {args.epochs} epochs")
+    print(f"  naive               {naive_ips:8.1f} images/s  val accuracy {naive_acc:.3f}")
+    print(f"  project             {project_ips:8.1f} images/s  val accuracy {project_acc:.3f}")
+    print(f"\npeak memory (RSS): {peak_rss_mb():.0f} MiB")
+    print(f"speedup: {project_ips / naive_ips:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,614 @@
+"""The trained strategies: fine-tune the top, fine-tune everything, or train from scratch.
+
+All three share one loop so they compete on equal terms (same data, augmentation, budget,
+schedule and early stopping) and differ only in what is trainable and at which learning rate:
+
+- ``finetune_top``: a new head plus the last ``finetune_top.unfreeze_blocks`` blocks; the rest
+  of the trunk is frozen and kept in eval mode, so its BatchNorm statistics stay ImageNet's.
+  Head at ``lr``, unfrozen blocks at ``lr * backbone_lr_scale``.
+- ``finetune_full``: every parameter trains; the head at ``lr`` and each block ``d`` steps below
+  it at ``lr * layer_decay ** d`` (layer-wise LR decay: generic stem features move least).
+- ``scratch``: the same architecture with random weights, everything at ``scratch.lr``. The
+  baseline that shows what the pretrained weights are worth.
+
+Training reads the decoded uint8 cache, augments whole batches on the device, uses AdamW with
+a linear warm-up then cosine schedule (stepped per batch) and keeps the weights of the best
+validation epoch. A checkpoint is written atomically after every epoch (outside the DVC output,
+which DVC deletes before re-running a stage) and ``resume=True`` continues from it only when
+its fingerprint, a hash of every setting and the data the run depends on, still matches.
+
+This module never imports MLflow, Prefect or DVC, so it runs alone on a GPU machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from petsml import paths
+from petsml.config import TRAINED_STRATEGIES, Params
+from petsml.data.breeds import labels_for
+from petsml.data.decode import DecodedImages
+from petsml.data.split import load_split
+from petsml.data.tensors import augment, batches, pick_device, to_input
+from petsml.errors import PetsError
+from petsml.io import atomic_dir, atomic_path, write_json
+from petsml.models.backbones import create_backbone
+from petsml.models.classifier import Classifier, save_classifier
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "last.pt"
+CHECKPOINT_VERSION = 1
+
+# Called after every epoch, once its checkpoint is on disk: (epoch, model, history record).
+EpochCallback = Callable[[int, nn.Module, dict[str, Any]], None]
+
+
+class TrainingError(PetsError):
+    """A trained strategy cannot run with the given settings or data."""
+
+
+# --------------------------------------------------------------------------------------------
+# Model and parameter groups
+
+
+def build_model(strategy: str, params: Params, num_classes: int) -> Classifier:
+    """The strategy's :class:`Classifier`, initialised deterministically from ``train.seed``."""
+    _check_strategy(strategy)
+    torch.manual_seed(params.train.seed)
+    backbone = create_backbone(
+        params.model.backbone,
+        pretrained=params.model.pretrained and strategy != "scratch",
+        early_block=params.model.early_block,
+        image_size=params.model.image_size,
+    )
+    return Classifier(backbone, num_classes, feature="penultimate")
+
+
+@dataclass
+class Groups:
+    """AdamW parameter groups (head first) and the trunk blocks that stay frozen."""
+
+    param_groups: list[dict[str, Any]]
+    frozen_blocks: list[nn.Module]
+
+
+def build_param_groups(strategy: str, model: Classifier, params: Params) -> Groups:
+    """Freeze what the strategy freezes and give every trainable block its learning rate.
+
+    One group per block (named ``block<i>``, ``i`` counted from the stem) plus ``head``, so the
+    per-layer rates are visible in the optimizer and in checkpoints. Also sets
+    ``requires_grad`` on every parameter.
+    """
+    _check_strategy(strategy)
+    settings = getattr(params, strategy)
+    blocks = list(model.backbone.blocks())
+    n = len(blocks)
+    head_params = [p for p in model.head.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(True)
+
+    if strategy == "finetune_top":
+        k = settings.unfreeze_blocks
+        if k > n:
+            raise TrainingError(
+                f"finetune_top.unfreeze_blocks={k} but backbone {params.model.backbone!r} has "
+                f"only {n} blocks; lower it in params.yaml."
+            )
+        frozen = blocks[: n - k]
+        for block in frozen:
+            for p in block.parameters():
+                p.requires_grad_(False)
+        block_lrs = {i: settings.lr * settings.backbone_lr_scale for i in range(n - k, n)}
+    elif strategy == "finetune_full":
+        frozen = []
+        block_lrs = {i: settings.lr * settings.layer_decay ** (n - i) for i in range(n)}
+    else:  # scratch
+        frozen = []
+        block_lrs = dict.fromkeys(range(n), settings.lr)
+
+    groups = [{"name": "head", "params": head_params, "lr": settings.lr}]
+    for i in sorted(block_lrs, reverse=True):  # top block first, after the head
+        block_params = [p for p in blocks[i].parameters() if p.requires_grad]
+        if block_params:
+            groups.append({"name": f"block{i}", "params": block_params, "lr": block_lrs[i]})
+    for group in groups:
+        group["weight_decay"] = settings.weight_decay
+
+    # Every trainable parameter must be in exactly one group, or it would silently not train.
+    seen: dict[int, str] = {}
+    for group in groups:
+        for p in group["params"]:
+            if id(p) in seen:
+                raise TrainingError(f"a parameter is in both {seen[id(p)]} and {group['name']}")
+            seen[id(p)] = group["name"]
+    orphans = [
+        name for name, p in model.named_parameters() if p.requires_grad and id(p) not in seen
+    ]
+    if orphans:
+        raise TrainingError(
+            f"backbone {params.model.backbone!r}: parameters outside every block "
+            f"(e.g. {orphans[0]}); Backbone.blocks() must own the whole trunk."
+        )
+    return Groups(groups, frozen)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0 at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class SplitData:
+    image_ids: list[str]
+    images: np.ndarray  # (N, S, S, 3) uint8
+    labels: np.ndarray  # (N,) int64
+
+
+def _load_data(split: str, task: str, splits_dir: Path, decoded: DecodedImages) -> SplitData:
+    path = Path(splits_dir) / f"{split}.csv"
+    if not path.exists():
+        raise TrainingError(f"{path}: split missing. Run `dvc repro split` first.")
+    frame = load_split(path, task)
+    if frame.empty:
+        raise TrainingError(f"{path} has no rows; check the split stage and validate.* params.")
+    ids = frame["image_id"].tolist()
+    return SplitData(ids, decoded.take(ids), np.array(frame["label"], dtype=np.int64))
+
+
+def fingerprint(strategy: str, params: Params, train: SplitData, val: SplitData, size: int) -> str:
+    """Hash of every setting and input the trained weights depend on (not device or workers)."""
+    t = params.train
+    relevant = {
+        "version": CHECKPOINT_VERSION,
+        "strategy": strategy,
+        "task": params.data.task,
+        "model": params.model.model_dump(),
+        "strategy_params": getattr(params, strategy).model_dump(),
+        "train": {
+            "seed": t.seed,
+            "epochs": t.epochs,
+            "batch_size": t.batch_size,
+            "patience": t.patience,
+            "warmup_epochs": t.warmup_epochs,
+        },
+        "decode_size": size,
+    }
+    digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
+    for data in (train, val):
+        digest.update("\n".join(data.image_ids).encode())
+        digest.update(data.labels.tobytes())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "augment": generator.get_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    generator.set_state(state["augment"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(state["python"])
+
+
+def _python_rng(value: Any) -> Any:
+    """torch.load(weights_only) returns tuples as lists; random.setstate needs tuples."""
+    return tuple(_python_rng(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def load_checkpoint(path: Path, expected: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` when it exists, loads and has the ``expected`` fingerprint."""
+    if not path.exists():
+        log.info("no checkpoint at %s: starting fresh", path)
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a torn or foreign file is not worth dying for
+        log.warning("checkpoint %s unreadable (%s): starting fresh", path, error)
+        return None
+    if state.get("fingerprint") != expected:
+        log.info(
+            "checkpoint %s was made with other params or data (fingerprint %.12s, now %.12s): "
+            "starting fresh",
+            path,
+            state.get("fingerprint"),
+            expected,
+        )
+        return None
+    state["rng"]["python"] = _python_rng(state["rng"]["python"])
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# Loop
+
+
+def _set_train_mode(model: nn.Module, frozen_blocks: list[nn.Module]) -> None:
+    model.train()
+    for block in frozen_blocks:
+        block.eval()  # frozen BatchNorm keeps its pretrained running statistics
+
+
+@torch.inference_mode()
+def evaluate(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    model: nn.Module,
+    data: SplitData,
+    prep,
+    device: torch.device,
+    batch_size: int,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on centre crops."""
+    model.eval()
+    use_bf16 = device.type == "cuda"
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for x_u8, y in batches(data.images, data.labels, batch_size):
+        x_u8 = x_u8.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        x = to_input(x_u8, prep.mean, prep.std, size=prep.input_size, channels_last=use_bf16)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits = forward(x)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    n = max(1, len(data.labels))
+    return loss_sum.item() / n, correct.item() / n
+
+
+def _train_epoch(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    model: nn.Module,
+    frozen_blocks: list[nn.Module],
+    data: SplitData,
+    prep,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+    device: torch.device,
+    batch_size: int,
+    shuffle_seed: int,
+    desc: str,
+) -> tuple[float, float]:
+    _set_train_mode(model, frozen_blocks)
+    use_bf16 = device.type == "cuda"
+    n = len(data.labels)
+    steps = _steps_per_epoch(n, batch_size)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    bar = tqdm(total=steps, desc=desc, unit="batch", mininterval=2, leave=False)
+    stream = batches(data.images, data.labels, batch_size, shuffle=True, seed=shuffle_seed)
+    for step, (x_u8, y) in enumerate(stream):
+        if step >= steps:  # drop the short last batch: BatchNorm needs more than one sample
+            break
+        x_u8 = x_u8.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        x_u8 = augment(x_u8, prep.input_size, generator)
+        x = to_input(x_u8, prep.mean, prep.std, channels_last=use_bf16)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits = forward(x)
+        loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        bar.update(1)
+        if step % 10 == 0 or step == steps - 1:  # .item() syncs the GPU: not every step
+            bar.set_postfix(
+                loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}"
+            )
+    bar.close()
+    if not seen:
+        raise TrainingError("no training batch ran; the train split is empty")
+    loss_value = loss_sum.item() / seen
+    if not math.isfinite(loss_value):
+        raise TrainingError(
+            f"training loss is {loss_value}: the learning rate is too high for this model; "
+            "lower the strategy's lr in params.yaml."
+        )
+    return loss_value, correct.item() / seen
+
+
+def _steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, n // batch_size) if n >= 2 else 1
+
+
+def train_strategy(
+    strategy: str,
+    params: Params,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    checkpoint_dir: str | Path,
+    splits_dir: str | Path = paths.SPLITS,
+    decoded_dir: str | Path = paths.DECODED,
+    on_epoch_end: EpochCallback | None = None,
+) -> dict[str, Any]:
+    """Train ``strategy`` and write ``out_dir/{model.pt,history.json,summary.json}``.
+
+    ``checkpoint_dir`` gets ``last.pt`` after every epoch and is removed once the model
+    directory is written. With ``resume=True`` an existing checkpoint whose fingerprint
+    matches is continued from the epoch after it; otherwise training starts fresh.
+    ``on_epoch_end(epoch, model, record)`` runs after each epoch's checkpoint is saved.
+    Returns the summary written to ``summary.json``.
+    """
+    _check_strategy(strategy)
+    out_dir = Path(out_dir)
+    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_path = checkpoint_dir / CHECKPOINT
+    t = params.train
+    task = params.data.task
+    class_names = list(labels_for(task))
+    settings = getattr(params, strategy)
+
+    decoded = DecodedImages.open(decoded_dir)
+    train_data = _load_data("train", task, Path(splits_dir), decoded)
+    val_data = _load_data("val", task, Path(splits_dir), decoded)
+    bad = np.setdiff1d(
+        np.concatenate([train_data.labels, val_data.labels]), range(len(class_names))
+    )
+    if bad.size:
+        raise TrainingError(f"labels {bad[:5].tolist()} are outside task {task!r}'s classes")
+    if decoded.size != params.decode.size:
+        log.warning(
+            "decoded cache is %dpx but decode.size is %d; using the cache (re-run decode)",
+            decoded.size,
+            params.decode.size,
+        )
+
+    device = pick_device(t.device)
+    random.seed(t.seed)
+    np.random.seed(t.seed)
+    model = build_model(strategy, params, len(class_names))
+    prep = model.backbone.preprocessing
+    if prep.input_size > decoded.size:
+        raise TrainingError(
+            f"model input {prep.input_size}px is larger than the decoded images "
+            f"({decoded.size}px): raise decode.size or lower model.image_size in params.yaml."
+        )
+    groups = build_param_groups(strategy, model, params)
+    if device.type == "cuda":
+        model = model.to(device, memory_format=torch.channels_last)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    else:
+        model = model.to(device)
+    optimizer = torch.optim.AdamW(groups.param_groups)
+    steps = _steps_per_epoch(len(train_data.labels), t.batch_size)
+    total_steps = steps * t.epochs
+    warmup_steps = steps * t.warmup_epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, warmup_steps)
+    )
+    generator = torch.Generator().manual_seed(t.seed)
+
+    forward: Callable[[torch.Tensor], torch.Tensor] = model
+    if t.compile:
+        if device.type == "mps":
+            log.warning("train.compile is ignored on mps")
+        else:
+            forward = torch.compile(model)
+
+    fp = fingerprint(strategy, params, train_data, val_data, decoded.size)
+    history: list[dict[str, Any]] = []
+    best = {"accuracy": -1.0, "epoch": 0, "state": None}
+    bad_epochs = 0
+    start_epoch = 1
+    stopped_early = False
+    resumed_from = None
+    state = None
+    if resume:
+        state = load_checkpoint(checkpoint_path, fp)
+    elif checkpoint_path.exists():
+        log.info("resume is off: ignoring the checkpoint at %s", checkpoint_path)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], generator)
+        history = state["history"]
+        best = state["best"]
+        bad_epochs = state["bad_epochs"]
+        stopped_early = state["stopped_early"]
+        start_epoch = state["epoch"] + 1
+        resumed_from = state["epoch"]
+        log.info("%s: resuming after epoch %d from %s", strategy, state["epoch"], checkpoint_path)
+        del state
+
+    log.info(
+        "%s: %d train / %d val images, %d classes, %s, input %dpx, %d steps/epoch, "
+        "%d trainable / %d parameters",
+        strategy,
+        len(train_data.labels),
+        len(val_data.labels),
+        len(class_names),
+        device,
+        prep.input_size,
+        steps,
+        sum(p.numel() for p in model.parameters() if p.requires_grad),
+        sum(p.numel() for p in model.parameters()),
+    )
+    for epoch in range(start_epoch, t.epochs + 1):
+        if stopped_early:
+            break
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_acc = _train_epoch(
+            forward,
+            model,
+            groups.frozen_blocks,
+            train_data,
+            prep,
+            optimizer,
+            scheduler,
+            generator,
+            device,
+            t.batch_size,
+            shuffle_seed=t.seed * 100_003 + epoch,
+            desc=f"{strategy} {epoch}/{t.epochs}",
+        )
+        val_loss, val_acc = evaluate(
+            forward, model, val_data, prep, device, params.evaluate.batch_size
+        )
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": lr,
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(record)
+        if val_acc > best["accuracy"]:
+            best = {"accuracy": val_acc, "epoch": epoch, "state": _cpu_state(model)}
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+            stopped_early = bad_epochs >= t.patience and epoch < t.epochs
+        log.info(
+            "%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.2e | %.1fs%s",
+            strategy,
+            epoch,
+            t.epochs,
+            train_loss,
+            train_acc,
+            val_loss,
+            val_acc,
+            lr,
+            record["seconds"],
+            " (best)" if best["epoch"] == epoch else "",
+        )
+        if stopped_early:
+            log.info(
+                "%s: early stop, no val accuracy gain for %d epochs (best %.4f at epoch %d)",
+                strategy,
+                bad_epochs,
+                best["accuracy"],
+                best["epoch"],
+            )
+        with atomic_path(checkpoint_path, suffix=".pt") as tmp:
+            torch.save(
+                {
+                    "fingerprint": fp,
+                    "strategy": strategy,
+                    "epoch": epoch,
+                    "model": _cpu_state(model),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "best": best,
+                    "bad_epochs": bad_epochs,
+                    "stopped_early": stopped_early,
+                    "history": history,
+                    "rng": _rng_state(generator),
+                },
+                tmp,
+            )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model, record)
+
+    if best["state"] is None:
+        raise TrainingError("no epoch was trained; check train.epochs")
+    model.load_state_dict(best["state"])
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    summary = {
+        "strategy": strategy,
+        "task": task,
+        "backbone": params.model.backbone,
+        "val_accuracy": float(best["accuracy"]),
+        "train_seconds": float(sum(r["seconds"] for r in history)),
+        "best_epoch": int(best["epoch"]),
+        "epochs_run": len(history),
+        "device": device.type,
+        "stopped_early": bool(stopped_early),
+        "resumed_from_epoch": resumed_from,
+        "params": {
+            **settings.model_dump(),
+            "pretrained": params.model.pretrained and strategy != "scratch",
+            "epochs": t.epochs,
+            "batch_size": t.batch_size,
+            "patience": t.patience,
+            "warmup_epochs": t.warmup_epochs,
+            "seed": t.seed,
+        },
+    }
+    meta = {
+        "strategy": strategy,
+        "task": task,
+        "class_names": class_names,
+        "decode_size": decoded.size,
+        "backbone": params.model.backbone,
+    }
+    with atomic_dir(out_dir) as tmp:
+        save_classifier(model, tmp / "model.pt", meta)
+        write_json(tmp / "history.json", {"epochs": history, "search": []})
+        write_json(tmp / "summary.json", summary)
+    checkpoint_path.unlink(missing_ok=True)
+    try:
+        checkpoint_dir.rmdir()  # only when nothing else lives there
+    except OSError:
+        pass
+    log.info(
+        "%s: best val accuracy %.4f at epoch %d of %d (%.1fs); wrote %s",
+        strategy,
+        summary["val_accuracy"],
+        summary["best_epoch"],
+        summary["epochs_run"],
+        summary["train_seconds"],
+        out_dir,
+    )
+    return summary
+
+
+def _check_strategy(strategy: str) -> None:
+    if strategy not in TRAINED_STRATEGIES:
+        raise TrainingError(
+            f"{strategy!r} is not a trained strategy; use one of {', '.join(TRAINED_STRATEGIES)}"
+        )

@@ -1,0 +1,313 @@
+"""The trained strategies, really trained: a tiny random-init timm network on tiny images."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from petsml.config import parse_params
+from petsml.data.breeds import CLASS_ID, SPECIES, breed_of, species_of
+from petsml.data.decode import decode_images
+from petsml.io import read_json
+from petsml.models.classifier import load_classifier
+from petsml.training import finetune
+from petsml.training.finetune import (
+    CHECKPOINT,
+    build_model,
+    build_param_groups,
+    lr_factor,
+    train_strategy,
+)
+from tests.fakedata import make_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+BACKBONE = "test_efficientnet"  # timm's tiny test network: trains in well under a second
+NUM_CLASSES = 37  # task breed
+
+
+class Crash(RuntimeError):
+    """Stands in for a killed process after an epoch's checkpoint is on disk."""
+
+
+def _params(**overrides):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    settings = {
+        "model.backbone": BACKBONE,
+        "model.pretrained": False,  # no network in tests
+        "model.image_size": 32,
+        "decode.size": 40,
+        "train.device": "cpu",
+        "train.epochs": 3,
+        "train.batch_size": 8,
+        "train.patience": 3,
+        "train.warmup_epochs": 1,
+        "train.seed": 0,
+        "evaluate.batch_size": 64,
+    } | overrides
+    for dotted, value in settings.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return parse_params(raw)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: threads only add overhead, and they thrash on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_dirs(tmp_path_factory):
+    """Split CSVs and a decoded cache for 4 breeds: 24 train and 8 val images, 40 px."""
+    root = tmp_path_factory.mktemp("pets")
+    ds = make_dataset(root / "src", per_breed=8, test_per_breed=0, size=(48, 44), quirks=False)
+    rows = []
+    for image_id in ds.ids:
+        breed = breed_of(image_id)
+        file = f"images/{image_id}.jpg"
+        rows.append(
+            {
+                "image_id": image_id,
+                "file": file,
+                "breed": breed,
+                "class_id": CLASS_ID[breed],
+                "species": species_of(breed),
+                "species_id": SPECIES.index(species_of(breed)),
+                "sha256": hashlib.sha256((root / "src" / file).read_bytes()).hexdigest(),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    is_val = frame["image_id"].str.endswith(("_1", "_2"))
+    splits = root / "splits"
+    splits.mkdir()
+    frame[~is_val].to_csv(splits / "train.csv", index=False)
+    frame[is_val].to_csv(splits / "val.csv", index=False)
+    decode_images(frame, root / "src", root / "decoded", size=40, workers=1)
+    return splits, root / "decoded"
+
+
+def _run(data_dirs, tmp_path, strategy, params, *, resume=False, on_epoch_end=None, name="out"):
+    splits, decoded = data_dirs
+    out = tmp_path / name / strategy
+    summary = train_strategy(
+        strategy,
+        params,
+        out,
+        resume=resume,
+        checkpoint_dir=tmp_path / "checkpoints" / strategy,
+        splits_dir=splits,
+        decoded_dir=decoded,
+        on_epoch_end=on_epoch_end,
+    )
+    return summary, out
+
+
+def _crash_after(epoch_to_crash: int, seen: list[int]):
+    def callback(epoch, model, record):
+        seen.append(epoch)
+        if epoch == epoch_to_crash:
+            raise Crash(f"killed after epoch {epoch}")
+
+    return callback
+
+
+def _clone(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("strategy", ["finetune_top", "finetune_full", "scratch"])
+def test_strategy_trains_end_to_end_and_writes_the_model_directory(data_dirs, tmp_path, strategy):
+    params = _params(**{"train.epochs": 2})
+    summary, out = _run(data_dirs, tmp_path, strategy, params)
+
+    assert sorted(p.name for p in out.iterdir()) == ["history.json", "model.pt", "summary.json"]
+    assert not (tmp_path / "checkpoints" / strategy / CHECKPOINT).exists()
+    history = read_json(out / "history.json")
+    assert history["search"] == []
+    assert [r["epoch"] for r in history["epochs"]] == [1, 2]
+    for record in history["epochs"]:
+        assert set(record) == {
+            "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"
+        }  # fmt: skip
+        assert np.isfinite(record["train_loss"]) and np.isfinite(record["val_loss"])
+        assert 0 <= record["val_accuracy"] <= 1 and record["lr"] > 0
+    assert read_json(out / "summary.json") == summary
+    assert summary["strategy"] == strategy and summary["task"] == "breed"
+    assert summary["backbone"] == BACKBONE and summary["device"] == "cpu"
+    assert summary["epochs_run"] == 2 and summary["best_epoch"] in (1, 2)
+    best = max(r["val_accuracy"] for r in history["epochs"])
+    assert summary["val_accuracy"] == pytest.approx(best)
+    assert summary["params"]["lr"] == getattr(params, strategy).lr
+
+    model, spec = load_classifier(out / "model.pt")
+    meta = spec if "strategy" in spec else spec.get("meta", spec)
+    assert meta["strategy"] == strategy and meta["task"] == "breed"
+    assert meta["decode_size"] == 40 and meta["backbone"] == BACKBONE
+    assert len(meta["class_names"]) == NUM_CLASSES
+    size = model.backbone.preprocessing.input_size
+    with torch.no_grad():
+        logits = model.eval()(torch.randn(2, 3, size, size))
+    assert logits.shape == (2, NUM_CLASSES)
+
+
+def test_finetune_top_trains_only_the_head_and_top_blocks(data_dirs, tmp_path):
+    params = _params(**{"train.epochs": 1, "finetune_top.unfreeze_blocks": 2})
+    initial = build_model("finetune_top", params, NUM_CLASSES)
+    final = {}
+
+    def keep(epoch, model, record):
+        final["model"] = model
+
+    _run(data_dirs, tmp_path, "finetune_top", params, on_epoch_end=keep)
+    before = [_clone(b) for b in initial.backbone.blocks()]
+    after = [_clone(b) for b in final["model"].backbone.blocks()]
+    assert len(before) > 2
+    for i, (b, a) in enumerate(zip(before[:-2], after[:-2], strict=True)):
+        # parameters and BatchNorm running statistics (frozen blocks stay in eval mode)
+        assert _same(b, a), f"frozen block {i} changed"
+    for i, (b, a) in enumerate(zip(before[-2:], after[-2:], strict=True)):
+        assert not _same(b, a), f"unfrozen block {len(before) - 2 + i} did not train"
+    assert not _same(_clone(initial.head), _clone(final["model"].head))
+
+
+def test_finetune_full_decays_the_learning_rate_towards_the_stem():
+    params = _params(**{"finetune_full.lr": 1e-3, "finetune_full.layer_decay": 0.5})
+    model = build_model("finetune_full", params, NUM_CLASSES)
+    groups = build_param_groups("finetune_full", model, params)
+    n_blocks = len(list(model.backbone.blocks()))
+    lrs = [g["lr"] for g in groups.param_groups]
+    assert groups.param_groups[0]["name"] == "head" and lrs[0] == pytest.approx(1e-3)
+    assert len(lrs) == n_blocks + 1  # one group per block
+    assert [g["name"] for g in groups.param_groups[1:]] == [
+        f"block{i}" for i in reversed(range(n_blocks))
+    ]
+    for upper, lower in zip(lrs, lrs[1:], strict=False):
+        assert lower == pytest.approx(upper * 0.5)
+    grouped = {id(p) for g in groups.param_groups for p in g["params"]}
+    assert grouped == {id(p) for p in model.parameters()} and not groups.frozen_blocks
+
+    top = build_param_groups("finetune_top", build_model("finetune_top", params, 37), params)
+    assert [g["lr"] for g in top.param_groups] == pytest.approx(
+        [params.finetune_top.lr] + [params.finetune_top.lr * 0.1] * 2
+    )
+
+
+def test_lr_schedule_warms_up_then_follows_a_cosine():
+    assert [lr_factor(s, 10, 4) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert lr_factor(4, 10, 4) == pytest.approx(1.0)
+    assert lr_factor(7, 10, 4) == pytest.approx(0.5)
+    assert lr_factor(10, 10, 4) == pytest.approx(0.0)
+    assert lr_factor(0, 10, 0) == pytest.approx(1.0)
+
+
+def test_interrupted_run_resumes_at_the_next_epoch_and_matches_an_uninterrupted_one(
+    data_dirs, tmp_path
+):
+    params = _params(**{"train.epochs": 3, "finetune_full.layer_decay": 0.5})
+    reference, _ = _run(data_dirs, tmp_path, "finetune_full", params, name="reference")
+    ref_history = read_json(tmp_path / "reference" / "finetune_full" / "history.json")["epochs"]
+
+    seen: list[int] = []
+    with pytest.raises(Crash):
+        _run(data_dirs, tmp_path, "finetune_full", params, on_epoch_end=_crash_after(1, seen))
+    checkpoint = tmp_path / "checkpoints" / "finetune_full" / CHECKPOINT
+    assert seen == [1] and checkpoint.exists()
+    assert not (tmp_path / "out" / "finetune_full").exists()
+    # The optimizer really trained with one group per block and decaying rates.
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    initial = [g["initial_lr"] for g in state["optimizer"]["param_groups"]]
+    assert len(initial) > 2
+    assert np.allclose(np.array(initial[1:]) / np.array(initial[:-1]), 0.5)
+
+    seen.clear()
+    summary, out = _run(
+        data_dirs,
+        tmp_path,
+        "finetune_full",
+        params,
+        resume=True,
+        on_epoch_end=_crash_after(0, seen),
+    )
+    assert seen == [2, 3]
+    history = read_json(out / "history.json")["epochs"]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert summary["resumed_from_epoch"] == 1 and summary["epochs_run"] == 3
+    assert not checkpoint.exists()
+    # Model, optimizer, schedule and RNG state all came back: the same numbers as no crash.
+    for key in ("train_loss", "val_loss", "val_accuracy", "lr"):
+        assert [r[key] for r in history] == pytest.approx(
+            [r[key] for r in ref_history], rel=1e-4, abs=1e-6
+        ), key
+    assert summary["val_accuracy"] == pytest.approx(reference["val_accuracy"])
+
+
+def test_changed_params_or_resume_off_start_fresh(data_dirs, tmp_path, caplog):
+    params = _params(**{"train.epochs": 2})
+    seen: list[int] = []
+    with pytest.raises(Crash):
+        _run(data_dirs, tmp_path, "finetune_top", params, on_epoch_end=_crash_after(1, seen))
+
+    changed = _params(**{"train.epochs": 2, "finetune_top.lr": 5e-4})
+    seen.clear()
+    with caplog.at_level(logging.INFO, logger="petsml.training.finetune"):
+        with pytest.raises(Crash):
+            _run(
+                data_dirs,
+                tmp_path,
+                "finetune_top",
+                changed,
+                resume=True,
+                on_epoch_end=_crash_after(1, seen),
+            )
+    assert seen == [1]
+    assert "starting fresh" in caplog.text and "fingerprint" in caplog.text
+
+    # The checkpoint now matches ``changed``, but resume=False still starts at epoch 1.
+    seen.clear()
+    summary, _ = _run(
+        data_dirs, tmp_path, "finetune_top", changed, on_epoch_end=_crash_after(0, seen)
+    )
+    assert seen == [1, 2] and summary["resumed_from_epoch"] is None
+
+
+def test_early_stopping_stops_on_stalled_val_accuracy_and_keeps_the_best_weights(
+    data_dirs, tmp_path, monkeypatch
+):
+    scripted = iter([0.25, 0.5, 0.5, 0.4, 0.9, 0.9])
+    real_evaluate = finetune.evaluate
+
+    def evaluate(*args, **kwargs):
+        loss, _ = real_evaluate(*args, **kwargs)
+        return loss, next(scripted)
+
+    monkeypatch.setattr(finetune, "evaluate", evaluate)
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    def keep(epoch, model, record):
+        snapshots[epoch] = _clone(model)
+
+    params = _params(**{"train.epochs": 6, "train.patience": 2})
+    summary, out = _run(data_dirs, tmp_path, "scratch", params, on_epoch_end=keep)
+    assert sorted(snapshots) == [1, 2, 3, 4]
+    assert summary["epochs_run"] == 4 and summary["stopped_early"] is True
+    assert summary["best_epoch"] == 2 and summary["val_accuracy"] == pytest.approx(0.5)
+    assert [r["epoch"] for r in read_json(out / "history.json")["epochs"]] == [1, 2, 3, 4]
+    saved = _clone(load_classifier(out / "model.pt")[0])
+    assert _same(saved, snapshots[2]) and not _same(saved, snapshots[4])
