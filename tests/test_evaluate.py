@@ -1,0 +1,374 @@
+"""The evaluate stage on a tiny project: tiny random-init timm network, fake pets, 40 px images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+
+from petsml import paths
+from petsml.config import parse_params
+from petsml.data.breeds import CLASS_ID, SPECIES, breed_of, labels_for, species_of
+from petsml.data.decode import DecodedImages, decode_images
+from petsml.data.split import load_split
+from petsml.evaluation import report
+from petsml.evaluation.inference import EvaluationError, model_logits
+from petsml.io import write_json
+from petsml.models.backbones import create_backbone
+from petsml.models.classifier import Classifier, load_classifier, save_classifier
+from petsml.training.features import extract_features
+from tests.fakedata import make_dataset
+from tests.project import tool_env
+
+REPO = Path(__file__).resolve().parents[1]
+BACKBONE = "test_efficientnet"  # timm's tiny test network, random init: no download
+STRATEGIES = ["feature_extractor", "svm_early", "finetune_top"]
+CPU = torch.device("cpu")
+
+
+def _params(**overrides) -> dict:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    settings = {
+        "model.backbone": BACKBONE,
+        "model.pretrained": False,
+        "model.image_size": 32,
+        "decode.size": 40,
+        "train.device": "cpu",
+        "train.strategies": STRATEGIES,
+        "evaluate.batch_size": 5,  # several batches over 12 test images
+        "evaluate.calibration_bins": 10,
+    } | overrides
+    for dotted, value in settings.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return raw
+
+
+def _backbone():
+    return create_backbone(BACKBONE, pretrained=False, early_block=-3, image_size=32)
+
+
+def _save_model(root: Path, strategy: str, model: Classifier, task: str, epochs=(), search=()):
+    out = root / paths.model_dir(strategy)
+    meta = {
+        "strategy": strategy,
+        "task": task,
+        "class_names": list(labels_for(task)),
+        "decode_size": 40,
+        "backbone": BACKBONE,
+    }
+    save_classifier(model, out / "model.pt", meta)
+    write_json(out / "history.json", {"epochs": list(epochs), "search": list(search)})
+    write_json(
+        out / "summary.json",
+        {"strategy": strategy, "task": task, "val_accuracy": 0.625, "train_seconds": 1.5},
+    )
+
+
+def _fit_head(backbone, features, labels, n_classes, feature):
+    """A linear head fitted on the (random-init) features: better than chance, not perfect."""
+    fit = LogisticRegression(C=0.05, max_iter=500).fit(features, labels)
+    weight = np.zeros((n_classes, features.shape[1]))
+    bias = np.full(n_classes, -20.0)  # classes absent from the fake data are never predicted
+    if len(fit.classes_) == 2:  # sklearn's binary case has one row for the positive class
+        weight[fit.classes_[1]], bias[fit.classes_[1]] = fit.coef_[0], fit.intercept_[0]
+        bias[fit.classes_[0]] = 0.0
+    else:
+        weight[fit.classes_], bias[fit.classes_] = fit.coef_, fit.intercept_
+    return Classifier.from_linear(backbone, weight, bias, feature=feature)
+
+
+def _make_data(root: Path) -> None:
+    """Split CSVs (4 breeds, 20 train+val, 12 test images), decoded cache, cached features."""
+    ds = make_dataset(root / "src", per_breed=8, test_per_breed=3, size=(48, 44), quirks=False)
+    rows = []
+    for image_id in ds.ids:
+        breed = breed_of(image_id)
+        rows.append(
+            {
+                "image_id": image_id,
+                "file": f"images/{image_id}.jpg",
+                "breed": breed,
+                "class_id": CLASS_ID[breed],
+                "species": species_of(breed),
+                "species_id": SPECIES.index(species_of(breed)),
+                "sha256": image_id,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    test_ids = set(ds.test)
+    splits = {
+        "train": frame[~frame.image_id.isin(test_ids)],
+        "val": frame[~frame.image_id.isin(test_ids)].iloc[::4],
+        "test": frame[frame.image_id.isin(test_ids)],
+    }
+    (root / paths.SPLITS).mkdir(parents=True)
+    for name, split in splits.items():
+        split.to_csv(root / paths.split_csv(name), index=False)
+    decode_images(frame, root / "src", root / paths.DECODED, size=40, workers=1)
+    decoded = DecodedImages.open(root / paths.DECODED)
+    torch.manual_seed(0)
+    backbone = _backbone()
+    (root / paths.FEATURES).mkdir(parents=True)
+    for name, split in splits.items():
+        ids = split["image_id"].tolist()
+        feats = extract_features(backbone, decoded, ids, batch_size=8, device=CPU)
+        np.savez(root / paths.FEATURES / f"{name}.npz", **feats)
+
+
+def _make_models(root: Path, task: str, strategies: list[str]) -> None:
+    """models/<strategy>/ by hand; params.yaml naming the task and strategies."""
+    torch.manual_seed(0)
+    backbone = _backbone()  # the same random weights the features came from
+    with np.load(root / paths.FEATURES / "train.npz") as data:
+        feats = {key: data[key] for key in data.files}
+    train = load_split(root / paths.split_csv("train"), task)
+    assert feats["image_id"].tolist() == train["image_id"].tolist()
+    n_classes = len(labels_for(task))
+    for strategy in strategies:
+        if strategy in ("feature_extractor", "svm_early"):
+            kind = "penultimate" if strategy == "feature_extractor" else "early"
+            model = _fit_head(backbone, feats[kind], train["label"], n_classes, kind)
+            search = [{"C": 1.0, "val_accuracy": 0.625}, {"C": 0.01, "val_accuracy": 0.5}]
+            _save_model(root, strategy, model, task, search=search)
+        else:
+            torch.manual_seed(1)
+            model = Classifier(_backbone(), n_classes)  # random: mostly wrong
+            epochs = [
+                {"epoch": e, "train_loss": 3.0 / e, "train_accuracy": 0.2 * e,
+                 "val_loss": 3.2 / e, "val_accuracy": 0.15 * e, "lr": 1e-3, "seconds": 0.1}
+                for e in (1, 2, 3)
+            ]  # fmt: skip
+            _save_model(root, strategy, model, task, epochs=epochs)
+    (root / "params.yaml").write_text(
+        yaml.safe_dump(_params(**{"data.task": task, "train.strategies": strategies}))
+    )
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalproj")
+    _make_data(root)
+    _make_models(root, "breed", STRATEGIES)
+    params = parse_params(_params())
+    scores = report.evaluate_all(params, root=root, device=CPU)
+    return root, params, scores
+
+
+def _predictions(root: Path, strategy: str) -> pd.DataFrame:
+    return pd.read_csv(root / report.EVAL_DIR / strategy / "predictions.csv")
+
+
+def test_metrics_json_agrees_with_predictions(project):
+    root, _, scores = project
+    saved = json.loads((root / paths.METRICS).read_text())
+    assert saved == scores
+    assert sorted(saved) == sorted(STRATEGIES)
+    test = pd.read_csv(root / paths.split_csv("test"))
+    for strategy, entry in saved.items():
+        assert set(entry) == set(report.METRIC_KEYS)
+        preds = _predictions(root, strategy)
+        assert preds["image_id"].tolist() == test["image_id"].tolist()
+        assert (preds["label"] == test["class_id"]).all()
+        assert (preds["correct"] == (preds["label"] == preds["pred"])).all()
+        assert entry["test_accuracy"] == pytest.approx(preds["correct"].mean())
+        in_top5 = [
+            str(label) in top.split() for label, top in zip(preds.label, preds.top5, strict=True)
+        ]
+        assert entry["test_top5"] == pytest.approx(np.mean(in_top5))
+        assert entry["test_top5"] >= entry["test_accuracy"]
+        assert entry["test_macro_f1"] == pytest.approx(
+            f1_score(preds["label"], preds["pred"], average="macro")
+        )
+        # ECE recomputed from the saved confidences alone, 10 equal-width bins
+        conf, correct = preds["prob"].to_numpy(), preds["correct"].to_numpy(float)
+        bin_of = np.minimum((np.ceil(conf * 10) - 1).astype(int), 9)
+        ece = sum(
+            abs(correct[bin_of == b].mean() - conf[bin_of == b].mean()) * (bin_of == b).mean()
+            for b in np.unique(bin_of)
+        )
+        assert entry["test_ece"] == pytest.approx(ece, abs=1e-5)
+        assert entry["val_accuracy"] == 0.625 and entry["train_seconds"] == 1.5
+        names = list(labels_for("breed"))
+        assert (preds["label_name"] == [names[i] for i in preds["label"]]).all()
+        assert (preds["pred_name"] == [names[i] for i in preds["pred"]]).all()
+
+
+def test_both_outcomes_are_exercised(project):
+    root, _, scores = project
+    # a fitted head beats a random network; the random one leaves mistakes to draw
+    assert scores["feature_extractor"]["test_accuracy"] > scores["finetune_top"]["test_accuracy"]
+    assert not _predictions(root, "finetune_top")["correct"].all()
+
+
+def test_feature_path_logits_equal_full_model_logits(project):
+    root, params, _ = project
+    test = load_split(root / paths.split_csv("test"), "breed")
+    decoded = DecodedImages.open(root / paths.DECODED)
+    for strategy in ("feature_extractor", "svm_early"):
+        result = report.evaluate_strategy(strategy, params, test, root=root, device=CPU)
+        assert result.logits_from == "features"
+        model, _ = load_classifier(root / paths.model_dir(strategy) / "model.pt")
+        full = model_logits(model, decoded, test["image_id"].tolist(), batch_size=5, device=CPU)
+        assert full.shape == result.logits.shape == (len(test), 37)
+        np.testing.assert_allclose(result.logits, full, rtol=1e-4, atol=1e-4)
+
+
+def test_report_files(project):
+    root, _, scores = project
+    for strategy in STRATEGIES:
+        out = root / report.EVAL_DIR / strategy
+        per_class = pd.read_csv(out / "per_class.csv")
+        assert len(per_class) == 37 and per_class["support"].sum() == 12
+        preds = _predictions(root, strategy)
+        acc = per_class.set_index("class_name")["accuracy"].dropna()
+        by_hand = preds.groupby("label_name")["correct"].mean()
+        pd.testing.assert_series_equal(acc.sort_index(), by_hand.sort_index(), check_names=False)
+        pairs = pd.read_csv(out / "confused_pairs.csv")
+        wrong = preds[~preds["correct"]].groupby(["label_name", "pred_name"]).size()
+        assert len(pairs) == min(10, len(wrong))
+        for row in pairs.itertuples():
+            assert wrong[(row.actual_name, row.predicted_name)] == row.count
+        assert pairs["count"].is_monotonic_decreasing
+        details = json.loads((out / "metrics.json").read_text())
+        assert details["test_accuracy"] == scores[strategy]["test_accuracy"]
+        assert details["n_test"] == 12 and details["n_classes"] == 37
+        assert details["logits_from"] == ("model" if strategy == "finetune_top" else "features")
+        for png in ("confusion.png", "misclassified.png", "reliability.png"):
+            with Image.open(out / png) as img:
+                assert img.format == "PNG"
+                assert min(img.size) > 200
+        with Image.open(out / "confusion.png") as img:
+            assert min(img.size) > 1000  # 37 named rows and columns need room
+    leftovers = [p.name for p in (root / paths.REPORTS).rglob(".*")]
+    assert leftovers == []  # no temp files left behind by the atomic writes
+
+
+def test_plot_data(project):
+    root, _, scores = project
+    plots = root / report.PLOTS_DIR
+    strategies = pd.read_csv(plots / "strategies.csv")
+    assert strategies["strategy"].tolist() == STRATEGIES
+    assert strategies["test_accuracy"].tolist() == pytest.approx(
+        [scores[s]["test_accuracy"] for s in STRATEGIES]
+    )
+    for strategy in STRATEGIES:
+        confusion = pd.read_csv(plots / "confusion" / f"{strategy}.csv")
+        preds = _predictions(root, strategy)
+        assert confusion["actual"].tolist() == preds["label_name"].tolist()
+        assert confusion["predicted"].tolist() == preds["pred_name"].tolist()
+        reliability = pd.read_csv(plots / "reliability" / f"{strategy}.csv")
+        assert reliability["count"].sum() == len(preds)
+    history = pd.read_csv(plots / "history" / "accuracy" / "finetune_top.csv")
+    assert history["val_accuracy"].tolist() == pytest.approx([0.15, 0.3, 0.45])
+    loss = pd.read_csv(plots / "history" / "loss" / "finetune_top.csv")
+    assert loss.columns.tolist() == ["epoch", "train_loss", "val_loss"]
+    assert not (plots / "history" / "accuracy" / "feature_extractor.csv").exists()
+    search = pd.read_csv(plots / "search" / "feature_extractor.csv")
+    assert search["log10_C"].tolist() == pytest.approx([-2.0, 0.0])  # sorted by C
+    assert not (plots / "search" / "finetune_top.csv").exists()
+
+
+def _copy_data(root: Path, dest: Path) -> Path:
+    shutil.copytree(root / paths.DATA, dest / paths.DATA)
+    return dest
+
+
+def test_stage_entry_point(project, tmp_path, monkeypatch):
+    """`python -m stages.evaluate` is a thin recipe: params.yaml in the cwd drives it."""
+    from stages import evaluate as stage
+
+    root, _, scores = project
+    work = _copy_data(root, tmp_path)
+    shutil.copytree(root / paths.MODELS, work / paths.MODELS)
+    set_strategies = _params(**{"train.strategies": ["svm_early"]})
+    (work / "params.yaml").write_text(yaml.safe_dump(set_strategies))
+    monkeypatch.chdir(work)
+    stage.main()
+    saved = json.loads((work / paths.METRICS).read_text())
+    assert saved == {"svm_early": scores["svm_early"]}
+    assert sorted(p.name for p in (work / report.EVAL_DIR).iterdir()) == ["svm_early"]
+    assert (work / report.EVAL_DIR / "svm_early" / "misclassified.png").exists()
+
+
+def test_dvc_plots_show_accepts_the_plots_config(project, tmp_path):
+    """The `plots:` section of the real dvc.yaml renders the files the stage wrote."""
+    root, _, _ = project
+    work = tmp_path / "repo"
+    shutil.copytree(root / report.PLOTS_DIR, work / report.PLOTS_DIR)
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    shutil.copy(root / "params.yaml", work / "params.yaml")
+    env = tool_env()
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=work, env=env, check=True, capture_output=True, timeout=60)
+    shown = subprocess.run(
+        ["dvc", "plots", "show", "--json"], cwd=work, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    out = json.loads(shown.stdout)
+    assert not out.get("errors"), out.get("errors")
+    data = out["data"]
+    expected = [
+        "reports/plots/strategies.csv",
+        *(f"reports/plots/confusion/{s}.csv" for s in STRATEGIES),
+        *(f"reports/plots/reliability/{s}.csv" for s in STRATEGIES),
+        "reports/plots/history/accuracy/finetune_top.csv",
+        "reports/plots/history/loss/finetune_top.csv",
+        "reports/plots/search/feature_extractor.csv",
+        "reports/plots/search/svm_early.csv",
+    ]
+    assert sorted(data) == sorted(expected)
+    for plot_id in expected:
+        assert data[plot_id], f"{plot_id} not rendered"
+    confusion = data["reports/plots/confusion/finetune_top.csv"][0]["content"]
+    assert len(confusion["data"]["values"]) == 12
+    assert "actual" in json.dumps(confusion["spec"]["encoding"]["y"])
+    bars = data["reports/plots/strategies.csv"][0]["content"]
+    assert bars["encoding"]["y"]["field"] == "strategy"
+    assert bars["encoding"]["x"]["field"] == "test_accuracy"
+    curves = data["reports/plots/history/accuracy/finetune_top.csv"][0]["content"]
+    fields = {v["field"] for v in curves["data"]["values"]}
+    assert fields == {"train_accuracy", "val_accuracy"}
+
+
+def test_species_task_two_classes(project, tmp_path):
+    root = _copy_data(project[0], tmp_path)
+    _make_models(root, "species", ["feature_extractor"])
+    overrides = {"data.task": "species", "train.strategies": ["feature_extractor"]}
+    params = parse_params(_params(**overrides))
+    scores = report.evaluate_all(params, root=root, device=CPU)
+    assert scores["feature_extractor"]["test_top5"] == 1.0  # top-5 of 2 classes is everything
+    preds = _predictions(root, "feature_extractor")
+    assert set(preds["label_name"]) == {"cat", "dog"}
+    assert all(len(top.split()) == 2 for top in preds["top5"])
+    assert len(pd.read_csv(root / report.EVAL_DIR / "feature_extractor" / "per_class.csv")) == 2
+
+
+def test_missing_model_and_stale_features_are_user_errors(project, tmp_path):
+    root, params, _ = project
+    test = load_split(root / paths.split_csv("test"), "breed")
+    with pytest.raises(EvaluationError, match=r"train@finetune_full"):
+        report.evaluate_strategy("finetune_full", params, test, root=root, device=CPU)
+    stale = {k: v[:-1] for k, v in np.load(root / paths.FEATURES / "test.npz").items()}
+    with pytest.raises(EvaluationError, match=r"dvc repro featurize"):
+        report.evaluate_strategy(
+            "feature_extractor", params, test, root=root, features=stale, device=CPU
+        )
+    other_task = parse_params(_params(**{"data.task": "species"}))
+    species_test = load_split(root / paths.split_csv("test"), "species")
+    with pytest.raises(EvaluationError, match=r"data.task"):
+        report.evaluate_strategy("finetune_top", other_task, species_test, root=root)
