@@ -1,0 +1,181 @@
+"""``pets``: the registry and the served model from the command line.
+
+    pets promote 3 --reason "hand-checked on new photos"   # champion -> v3 (no gate), recorded
+    pets rollback [--reason ...]                           # champion -> the one v3 replaced
+    pets history [--json]                                  # every alias move, oldest first
+    pets predict photo.jpg [more.jpg ...] [--alias champion] [--json]
+
+The model is ``<registry.model_prefix>-<task>`` from params.yaml (``--task`` overrides
+``data.task``; ``--model-name`` overrides both). The registry is ``MLFLOW_TRACKING_URI``, else
+the project's ``sqlite:///mlruns/mlflow.db``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from petsml.errors import PetsError
+
+log = logging.getLogger("petsml.cli")
+
+
+def _model_name(args: argparse.Namespace) -> str:
+    if args.model_name:
+        return args.model_name
+    from petsml.config import DEFAULT_PARAMS, RegistryParams, load_params
+
+    params_path = Path(args.params)
+    if params_path.exists() or params_path != DEFAULT_PARAMS:
+        params = load_params(params_path)
+        prefix, task = params.registry.model_prefix, params.data.task
+    else:  # outside the project (e.g. on a serving host): the defaults
+        prefix, task = RegistryParams().model_prefix, "breed"
+    return f"{prefix}-{args.task or task}"
+
+
+def _registry(args: argparse.Namespace):
+    from petsml.tracking.registry import ModelRegistry
+
+    return ModelRegistry(_model_name(args), args.tracking_uri)
+
+
+def cmd_promote(args: argparse.Namespace) -> None:
+    registry = _registry(args)
+    event = registry.promote(args.version, args.reason)
+    previous = f"v{event.previous}" if event.previous else "none"
+    print(f"{registry.name}@champion -> v{event.version} (was {previous}): {event.reason}")
+
+
+def cmd_rollback(args: argparse.Namespace) -> None:
+    registry = _registry(args)
+    event = registry.rollback(args.reason)
+    print(f"{registry.name}@champion -> v{event.version} (was v{event.previous}): {event.reason}")
+
+
+def cmd_history(args: argparse.Namespace) -> None:
+    registry = _registry(args)
+    events = registry.history()
+    if args.json:
+        print(json.dumps([e.as_dict() for e in events], indent=2))
+        return
+    if not events:
+        print(f"{registry.name}: no alias moves recorded in {registry.tracking_uri}")
+        return
+    aliases = registry.aliases()
+    print(f"{registry.name}: " + ", ".join(f"@{a} = v{v}" for a, v in sorted(aliases.items())))
+    for e in events:
+        was = f"v{e.previous}" if e.previous else "-"
+        print(f"{e.time}  @{e.alias:<10} v{e.version:<4} was {was:<5} {e.action:<8} {e.reason}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    missing = [f for f in args.files if not Path(f).is_file()]
+    if missing:
+        raise PetsError(f"no such file(s): {', '.join(missing)}")
+    registry = _registry(args)
+    holder = registry.by_alias(args.alias)
+    if holder is None:
+        raise PetsError(
+            f"{registry.name} has no '{args.alias}' alias in {registry.tracking_uri}: run the "
+            "pipeline (`dvc repro register`) or `pets promote <version> --reason ...`."
+        )
+    import mlflow.pyfunc
+    import pandas as pd
+
+    uri = f"models:/{registry.name}@{args.alias}"
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_registry_uri(registry.tracking_uri)
+    model = mlflow.pyfunc.load_model(uri)
+    frame = pd.DataFrame({"image": [str(Path(f).resolve()) for f in args.files]})
+    out = model.predict(frame)
+    rows = []
+    for file, (_, row) in zip(args.files, out.iterrows(), strict=True):
+        top5 = row.get("top5")
+        rows.append(
+            {
+                "file": file,
+                "label": row.get("label"),
+                "species": row.get("species"),
+                "probability": None if pd.isna(row.get("probability")) else row["probability"],
+                "top5": json.loads(top5) if isinstance(top5, str) and top5 else top5,
+                "error": row.get("error") or None,
+            }
+        )
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, default=str))
+        return
+    print(f"{uri} (version {holder.version})")
+    for row in rows:
+        if row["error"]:
+            print(f"{row['file']}: ERROR {row['error']}")
+            continue
+        print(f"{row['file']}: {row['label']} ({row['species']}) p={row['probability']:.3f}")
+        for item in row["top5"] or []:
+            print(f"    {_top5_item(item)}")
+    if any(row["error"] for row in rows):
+        sys.exit(1)
+
+
+def _top5_item(item) -> str:
+    if isinstance(item, dict):
+        label = item.get("label", item.get("name", "?"))
+        prob = item.get("probability", item.get("p"))
+        return f"{label:<28} {prob:.3f}" if isinstance(prob, float | int) else f"{label} {prob}"
+    if isinstance(item, list | tuple) and len(item) == 2:
+        return f"{item[0]:<28} {float(item[1]):.3f}"
+    return str(item)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--task", choices=("breed", "species"), help="overrides data.task")
+    common.add_argument("--model-name", help="registered model name (default <prefix>-<task>)")
+    common.add_argument("--params", default="params.yaml", help="params file (default %(default)s)")
+    common.add_argument(
+        "--tracking-uri", help="MLflow tracking/registry URI (default MLFLOW_TRACKING_URI)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("promote", parents=[common], help="make a version the champion (no gate)")
+    p.add_argument("version", help="model version number, e.g. 3")
+    p.add_argument("--reason", required=True, help="why (recorded on the version)")
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("rollback", parents=[common], help="champion back to the previous one")
+    p.add_argument("--reason", help="why (recorded); default 'rollback from version N'")
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("history", parents=[common], help="list every alias move")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("predict", parents=[common], help="classify image files")
+    p.add_argument("files", nargs="+", metavar="FILE", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--alias", default="champion", help="registry alias (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    from petsml.logs import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging("WARNING")
+    try:
+        args.func(args)
+    except PetsError as error:
+        print(f"ERROR: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

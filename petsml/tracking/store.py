@@ -1,0 +1,93 @@
+"""Where MLflow keeps runs: one place that resolves the tracking URI and the experiment.
+
+MLflow 3 no longer accepts a bare ``./mlruns`` file store, so the project default is a SQLite
+database under ``mlruns/`` with artifacts in ``mlruns/artifacts``. ``MLFLOW_TRACKING_URI``
+overrides it (a shared server, another database); for a SQLite override the artifacts go next to
+the database file, for a server the server decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from petsml import paths
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "MLFLOW_TRACKING_URI"
+DB_NAME = "mlflow.db"
+ARTIFACTS = "artifacts"
+_SQLITE = "sqlite:///"
+
+
+def default_tracking_uri(root: str | Path = ".") -> str:
+    """``sqlite:///mlruns/mlflow.db`` relative to ``root`` (absolute if ``root`` is)."""
+    db = Path(root) / paths.MLRUNS / DB_NAME
+    return _SQLITE + db.as_posix().removeprefix("./")
+
+
+# ``mlflow.set_tracking_uri`` also writes $MLFLOW_TRACKING_URI (so subprocesses inherit it);
+# remember what :func:`configure` put there, so it is not mistaken for a user override later.
+_set_by_configure: str | None = None
+
+
+def tracking_uri(root: str | Path = ".") -> str:
+    """The tracking URI to use: ``$MLFLOW_TRACKING_URI`` if set, else the project default."""
+    env = os.environ.get(ENV_VAR, "").strip()
+    if env and env != _set_by_configure:
+        return env
+    return default_tracking_uri(root)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the cwd unless absolute)."""
+    if not uri.startswith(_SQLITE):
+        return None
+    rest = uri[len(_SQLITE) :].split("?", 1)[0]
+    return Path(rest) if rest and rest != ":memory:" else None
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifact location for new experiments: ``artifacts/`` beside a SQLite database.
+
+    Returns an absolute ``file://`` URI (MLflow stores it verbatim), or ``None`` for a tracking
+    server, which chooses its own artifact store.
+    """
+    db = sqlite_path(uri)
+    if db is None:
+        return None
+    return (db.parent / ARTIFACTS).resolve().as_uri()
+
+
+def configure(root: str | Path = ".") -> str:
+    """Resolve the tracking URI, create the local folders it needs and make MLflow use it."""
+    import mlflow
+
+    global _set_by_configure
+    uri = tracking_uri(root)
+    overridden = uri == os.environ.get(ENV_VAR, "").strip()
+    db = sqlite_path(uri)
+    if db is not None:
+        (db.parent / ARTIFACTS).mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    _set_by_configure = None if overridden else uri
+    return uri
+
+
+def get_or_create_experiment(name: str, uri: str | None = None) -> str:
+    """Id of the active experiment called ``name``, created with :func:`artifact_root`."""
+    from mlflow import MlflowClient
+
+    uri = uri or tracking_uri()
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            log.info("restoring deleted MLflow experiment %r", name)
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    experiment_id = client.create_experiment(name, artifact_location=artifact_root(uri))
+    log.info("created MLflow experiment %r (id %s) in %s", name, experiment_id, uri)
+    return experiment_id

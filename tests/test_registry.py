@@ -1,0 +1,594 @@
+"""The registry and its promotion gate, on a real MLflow registry (a tmp SQLite store).
+
+Each "execution" is what the track stage leaves behind: a parent run, one child run per
+strategy with metrics, tags, ``eval/predictions.csv`` and a real pyfunc model (a tiny
+random-init timm network), and the ``mlflow_runs.json`` record that points at them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from petsml.data.breeds import BREEDS
+from petsml.errors import PetsError
+from petsml.tracking.model_card import CardInputs, build_model_card, weak_spots
+from petsml.tracking.registry import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS_CHAMPION_TAG,
+    ModelRegistry,
+    RegistryError,
+    TestSetMismatch,
+    gate,
+    mcnemar,
+    pair_predictions,
+    pick_best,
+    register_execution,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+BACKBONE = "test_efficientnet"  # timm's tiny test network, random init: no download
+N_TEST = 60
+NAME = "oxford-pets-breed"
+
+
+# --------------------------------------------------------------------------- McNemar
+
+
+def test_mcnemar_exact_matches_hand_computed_binomial_tails():
+    # b=1, c=9: P[X <= 1] for Binom(10, 1/2) = (1 + 10) / 1024, two-sided doubles it.
+    result = mcnemar(1, 9)
+    assert result.method == "exact"
+    assert result.p_value == pytest.approx(22 / 1024)
+    # b=3, c=5: P[X <= 3] for Binom(8, 1/2) = (1 + 8 + 28 + 56) / 256.
+    assert mcnemar(3, 5).p_value == pytest.approx(2 * 93 / 256)
+    # symmetric in b and c
+    assert mcnemar(9, 1).p_value == pytest.approx(mcnemar(1, 9).p_value)
+    # b = c: the two tails overlap, p is capped at 1
+    assert mcnemar(5, 5).p_value == 1.0
+    # all 6 discordant pairs one way: 2 / 2^6
+    assert mcnemar(0, 6).p_value == pytest.approx(2 / 64)
+
+
+def test_mcnemar_chi_square_with_continuity_correction_for_many_discordant_pairs():
+    result = mcnemar(10, 30)  # b + c = 40 >= 25
+    assert result.method == "chi2"
+    assert result.statistic == pytest.approx((20 - 1) ** 2 / 40)  # 9.025
+    # chi-square with 1 dof: P[X > s] = erfc(sqrt(s / 2)) ~= 0.00266
+    assert result.p_value == pytest.approx(math.erfc(math.sqrt(9.025 / 2)))
+    assert result.p_value == pytest.approx(0.002663, abs=2e-6)
+    # the switch point: 24 discordant pairs are tested exactly, 25 by chi-square
+    assert mcnemar(10, 14).method == "exact"
+    assert mcnemar(10, 15).method == "chi2"
+    assert mcnemar(10, 15).p_value == pytest.approx(math.erfc(math.sqrt(16 / 25 / 2)))
+
+
+def test_mcnemar_without_discordant_pairs_is_not_significant():
+    result = mcnemar(0, 0)
+    assert result.p_value == 1.0 and result.method == "none"
+    with pytest.raises(ValueError):
+        mcnemar(-1, 3)
+
+
+# --------------------------------------------------------------------------- pairing and gate
+
+
+def _labels(n: int = N_TEST) -> np.ndarray:
+    return np.arange(n) % len(BREEDS)
+
+
+def _predictions(correct: np.ndarray, ids: list[str] | None = None) -> pd.DataFrame:
+    """Per-image test predictions with the given correctness mask (wrong = next class)."""
+    labels = _labels(len(correct))
+    preds = np.where(correct, labels, (labels + 1) % len(BREEDS))
+    return pd.DataFrame(
+        {
+            "image_id": ids or [f"img_{i:03d}" for i in range(len(correct))],
+            "label": labels,
+            "pred": preds,
+            "correct": correct.astype(bool),
+            "probability": 0.5,
+        }
+    )
+
+
+def _masks(both: int, champ_only: int, chall_only: int, n: int = N_TEST):
+    """Champion and challenger correctness with exactly these 2x2 counts (rest: neither)."""
+    neither = n - both - champ_only - chall_only
+    assert neither >= 0
+    champion = np.array([1] * both + [1] * champ_only + [0] * chall_only + [0] * neither, bool)
+    challenger = np.array([1] * both + [0] * champ_only + [1] * chall_only + [0] * neither, bool)
+    return champion, challenger
+
+
+def test_pair_predictions_joins_on_image_id_not_row_order():
+    champ, chall = _masks(both=30, champ_only=4, chall_only=11)
+    a = _predictions(champ)
+    b = _predictions(chall).sample(frac=1.0, random_state=0)  # shuffled rows
+    pair = pair_predictions(a, b)
+    assert (pair.n, pair.both, pair.champion_only, pair.challenger_only, pair.neither) == (
+        60, 30, 4, 11, 15,
+    )  # fmt: skip
+    assert pair.champion_accuracy == pytest.approx(34 / 60)
+    assert pair.challenger_accuracy == pytest.approx(41 / 60)
+    # without a `correct` column, correctness is label == pred
+    pair2 = pair_predictions(a.drop(columns="correct"), b.drop(columns="correct"))
+    assert pair2 == pair
+
+
+def test_pair_predictions_refuses_different_test_sets():
+    champ, chall = _masks(both=30, champ_only=4, chall_only=11)
+    a = _predictions(champ)
+    other_ids = [f"img_{i:03d}" for i in range(1, N_TEST)] + ["someone_else"]
+    with pytest.raises(TestSetMismatch, match="test sets differ"):
+        pair_predictions(a, _predictions(chall, other_ids))
+    relabelled = _predictions(chall)
+    relabelled.loc[0, "label"] = 36
+    with pytest.raises(TestSetMismatch, match="different labels"):
+        pair_predictions(a, relabelled)
+    with pytest.raises(RegistryError, match="image_id"):
+        pair_predictions(a.drop(columns="image_id"), a)
+
+
+def test_gate_promotes_only_a_better_and_significant_challenger():
+    significant = gate(*map(_predictions, _masks(30, 2, 20)), max_p_value=0.05)
+    assert significant.promote and significant.p_value < 0.001
+    assert "better and significant" in significant.reason
+
+    worse = gate(*map(_predictions, _masks(30, 20, 2)), max_p_value=0.05)
+    assert not worse.promote and worse.reason.startswith("not better")
+
+    close = gate(*map(_predictions, _masks(30, 3, 6)), max_p_value=0.05)
+    assert not close.promote and close.reason.startswith("not significant")
+    assert close.p_value == pytest.approx(mcnemar(3, 6).p_value)
+    assert close.comparison.challenger_accuracy > close.comparison.champion_accuracy
+    # the same counts pass a looser threshold
+    assert gate(*map(_predictions, _masks(30, 3, 6)), max_p_value=0.6).promote
+
+    tie = gate(*map(_predictions, _masks(30, 5, 5)), max_p_value=0.9)
+    assert not tie.promote  # equal accuracy is not better, whatever the threshold
+
+    champ, chall = _masks(30, 0, 30)
+    moved = gate(_predictions(champ), _predictions(chall, [f"x{i}" for i in range(N_TEST)]), 0.05)
+    assert not moved.promote and "test sets differ" in moved.reason
+
+
+def test_pick_best_uses_validation_accuracy_only():
+    assert pick_best({"feature_extractor": 0.81, "svm_early": 0.86}) == "svm_early"
+    assert pick_best({"b": 0.8, "a": 0.8, "c": float("nan")}) == "a"  # ties by name
+    with pytest.raises(RegistryError, match="val_accuracy"):
+        pick_best({"a": None})
+
+
+# --------------------------------------------------------------------------- model card
+
+
+def _card(per_class: pd.DataFrame | None, pairs: pd.DataFrame | None = None) -> str:
+    return build_model_card(
+        CardInputs(
+            model_name=NAME,
+            version="4",
+            task="breed",
+            strategy="svm_early",
+            run_id="abc123",
+            metrics={
+                "feature_extractor": {"val_accuracy": 0.8, "test_accuracy": 0.79},
+                "svm_early": {"val_accuracy": 0.85, "test_accuracy": 0.78, "test_ece": 0.031},
+            },
+            backbone="efficientnet_lite0",
+            git_commit="deadbeef",
+            dvc_data_hash="0123abcd",
+            split_sizes={"train": 2944, "val": 736, "test": 3669},
+            per_class=per_class,
+            confused_pairs=pairs,
+        )
+    )
+
+
+def test_model_card_lists_every_strategy_weak_spots_and_limits():
+    # the layout of reports/eval/<strategy>/per_class.csv (petsml.evaluation.report)
+    names = ["pug", "beagle", "Bengal", "Sphynx", "boxer", "samoyed", "Birman", "Persian"]
+    per_class = pd.DataFrame(
+        {
+            "class_id": range(len(names)),
+            "class_name": names,
+            "support": [30, 30, 30, 30, 30, 30, 30, 0],  # Persian: not in this test set
+            "correct": [27, 12, 24, 29, 15, 29, 13, 0],
+            "accuracy": [0.9, 0.4, 0.8, 0.97, 0.5, 0.98, 0.45, 0.0],
+            "precision": [0.9, 0.5, 0.7, 0.95, 0.6, 0.99, 0.4, float("nan")],
+            "f1": [0.9, 0.44, 0.75, 0.96, 0.55, 0.985, 0.42, 0.0],
+        }
+    )
+    assert list(weak_spots(per_class, 3)["class_name"]) == ["Birman", "beagle", "boxer"]
+    pairs = pd.DataFrame(
+        {
+            "actual": [1, 4, 2],
+            "actual_name": ["beagle", "boxer", "Bengal"],
+            "predicted": [4, 1, 6],
+            "predicted_name": ["boxer", "beagle", "Birman"],
+            "count": [3, 7, 0],
+        }
+    )
+    card = _card(per_class, pairs)
+    assert card.startswith(f"# Model card: {NAME} version 4")
+    assert "| **svm_early** (registered) | 0.8500 | 0.7800 | n/a | n/a | 0.0310 |" in card
+    assert "| feature_extractor | 0.8000 | 0.7900 |" in card
+    assert "| test | 3669 |" in card and "`deadbeef`" in card and "`0123abcd`" in card
+    weak = card.split("## Weak spots")[1].split("## Intended use")[0]
+    assert weak.index("Birman") < weak.index("beagle") < weak.index("boxer")
+    assert "samoyed" not in weak and "Persian" not in weak
+    assert weak.index("- boxer -> beagle: 7") < weak.index("- beagle -> boxer: 3")
+    assert "Bengal -> Birman" not in weak  # zero-count pairs are not mistakes
+    assert "## Intended use" in card and "## Limits" in card
+    assert "not available" in _card(None).split("## Weak spots")[1]
+
+
+# --------------------------------------------------------------------------- real registry
+
+
+@pytest.fixture(scope="module")
+def model_pt(tmp_path_factory) -> Path:
+    """A real model.pt: the tiny timm network with a 37-breed head, saved by save_classifier."""
+    import torch
+
+    from petsml.models.backbones import create_backbone
+    from petsml.models.classifier import Classifier, save_classifier
+
+    torch.manual_seed(0)
+    backbone = create_backbone(BACKBONE, pretrained=False, early_block=-3, image_size=32)
+    model = Classifier(backbone, len(BREEDS), feature="penultimate")
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    meta = {
+        "strategy": "finetune_top",
+        "task": "breed",
+        "class_names": list(BREEDS),
+        "decode_size": 40,
+        "backbone": BACKBONE,
+    }
+    save_classifier(model, path, meta)
+    return path
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite database with its schema built once (migrations take seconds)."""
+    from mlflow import MlflowClient
+
+    db = tmp_path_factory.mktemp("store") / "mlflow.db"
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
+    client.search_experiments()
+    client.search_registered_models()
+    return db
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch, empty_store) -> dict:
+    """A fresh SQLite tracking + registry store for one test (a copy of the empty one)."""
+    from petsml.tracking import store
+
+    db = tmp_path / "mlruns" / "mlflow.db"
+    db.parent.mkdir()
+    shutil.copyfile(empty_store, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    store.configure(tmp_path)
+    return {"uri": uri, "experiment_id": store.get_or_create_experiment("pets-test", uri)}
+
+
+def execution(tracking: dict, model_pt: Path, strategies: dict, key: str = "k") -> dict:
+    """Log one pipeline execution like the track stage; returns its mlflow_runs.json record.
+
+    ``strategies``: name -> (val_accuracy, predictions DataFrame).
+    """
+    import mlflow
+
+    from petsml.tracking.pyfunc import log_pyfunc_model
+
+    mlflow.set_tracking_uri(tracking["uri"])
+    exp = tracking["experiment_id"]
+    tags = {"git_commit": "c0ffee" + key, "dvc_data_hash": "d4t4" + key, "task": "breed"}
+    children, model_uris = {}, {}
+    with mlflow.start_run(experiment_id=exp, run_name=f"pipeline-{key}", tags=tags) as parent:
+        for strategy, (val_acc, preds) in strategies.items():
+            child_tags = {**tags, "strategy": strategy, "backbone": BACKBONE}
+            with mlflow.start_run(
+                experiment_id=exp, run_name=strategy, nested=True, tags=child_tags
+            ) as run:
+                correct = preds["correct"].astype(bool)
+                mlflow.log_metrics(
+                    {
+                        "val_accuracy": val_acc,
+                        "test_accuracy": float(correct.mean()),
+                        "test_top5": 1.0,
+                        "test_macro_f1": float(correct.mean()),
+                        "test_ece": 0.05,
+                    }
+                )
+                mlflow.log_text(preds.to_csv(index=False), "eval/predictions.csv")
+                mlflow.log_text(_per_class(preds).to_csv(index=False), "eval/per_class.csv")
+                mlflow.log_input(mlflow.data.from_pandas(preds, name="test"), context="test")
+                info = log_pyfunc_model(model_pt)
+            children[strategy] = run.info.run_id
+            model_uris[strategy] = info.model_uri
+    return {
+        "tracking_uri": tracking["uri"],
+        "experiment_id": exp,
+        "parent_run_id": parent.info.run_id,
+        "children": children,
+        "model_uris": model_uris,
+        "run_key": key,
+    }
+
+
+def _per_class(preds: pd.DataFrame) -> pd.DataFrame:
+    """Per-class accuracy in the layout of reports/eval/<strategy>/per_class.csv (f1 ~ acc)."""
+    grouped = preds.assign(correct=preds["correct"].astype(int)).groupby("label")["correct"]
+    frame = grouped.agg(["size", "sum"]).reset_index()
+    return pd.DataFrame(
+        {
+            "class_id": frame["label"],
+            "class_name": [BREEDS[i] for i in frame["label"]],
+            "support": frame["size"],
+            "correct": frame["sum"],
+            "accuracy": frame["sum"] / frame["size"],
+            "f1": frame["sum"] / frame["size"],
+        }
+    )
+
+
+def _one(tracking, model_pt, correct: np.ndarray, key: str, val: float = 0.8) -> dict:
+    return execution(tracking, model_pt, {"finetune_top": (val, _predictions(correct))}, key)
+
+
+def test_first_version_becomes_champion_with_tags_card_and_history(tracking, model_pt):
+    champ, _ = _masks(30, 5, 5)
+    runs = execution(
+        tracking,
+        model_pt,
+        {
+            # higher validation accuracy, lower test accuracy: val decides
+            "feature_extractor": (0.90, _predictions(_masks(20, 0, 0)[0])),
+            "svm_early": (0.70, _predictions(champ)),
+        },
+        key="first",
+    )
+    report = register_execution(runs, NAME, 0.05)
+    assert report["model_name"] == NAME and report["version"] == "1"
+    assert report["strategy"] == "feature_extractor"
+    assert report["decision"] == "champion" and report["p_value"] is None
+    assert report["aliases"] == [CHALLENGER, CHAMPION]
+
+    registry = ModelRegistry(NAME)
+    version = registry.champion()
+    assert str(version.version) == "1"
+    tags = version.tags
+    assert tags["strategy"] == "feature_extractor" and tags["backbone"] == BACKBONE
+    assert tags["git_commit"] == "c0ffeefirst" and tags["dvc_data_hash"] == "d4t4first"
+    assert float(tags["val_accuracy"]) == pytest.approx(0.90)
+    assert float(tags["test_accuracy"]) == pytest.approx(20 / 60)
+    assert tags["run_id"] == runs["children"]["feature_extractor"]
+    assert version.description.startswith(f"# Model card: {NAME} version 1")
+    card = version.description
+    assert "| svm_early |" in card  # every strategy in the metrics table
+    assert "| **feature_extractor** (registered) | 0.9000 | 0.3333 |" in card
+    assert "| test | 60 |" in card  # split size from the run's dataset input
+    # weak spots from the run's eval/per_class.csv: feature_extractor gets images 0..19 right
+    # only, so labels 20..36 (no image below 20) score 0 and label 0 scores 0.5
+    weak = card.split("## Weak spots")[1].split("## Intended use")[0]
+    assert "The 5 classes with the lowest test scores" in weak
+    assert f"| {BREEDS[20]} | 0.0000 |" in weak and BREEDS[0] not in weak
+    card_path = registry.client.download_artifacts(tags["run_id"], "model_card.md")
+    assert Path(card_path).read_text() == version.description
+    assert tags["model_card"] == f"runs:/{tags['run_id']}/model_card.md"
+
+    moves = [(e.alias, e.version, e.previous, e.action) for e in registry.history()]
+    assert moves == [(CHALLENGER, "1", None, "register"), (CHAMPION, "1", None, "gate")]
+
+
+def test_registering_the_same_runs_again_changes_nothing(tracking, model_pt):
+    runs = _one(tracking, model_pt, _masks(30, 5, 5)[0], "same")
+    first = register_execution(runs, NAME, 0.05)
+    again = register_execution(runs, NAME, 0.05)
+    registry = ModelRegistry(NAME)
+    assert len(registry.versions()) == 1
+    assert again["version"] == first["version"] == "1"
+    assert again["decision"] == "already_registered"
+    assert again["aliases"] == [CHALLENGER, CHAMPION]
+    assert len(registry.history()) == 2  # no new alias moves
+
+
+def test_a_version_left_without_gate_by_an_interrupted_run_is_finished_not_duplicated(
+    tracking, model_pt
+):
+    register_execution(_one(tracking, model_pt, _masks(25, 2, 20)[0], "a"), NAME, 0.05)
+    runs = _one(tracking, model_pt, _masks(25, 2, 20)[1], "b")
+    registry = ModelRegistry(NAME)
+    # the crash: registered, but no alias and no gate decision yet
+    registry.register(runs["model_uris"]["finetune_top"], runs["children"]["finetune_top"])
+    report = register_execution(runs, NAME, 0.05)
+    assert report["version"] == "2" and report["decision"] == "promoted"
+    assert len(registry.versions()) == 2
+    assert registry.aliases() == {CHAMPION: "2", CHALLENGER: "2"}
+
+
+def test_worse_challenger_stays_challenger(tracking, model_pt):
+    champ, chall = _masks(30, 20, 2)
+    register_execution(_one(tracking, model_pt, champ, "a"), NAME, 0.05)
+    report = register_execution(_one(tracking, model_pt, chall, "b", val=0.95), NAME, 0.05)
+    assert report["version"] == "2" and report["decision"] == "rejected"
+    assert report["aliases"] == [CHALLENGER] and report["champion"] == "1"
+    assert report["reason"].startswith("v2 vs champion v1: not better")
+    registry = ModelRegistry(NAME)
+    assert registry.aliases() == {CHAMPION: "1", CHALLENGER: "2"}
+    assert registry.version(2).tags["gate.decision"] == "rejected"
+
+
+def test_significantly_better_challenger_takes_over_and_rollback_restores(tracking, model_pt):
+    champ, chall = _masks(25, 2, 20)  # 20 discordant pairs for, 2 against: p ~ 1e-4
+    register_execution(_one(tracking, model_pt, champ, "a"), NAME, 0.05)
+    report = register_execution(_one(tracking, model_pt, chall, "b"), NAME, 0.05)
+    assert report["decision"] == "promoted" and report["p_value"] < 0.001
+    assert report["aliases"] == [CHALLENGER, CHAMPION]
+    assert report["comparison"]["challenger_only"] == 20
+    registry = ModelRegistry(NAME)
+    assert str(registry.champion().version) == "2"
+    assert registry.version(2).tags[PREVIOUS_CHAMPION_TAG] == "1"
+
+    event = registry.rollback("v2 misbehaves on phone photos")
+    assert (event.version, event.previous, event.action) == ("1", "2", "rollback")
+    assert str(registry.champion().version) == "1"
+    assert registry.aliases()[CHALLENGER] == "2"
+    last = registry.history()[-1]
+    assert (last.alias, last.version, last.reason) == (
+        CHAMPION, "1", "v2 misbehaves on phone photos",
+    )  # fmt: skip
+    with pytest.raises(RegistryError, match="nothing to roll back"):
+        registry.rollback()  # v1 replaced no earlier champion
+
+
+def test_better_but_not_significant_challenger_does_not_take_over(tracking, model_pt):
+    champ, chall = _masks(30, 3, 6)  # more right, but p ~ 0.51
+    register_execution(_one(tracking, model_pt, champ, "a"), NAME, 0.05)
+    report = register_execution(_one(tracking, model_pt, chall, "b"), NAME, 0.05)
+    assert report["decision"] == "rejected"
+    assert report["p_value"] == pytest.approx(mcnemar(3, 6).p_value)
+    assert "not significant" in report["reason"]
+    assert ModelRegistry(NAME).aliases() == {CHAMPION: "1", CHALLENGER: "2"}
+
+
+def test_challenger_scored_on_another_test_set_is_not_promoted(tracking, model_pt):
+    champ, chall = _masks(10, 0, 40)
+    register_execution(_one(tracking, model_pt, champ, "a"), NAME, 0.05)
+    other = _predictions(chall, [f"other_{i}" for i in range(N_TEST)])
+    runs = execution(tracking, model_pt, {"finetune_top": (0.9, other)}, "b")
+    report = register_execution(runs, NAME, 0.05)
+    assert report["decision"] == "rejected" and report["p_value"] is None
+    assert "test sets differ" in report["reason"]
+    assert str(ModelRegistry(NAME).champion().version) == "1"
+
+
+def test_manual_promote_and_history_through_the_cli(tracking, model_pt, capsys):
+    from petsml.cli import main
+
+    champ, chall = _masks(30, 20, 2)
+    register_execution(_one(tracking, model_pt, champ, "a"), NAME, 0.05)
+    register_execution(_one(tracking, model_pt, chall, "b"), NAME, 0.05)
+    main(["promote", "2", "--reason", "hand-checked on new photos", "--model-name", NAME])
+    assert "champion -> v2 (was v1)" in capsys.readouterr().out
+    registry = ModelRegistry(NAME)
+    assert str(registry.champion().version) == "2"
+    v2 = registry.version(2)
+    assert v2.tags[PREVIOUS_CHAMPION_TAG] == "1"
+    recorded = [json.loads(v) for k, v in v2.tags.items() if k.startswith("alias_event.")]
+    promote = [e for e in recorded if e["action"] == "promote"]
+    assert len(promote) == 1 and promote[0]["reason"] == "hand-checked on new photos"
+    assert promote[0]["alias"] == CHAMPION and promote[0]["previous"] == "1"
+
+    main(["history", "--model-name", NAME])
+    out = capsys.readouterr().out
+    assert "hand-checked on new photos" in out and "@champion = v2" in out
+    main(["history", "--json", "--model-name", NAME])
+    moves = json.loads(capsys.readouterr().out)
+    assert [m["action"] for m in moves] == ["register", "gate", "register", "promote"]
+
+    main(["rollback", "--model-name", NAME])
+    assert str(registry.champion().version) == "1"
+    assert "rollback from version 2" in capsys.readouterr().out
+
+
+def test_cli_errors_are_clear(tracking, model_pt, tmp_path, capsys):
+    from petsml.cli import main
+
+    for argv in (["rollback"], ["predict", str(REPO / "params.yaml")], ["promote", "1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, "--model-name", NAME, "--reason", "x"] if argv[0] == "promote"
+                 else [*argv, "--model-name", NAME])  # fmt: skip
+        assert exit_info.value.code == 1
+    missing = tmp_path / "elsewhere" / "mlflow.db"
+    with pytest.raises(SystemExit):
+        main(["history", "--tracking-uri", f"sqlite:///{missing}", "--model-name", NAME])
+    assert not missing.exists()  # reading never creates an empty store
+    err = capsys.readouterr().err
+    assert f"{NAME} has no 'champion' alias" in err and "has no version 1" in err
+    assert f"no MLflow database at {missing}" in err
+    registry = ModelRegistry(NAME)
+    with pytest.raises(PetsError, match="no 'champion' alias"):
+        registry.champion()
+
+    register_execution(_one(tracking, model_pt, _masks(30, 5, 5)[0], "a"), NAME, 0.05)
+    with pytest.raises(RegistryError, match="already the champion"):
+        registry.promote(1, "again")
+    with pytest.raises(RegistryError, match="not a model version"):
+        registry.promote("latest", "no")
+
+
+def test_cli_predict_loads_the_champion_and_prints_breeds(tracking, model_pt, tmp_path, capsys):
+    from petsml.cli import main
+    from tests.fakedata import class_image
+
+    register_execution(_one(tracking, model_pt, _masks(30, 5, 5)[0], "a"), NAME, 0.05)
+    images = []
+    for index in range(2):
+        path = tmp_path / f"pet{index}.jpg"
+        class_image(index, np.random.default_rng(index), (64, 48)).save(path, format="JPEG")
+        images.append(str(path))
+    main(["predict", *images, "--json", "--model-name", NAME])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert [r["file"] for r in rows] == images
+    for row in rows:
+        assert row["label"] in BREEDS and row["error"] is None
+        assert 0.0 < row["probability"] <= 1.0
+        assert len(row["top5"]) == 5 and row["top5"][0]["label"] == row["label"]
+    main(["predict", images[0], "--model-name", NAME])
+    out = capsys.readouterr().out
+    assert f"models:/{NAME}@champion (version 1)" in out and rows[0]["label"] in out
+
+
+def test_register_stage_writes_the_report(tracking, model_pt, tmp_path, monkeypatch, capsys):
+    from petsml.stage import run_stage
+    from stages import register as stage
+
+    champ, _ = _masks(30, 5, 5)
+    runs = _one(tracking, model_pt, champ, "stage")
+    project = tmp_path / "project"
+    (project / "reports").mkdir(parents=True)
+    (project / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    (project / "reports" / "mlflow_runs.json").write_text(json.dumps(runs))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.register"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report_path = project / "reports" / "registry.json"
+    report = json.loads(report_path.read_text())
+    keys = {"model_name", "version", "strategy", "aliases", "decision", "p_value", "reason"}
+    assert keys <= set(report)
+    assert report["model_name"] == "oxford-pets-breed" and report["version"] == "1"
+    assert report["decision"] == "champion" and report["aliases"] == [CHALLENGER, CHAMPION]
+
+    monkeypatch.chdir(project)  # the same stage again, in-process: nothing new registered
+    stage.main()
+    again = json.loads(report_path.read_text())
+    assert again["decision"] == "already_registered" and again["version"] == "1"
+    assert len(ModelRegistry(NAME).versions()) == 1
+
+    (project / "reports" / "mlflow_runs.json").unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage("register", stage.main)
+    assert exit_info.value.code == 1 and "dvc repro track" in capsys.readouterr().err

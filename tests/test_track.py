@@ -1,0 +1,371 @@
+"""The track stage against a real MLflow store: one parent, one child per strategy, no duplicates.
+
+The project directory is built by hand (tiny random-init models, metrics, evaluation files,
+split CSVs, a dvc.lock) so the test needs neither training nor DVC. Everything is read back
+through ``MlflowClient``, never through the tracker's own return values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from petsml.data.breeds import CLASS_ID, SPECIES, breed_of, species_of
+from tests.fakedata import make_dataset
+from tests.test_pyfunc import BACKBONE, DECODE_SIZE, INPUT_SIZE, make_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENT = "pets-track-test"
+STRATEGIES = ["feature_extractor", "finetune_top"]
+SPLITS_MD5 = "0123456789abcdef0123456789abcdef.dir"
+RAW_MD5 = "fedcba9876543210fedcba9876543210.dir"
+EPOCHS = [
+    {"epoch": e, "train_loss": 2.0 / e, "train_accuracy": 0.2 * e, "val_loss": 1.5 / e,
+     "val_accuracy": v, "lr": 1e-3 / e, "seconds": 1.5}
+    for e, v in ((1, 0.30), (2, 0.55), (3, 0.50))
+]  # fmt: skip
+SEARCH = [{"C": 0.1, "val_accuracy": 0.4}, {"C": 1.0, "val_accuracy": 0.6}]
+METRICS = {
+    "feature_extractor": {"val_accuracy": 0.6, "test_accuracy": 0.58, "test_top5": 0.9,
+                          "test_macro_f1": 0.55, "test_ece": 0.07, "train_seconds": 2.0},
+    "finetune_top": {"val_accuracy": 0.55, "test_accuracy": 0.52, "test_top5": 0.88,
+                     "test_macro_f1": 0.5, "test_ece": 0.09, "train_seconds": 9.0},
+}  # fmt: skip
+
+
+def _git(project: Path, *args: str) -> str:
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid")  # fmt: skip
+    out = subprocess.run(
+        ["git", *args], cwd=project, env=env, check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
+def _params(project: Path) -> None:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["strategies"] = STRATEGIES
+    raw["model"].update(backbone=BACKBONE, pretrained=False, image_size=INPUT_SIZE)
+    raw["decode"]["size"] = DECODE_SIZE
+    raw["mlflow"]["experiment"] = EXPERIMENT
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def _splits(project: Path) -> None:
+    ds = make_dataset(project / "data" / "raw", per_breed=4, test_per_breed=1, quirks=False)
+    rows = []
+    for image_id in ds.ids:
+        breed = breed_of(image_id)
+        file = f"images/{image_id}.jpg"
+        digest = hashlib.sha256((ds.root / file).read_bytes()).hexdigest()
+        split = "test" if image_id in ds.test else ("val" if image_id.endswith("_3") else "train")
+        rows.append(
+            {"split": split, "image_id": image_id, "file": file, "breed": breed,
+             "class_id": CLASS_ID[breed], "species": species_of(breed),
+             "species_id": SPECIES.index(species_of(breed)), "sha256": digest}
+        )  # fmt: skip
+    frame = pd.DataFrame(rows)
+    (project / "data" / "splits").mkdir(parents=True)
+    for name, part in frame.groupby("split"):
+        part.drop(columns="split").to_csv(project / "data" / "splits" / f"{name}.csv", index=False)
+
+
+def _eval_files(folder: Path, strategy: str) -> None:
+    folder.mkdir(parents=True)
+    pd.DataFrame(
+        {"image_id": ["pug_4", "beagle_4"], "label": [25, 4], "pred": [25, 5], "correct": [1, 0]}
+    ).to_csv(folder / "predictions.csv", index=False)
+    pd.DataFrame({"class": ["pug"], "f1": [0.5]}).to_csv(folder / "per_class.csv", index=False)
+    pd.DataFrame({"a": ["pug"], "b": ["beagle"], "n": [1]}).to_csv(
+        folder / "confused_pairs.csv", index=False
+    )
+    for name in ("confusion.png", "misclassified.png", "reliability.png"):
+        Image.fromarray(np.full((8, 8, 3), len(strategy) * 7 % 255, np.uint8)).save(folder / name)
+
+
+def build_project(root: Path) -> Path:
+    """A project directory as the pipeline leaves it just before the track stage."""
+    project = root / "project"
+    project.mkdir()
+    _params(project)
+    _splits(project)
+    for index, strategy in enumerate(STRATEGIES):
+        model_dir = project / "models" / strategy
+        make_tiny_model(model_dir / "model.pt", strategy=strategy, seed=index)
+        trained = strategy == "finetune_top"
+        (model_dir / "history.json").write_text(
+            json.dumps({"epochs": EPOCHS if trained else [], "search": [] if trained else SEARCH})
+        )
+        summary = {
+            "strategy": strategy, "task": "breed", "backbone": BACKBONE,
+            "val_accuracy": METRICS[strategy]["val_accuracy"], "train_seconds": 1.0,
+            "best_epoch": 2 if trained else None, "epochs_run": 3 if trained else 0,
+            "device": "cpu", "params": {"lr": 0.001} if trained else {"C": 1.0},
+        }  # fmt: skip
+        (model_dir / "summary.json").write_text(json.dumps(summary))
+        _eval_files(project / "reports" / "eval" / strategy, strategy)
+    (project / "reports" / "metrics.json").write_text(json.dumps(METRICS, indent=2))
+    validation = project / "reports" / "validation"
+    (validation / "data_docs").mkdir(parents=True)
+    (validation / "summary.json").write_text(json.dumps({"success": True}))
+    (validation / "data_docs" / "index.html").write_text("<html>docs</html>")
+    lock = {
+        "schema": "2.0",
+        "stages": {
+            "download": {"cmd": "python -m stages.download",
+                         "outs": [{"path": "data/raw", "hash": "md5", "md5": RAW_MD5}]},
+            "split": {"cmd": "python -m stages.split",
+                      "outs": [{"path": "data/splits", "hash": "md5", "md5": SPLITS_MD5}]},
+        },
+    }  # fmt: skip
+    (project / "dvc.lock").write_text(yaml.safe_dump(lock))
+    (project / ".gitignore").write_text("/data/\n/models/\n/reports/\n/mlruns/\n")
+    _git(project, "init", "-q")
+    _git(project, "add", "-A")
+    _git(project, "commit", "-qm", "init")
+    return project
+
+
+def _series(client, run_id: str, key: str) -> tuple[list[int], list[float]]:
+    points = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+    return [step for step, _ in points], [value for _, value in points]
+
+
+def _runs(client, experiment_id: str):
+    runs = client.search_runs([experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """Track the project twice (in-process, then a fresh ``python -m stages.track``)."""
+    from mlflow import MlflowClient
+
+    from stages import track
+
+    root = tmp_path_factory.mktemp("track")
+    project = build_project(root)
+    uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
+    old_env, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.chdir(project)
+    try:
+        track.main()
+        first = json.loads((project / "reports" / "mlflow_runs.json").read_text())
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        again = subprocess.run(
+            [sys.executable, "-m", "stages.track"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert again.returncode == 0, again.stderr[-4000:]
+        second = json.loads((project / "reports" / "mlflow_runs.json").read_text())
+        yield {
+            "project": project,
+            "uri": uri,
+            "client": MlflowClient(tracking_uri=uri),
+            "first": first,
+            "second": second,
+            "rerun_log": again.stderr,
+        }
+    finally:
+        os.chdir(old_cwd)
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
+
+
+def test_one_parent_and_one_child_per_strategy_even_when_rerun(tracked):
+    client = tracked["client"]
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None
+    assert experiment.artifact_location == (Path(tracked["uri"][10:]).parent / "artifacts").as_uri()
+    parents, children = _runs(client, experiment.experiment_id)
+    assert len(parents) == 1, [p.info.run_name for p in parents]
+    assert len(children) == len(STRATEGIES)
+    parent = parents[0]
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert sorted(c.data.tags["strategy"] for c in children) == sorted(STRATEGIES)
+    assert all(r.info.status == "FINISHED" for r in [parent, *children])
+    # mlflow_runs.json points at those runs, and the rerun wrote the same record
+    record = tracked["second"]
+    assert record == tracked["first"]
+    assert record["tracking_uri"] == tracked["uri"]
+    assert record["experiment_id"] == experiment.experiment_id
+    assert record["parent_run_id"] == parent.info.run_id
+    assert record["run_key"] == parent.data.tags["run_key"]
+    by_strategy = {c.data.tags["strategy"]: c for c in children}
+    assert record["children"] == {s: r.info.run_id for s, r in by_strategy.items()}
+    for strategy, child in by_strategy.items():
+        model_id = child.outputs.model_outputs[0].model_id
+        assert record["model_uris"][strategy] == f"models:/{model_id}"
+    assert "already tracked" in tracked["rerun_log"]
+
+
+def test_children_carry_params_curves_metrics_tags(tracked):
+    client = tracked["client"]
+    children = {s: client.get_run(r) for s, r in tracked["second"]["children"].items()}
+    head = _git(tracked["project"], "rev-parse", "HEAD")
+    for strategy, run in children.items():
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        assert tags["strategy"] == strategy and tags["task"] == "breed"
+        assert tags["backbone"] == BACKBONE
+        assert tags["git_commit"] == head
+        assert tags["dvc_data_hash"] == SPLITS_MD5 and tags["dvc_raw_hash"] == RAW_MD5
+        assert params["strategy"] == strategy
+        assert params["model.backbone"] == BACKBONE and params["data.task"] == "breed"
+        assert params["train.seed"] == "0"
+        other = next(s for s in STRATEGIES if s != strategy)
+        assert not any(k.startswith(f"{other}.") for k in params)
+        assert any(k.startswith(f"{strategy}.") for k in params)
+        for key, value in METRICS[strategy].items():
+            assert metrics[key] == pytest.approx(value), key
+
+    trained = children["finetune_top"]
+    assert trained.data.params["finetune_top.lr"] == "0.001"
+    for key in ("train_loss", "train_accuracy", "val_loss", "lr"):
+        steps, values = _series(client, trained.info.run_id, key)
+        assert steps == [e["epoch"] for e in EPOCHS], key
+        assert values == pytest.approx([e[key] for e in EPOCHS]), key
+    # the three epochs, then the evaluated (restored best) model one step later
+    steps, values = _series(client, trained.info.run_id, "val_accuracy")
+    assert steps == [1, 2, 3, 4]
+    assert values == pytest.approx([0.30, 0.55, 0.50, 0.55])
+    assert trained.data.metrics["best_epoch"] == 2
+
+    frozen = children["feature_extractor"]
+    assert frozen.data.params["feature_extractor.C"] == "[0.01, 0.03, 0.1, 0.3, 1.0, 3.0]"
+    assert frozen.data.params["fit.C"] == "1.0"
+    assert _series(client, frozen.info.run_id, "search_C") == ([0, 1], [0.1, 1.0])
+    steps, values = _series(client, frozen.info.run_id, "search_val_accuracy")
+    assert steps == [0, 1] and values == pytest.approx([0.4, 0.6])
+    assert client.get_metric_history(frozen.info.run_id, "train_loss") == []
+
+
+def test_children_have_datasets_artifacts_and_model(tracked):
+    client = tracked["client"]
+    project = tracked["project"]
+    for strategy, run_id in tracked["second"]["children"].items():
+        run = client.get_run(run_id)
+        inputs = {
+            next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
+            for d in run.inputs.dataset_inputs
+        }
+        assert set(inputs) == {"training", "validation", "test"}
+        for context, split in (("training", "train"), ("validation", "val"), ("test", "test")):
+            dataset = inputs[context]
+            csv = project / "data" / "splits" / f"{split}.csv"
+            assert dataset.digest == hashlib.md5(csv.read_bytes()).hexdigest()
+            assert dataset.name == f"{EXPERIMENT}-breed-{split}"
+            assert json.loads(dataset.source)["uri"] == f"data/splits/{split}.csv"
+            assert json.loads(dataset.profile)["num_rows"] == len(pd.read_csv(csv))
+        eval_files = {Path(f.path).name for f in client.list_artifacts(run_id, "eval")}
+        assert {"predictions.csv", "per_class.csv", "confused_pairs.csv", "confusion.png",
+                "misclassified.png", "reliability.png"} <= eval_files  # fmt: skip
+        training = {Path(f.path).name for f in client.list_artifacts(run_id, "training")}
+        assert training == {"history.json", "summary.json"}
+        model_id = run.outputs.model_outputs[0].model_id
+        model = client.get_logged_model(model_id)
+        assert model.source_run_id == run_id and model.tags["strategy"] == strategy
+        model_files = {Path(f.path).name for f in client.list_logged_model_artifacts(model_id)}
+        assert {"MLmodel", "requirements.txt", "input_example.json"} <= model_files
+        # the evaluated metrics are linked to the logged model as well
+        assert {m.key for m in model.metrics} >= set(METRICS[strategy])
+    parent_id = tracked["second"]["parent_run_id"]
+    validation = {f.path for f in client.list_artifacts(parent_id, "validation")}
+    assert "validation/summary.json" in validation and "validation/data_docs" in validation
+    pipeline = {Path(f.path).name for f in client.list_artifacts(parent_id, "pipeline")}
+    assert {"params.yaml", "dvc.lock", "metrics.json"} <= pipeline
+
+
+def test_changed_metrics_make_a_new_parent(tracked):
+    from stages import track
+
+    project, client = tracked["project"], tracked["client"]
+    metrics_path = project / "reports" / "metrics.json"
+    old_cwd = Path.cwd()
+    old_env = os.environ.get("MLFLOW_TRACKING_URI")
+    changed = json.loads(metrics_path.read_text())
+    changed["finetune_top"]["test_accuracy"] = 0.61
+    metrics_path.write_text(json.dumps(changed))
+    os.environ["MLFLOW_TRACKING_URI"] = tracked["uri"]
+    os.chdir(project)
+    try:
+        track.main()
+    finally:
+        os.chdir(old_cwd)
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
+    record = json.loads((project / "reports" / "mlflow_runs.json").read_text())
+    assert record["parent_run_id"] != tracked["second"]["parent_run_id"]
+    assert record["run_key"] != tracked["second"]["run_key"]
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    parents, children = _runs(client, experiment.experiment_id)
+    assert len(parents) == 2 and len(children) == 2 * len(STRATEGIES)
+    new = client.get_run(record["children"]["finetune_top"])
+    assert new.data.metrics["test_accuracy"] == pytest.approx(0.61)
+    assert new.data.tags["mlflow.parentRunId"] == record["parent_run_id"]
+
+
+def test_missing_inputs_name_the_file_and_the_fix(tmp_path, monkeypatch):
+    from petsml.config import load_params
+    from petsml.tracking.runs import TrackingError, dvc_data_hashes, git_commit, track_pipeline
+
+    _params(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    params = load_params()
+    with pytest.raises(TrackingError, match=r"metrics\.json.*dvc repro evaluate"):
+        track_pipeline(params)
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "metrics.json").write_text(json.dumps(METRICS))
+    with pytest.raises(TrackingError, match=r"model\.pt.*dvc repro train@feature_extractor"):
+        track_pipeline(params)
+    assert dvc_data_hashes(tmp_path) == {"dvc_data_hash": "unknown", "dvc_raw_hash": "unknown"}
+    assert git_commit(tmp_path)[0] == "unknown"
+    assert not (tmp_path / "mlruns").exists()  # nothing was logged
+
+
+def test_default_store_is_sqlite_under_mlruns(tmp_path, monkeypatch):
+    import mlflow
+
+    from petsml.tracking import store
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    previous = mlflow.get_tracking_uri()
+    try:
+        assert store.configure() == "sqlite:///mlruns/mlflow.db"
+        assert mlflow.get_tracking_uri() == "sqlite:///mlruns/mlflow.db"
+        assert (tmp_path / "mlruns" / "artifacts").is_dir()
+        # new experiments keep their artifacts in mlruns/artifacts (absolute file URI)
+        uri = store.tracking_uri()
+        assert store.artifact_root(uri) == (tmp_path / "mlruns" / "artifacts").as_uri()
+        # mlflow.set_tracking_uri exported the URI to the environment; that is not an override
+        other = tmp_path / "other"
+        assert store.tracking_uri(other) == f"sqlite:///{other}/mlruns/mlflow.db"
+        assert store.configure(other) == f"sqlite:///{other}/mlruns/mlflow.db"
+        # a real override wins, and a tracking server chooses its own artifact store
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+        assert store.tracking_uri() == "http://127.0.0.1:5000"
+        assert store.artifact_root(store.tracking_uri()) is None
+    finally:
+        mlflow.set_tracking_uri(previous)
