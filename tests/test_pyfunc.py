@@ -68,7 +68,7 @@ def reference_prediction(model_pt: Path, image: Path) -> tuple[str, float]:
 
     model, spec = load_classifier(model_pt, map_location="cpu")
     prep = model.backbone.preprocessing
-    batch = torch.from_numpy(load_rgb(image, spec["decode_size"])[None])
+    batch = torch.from_numpy(load_rgb(image, spec["decode_size"])[None].copy())
     x = to_input(batch, prep.mean, prep.std, size=prep.input_size)
     with torch.inference_mode():
         probs = torch.softmax(model.eval()(x), dim=1)[0]

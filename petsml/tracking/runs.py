@@ -272,7 +272,10 @@ def _datasets(params: Params, root: Path) -> list[tuple[Any, str]]:
 def _log_datasets(datasets: list[tuple[Any, str]]) -> None:
     import mlflow
 
-    if datasets:
+    if not datasets:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # integer-column schema hint, again
         mlflow.log_inputs(
             datasets=[d for d, _ in datasets],
             contexts=[c for _, c in datasets],
@@ -418,7 +421,7 @@ def track_pipeline(
     client = MlflowClient(tracking_uri=uri)
     strategies = list(params.train.strategies)
 
-    found = None
+    found = find_existing(client, experiment_id, key, strategies)
     if found is not None:
         log.info(
             "pipeline state %s already tracked in run %s: nothing new logged",
