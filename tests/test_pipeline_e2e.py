@@ -1,0 +1,95 @@
+"""`dvc repro` of the whole pipeline on a fresh copy, fed by a loopback mirror.
+
+Checks what a user sees: metrics for every listed strategy, one MLflow run per strategy grouped
+under the execution (read back through MlflowClient), a champion in the registry, and a second
+`dvc repro` that does nothing and logs no duplicate runs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.fakedata import MirrorServer, make_dataset, pack_archives
+from tests.project import dvc, fake_data_params, make_project, tool_env
+
+STRATEGIES = ["feature_extractor", "svm_early", "scratch"]
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    make_dataset(root / "src", per_breed=12, test_per_breed=4)
+    md5 = pack_archives(root / "src", root / "mirror")
+    overrides = fake_data_params("", md5) | {
+        "model.image_size": 64,
+        "train.strategies": STRATEGIES,
+        "train.epochs": 2,
+        "train.batch_size": 16,
+        "features.batch_size": 32,
+    }
+    tracking = f"sqlite:///{root}/mlflow.db"
+    env = tool_env(MLFLOW_TRACKING_URI=tracking)
+    with MirrorServer(root / "mirror") as server:
+        overrides["data.base_url"] = server.url
+        project = make_project(root / "p", overrides)
+        first = dvc(project, "repro", env=env, timeout=900)
+        second = dvc(project, "repro", env=env, timeout=300)
+    return project, tracking, first, second
+
+
+def test_metrics_cover_every_strategy(pipeline_run):
+    project, *_ = pipeline_run
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert set(metrics) == set(STRATEGIES)
+    for values in metrics.values():
+        for key in (
+            "val_accuracy",
+            "test_accuracy",
+            "test_top5",
+            "test_macro_f1",
+            "test_ece",
+            "train_seconds",
+        ):
+            assert key in values
+
+
+def test_offline_backbone_features_beat_chance_and_scratch(pipeline_run):
+    project, *_ = pipeline_run
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    chance = 1 / 4
+    assert metrics["feature_extractor"]["test_accuracy"] > 2 * chance
+    assert metrics["feature_extractor"]["test_accuracy"] > metrics["scratch"]["test_accuracy"]
+
+
+def test_mlflow_holds_one_child_per_strategy_under_one_parent(pipeline_run):
+    from mlflow.tracking import MlflowClient
+
+    project, tracking, *_ = pipeline_run
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("oxford-pets")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1  # the second repro logged nothing new
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert sorted(r.data.tags.get("strategy") for r in children) == sorted(STRATEGIES)
+    for child in children:
+        assert "test_accuracy" in child.data.metrics
+
+
+def test_champion_is_registered_with_strategy_tags(pipeline_run):
+    from mlflow.tracking import MlflowClient
+
+    _, tracking, *_ = pipeline_run
+    version = MlflowClient(tracking_uri=tracking).get_model_version_by_alias(
+        "oxford-pets-breed", "champion"
+    )
+    assert version.tags.get("strategy") in STRATEGIES
+    assert any(key.startswith("test_accuracy") or key == "val_accuracy" for key in version.tags)
+
+
+def test_second_repro_runs_nothing(pipeline_run):
+    *_, second = pipeline_run
+    assert "Running stage" not in second.stdout
