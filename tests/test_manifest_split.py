@@ -95,3 +95,4 @@ def test_id_in_both_official_lists_is_recorded_as_such(tmp_path):
     manifest = build_manifest(tmp_path, workers=1)
     leaked = manifest.set_index("image_id").loc[test_line.split()[0], "split"]
     assert leaked == "trainval+test" and len(ds.ids) == len(manifest)
+    assert manifest["class_id"].dtype.kind == "i"  # no unlisted rows must not turn ids to float

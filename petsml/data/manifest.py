@@ -111,6 +111,7 @@ def build_manifest(raw: str | Path, workers: int = 0) -> pd.DataFrame:
     unlisted["split"] = "unlisted"
     unlisted["listed"] = False
     table = pd.concat([listed, unlisted], ignore_index=True)
+    table["class_id"] = table["class_id"].astype(int)  # an empty `unlisted` frame makes it float
     table["exists"] = table["file"].isin(disk_files)
 
     present = table.loc[table["exists"], "file"].tolist()
