@@ -28,9 +28,10 @@ from torchvision.transforms import v2
 from petsml.config import load_params
 from petsml.data.breeds import CLASS_ID, breed_of
 from petsml.data.decode import DecodedImages, decode_images
-from petsml.data.tensors import augment, batches, to_input
+from petsml.data.tensors import batches, to_input
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier
+from petsml.training.cached_top import train_cached
 from petsml.training.finetune import build_param_groups
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,21 +204,22 @@ def main() -> None:
     naive_acc = accuracy(net)
 
     net, opt, frozen = make_model()
-    gen = torch.Generator().manual_seed(0)
 
     def project_epochs():
-        for epoch in range(args.epochs):
-            set_train(net, frozen)
-            for xb, yb in batches(
-                train_arr, train.label.to_numpy(), args.batch_size, shuffle=True, seed=epoch
-            ):
-                if len(yb) < 2:
-                    continue
-                x_in = to_input(augment(xb, prep.input_size, gen), prep.mean, prep.std)
-                loss = F.cross_entropy(net(x_in), yb)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        # The project's finetune_top path: the frozen blocks run once per image (centre crop +
+        # up to cached_top.VIEWS augmented crops, float16), counted here; then each epoch runs
+        # only the trainable top blocks and the head on one cached view per image.
+        return train_cached(
+            train_arr,
+            train.label.to_numpy(),
+            net,
+            opt,
+            args.epochs,
+            unfreeze_blocks=params.finetune_top.unfreeze_blocks,
+            frozen_blocks=frozen,
+            batch_size=args.batch_size,
+            seed=0,
+        )
 
     project_ft_secs, _ = timed(project_epochs)
     project_acc = accuracy(net)

@@ -14,10 +14,11 @@ import yaml
 
 from petsml.config import parse_params
 from petsml.data.breeds import CLASS_ID, SPECIES, breed_of, species_of
-from petsml.data.decode import decode_images
+from petsml.data.decode import DecodedImages, decode_images
 from petsml.io import read_json
+from petsml.models.backbones import create_backbone
 from petsml.models.classifier import load_classifier
-from petsml.training import finetune
+from petsml.training import cached_top, finetune
 from petsml.training.finetune import (
     CHECKPOINT,
     build_model,
@@ -311,3 +312,120 @@ def test_early_stopping_stops_on_stalled_val_accuracy_and_keeps_the_best_weights
     assert [r["epoch"] for r in read_json(out / "history.json")["epochs"]] == [1, 2, 3, 4]
     saved = _clone(load_classifier(out / "model.pt")[0])
     assert _same(saved, snapshots[2]) and not _same(saved, snapshots[4])
+
+
+# --------------------------------------------------------------------------------------------
+# The cached finetune_top path (petsml.training.cached_top)
+
+
+@pytest.mark.parametrize(
+    ("name", "size"), [(BACKBONE, 32), ("efficientnet_lite0", 96), ("tv:resnet18", 64)]
+)
+def test_split_backbone_top_part_of_frozen_part_is_forward_features(name, size):
+    torch.manual_seed(0)
+    backbone = create_backbone(name, pretrained=False).eval()
+    n = len(backbone.blocks())
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        want = backbone.forward_features(x)
+        for k in range(1, n):
+            split = cached_top.split_backbone(backbone, k)
+            assert split is not None, f"{name}: no split at unfreeze_blocks={k}"
+            h = split.frozen_part(x)
+            assert h.ndim == 4 and h.shape[0] == 2
+            torch.testing.assert_close(split.top_part(h), want, rtol=1e-4, atol=1e-5)
+        # Nothing frozen: nothing worth caching.
+        assert cached_top.split_backbone(backbone, n) is None
+
+
+def test_split_frozen_part_owns_exactly_the_frozen_blocks():
+    params = _params(**{"finetune_top.unfreeze_blocks": 2})
+    model = build_model("finetune_top", params, NUM_CLASSES)
+    groups = build_param_groups("finetune_top", model, params)
+    split = cached_top.split_backbone(model.backbone, 2)
+    bottom = {id(p) for m in split.bottom for p in m.parameters()}
+    frozen = {id(p) for b in groups.frozen_blocks for p in b.parameters()}
+    assert bottom == frozen and all(
+        not p.requires_grad for m in split.bottom for p in m.parameters()
+    )
+    top = cached_top.TopModel(split, model.head)
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert {id(p) for p in top.parameters()} == trainable
+
+
+def test_cached_val_metrics_match_the_full_forward(data_dirs):
+    """float16 cached maps of eval-mode frozen blocks give the full model's val numbers."""
+    splits, decoded_dir = data_dirs
+    params = _params()
+    model = build_model("finetune_top", params, NUM_CLASSES)
+    build_param_groups("finetune_top", model, params)
+    decoded = DecodedImages.open(decoded_dir)
+    val = finetune._load_data("val", "breed", splits, decoded)
+    prep = model.backbone.preprocessing
+    cpu = torch.device("cpu")
+    full = finetune.evaluate(model, model, val, prep, cpu, 64)
+    split = cached_top.split_backbone(model.backbone, params.finetune_top.unfreeze_blocks)
+    cache = cached_top.build_cache(split, val.images, val.labels, prep, cpu)
+    assert cache.maps.dtype == torch.float16 and cache.maps.shape[:2] == (len(val.labels), 1)
+    cached = cached_top.evaluate(cached_top.TopModel(split, model.head), model, cache, cpu, 64)
+    assert cached[0] == pytest.approx(full[0], rel=1e-2)
+    assert cached[1] == pytest.approx(full[1])
+
+
+def test_finetune_top_runs_the_cached_path(data_dirs, tmp_path, caplog, monkeypatch):
+    def no_full_forward(*args, **kwargs):
+        raise AssertionError("finetune_top ran the full forward pass")
+
+    monkeypatch.setattr(finetune, "_train_epoch", no_full_forward)
+    params = _params(**{"train.epochs": 2})
+    with caplog.at_level(logging.INFO, logger="petsml.training.finetune"):
+        summary, out = _run(data_dirs, tmp_path, "finetune_top", params)
+    assert "cached the frozen blocks' outputs" in caplog.text
+    assert summary["epochs_run"] == 2 and 0 <= summary["val_accuracy"] <= 1
+    history = read_json(out / "history.json")["epochs"]
+    assert all(np.isfinite(r["train_loss"]) for r in history)
+
+
+def test_finetune_top_falls_back_to_the_full_forward_when_it_cannot_split(
+    data_dirs, tmp_path, caplog, monkeypatch
+):
+    monkeypatch.setattr(cached_top, "split_backbone", lambda *a, **k: None)
+    params = _params(**{"train.epochs": 1})
+    with caplog.at_level(logging.INFO, logger="petsml.training.finetune"):
+        summary, _ = _run(data_dirs, tmp_path, "finetune_top", params)
+    assert "cannot be split" in caplog.text and "cached the frozen" not in caplog.text
+    assert summary["epochs_run"] == 1
+
+
+def test_cached_and_full_finetune_top_reach_comparable_val_accuracy(
+    data_dirs, tmp_path, monkeypatch
+):
+    settings = {"finetune_top.lr": 0.03, "finetune_top.backbone_lr_scale": 1.0}
+    params = _params(**{"train.epochs": 4, "train.patience": 4, **settings})
+    cached, _ = _run(data_dirs, tmp_path, "finetune_top", params, name="cached")
+    monkeypatch.setattr(cached_top, "split_backbone", lambda *a, **k: None)
+    full, _ = _run(data_dirs, tmp_path, "finetune_top", params, name="full")
+    # 8 val images, 4 breeds, a random-init network: only a coarse comparison is meaningful.
+    assert abs(cached["val_accuracy"] - full["val_accuracy"]) <= 0.25 + 1e-9
+    assert cached["val_accuracy"] >= 0.25  # chance level over the 4 breeds (0.375 when written)
+    assert cached["val_accuracy"] >= full["val_accuracy"] - 0.125 - 1e-9
+
+
+def test_cached_finetune_top_resumes_like_an_uninterrupted_run(data_dirs, tmp_path):
+    params = _params(**{"train.epochs": 3})
+    reference, _ = _run(data_dirs, tmp_path, "finetune_top", params, name="reference")
+    ref = read_json(tmp_path / "reference" / "finetune_top" / "history.json")["epochs"]
+    seen: list[int] = []
+    with pytest.raises(Crash):
+        _run(data_dirs, tmp_path, "finetune_top", params, on_epoch_end=_crash_after(1, seen))
+    seen.clear()
+    summary, out = _run(
+        data_dirs, tmp_path, "finetune_top", params, resume=True, on_epoch_end=_crash_after(0, seen)
+    )
+    assert seen == [2, 3] and summary["resumed_from_epoch"] == 1
+    history = read_json(out / "history.json")["epochs"]
+    for key in ("train_loss", "val_loss", "val_accuracy", "lr"):
+        assert [r[key] for r in history] == pytest.approx(
+            [r[key] for r in ref], rel=1e-4, abs=1e-6
+        ), key
+    assert summary["val_accuracy"] == pytest.approx(reference["val_accuracy"])

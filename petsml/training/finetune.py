@@ -13,9 +13,16 @@ schedule and early stopping) and differ only in what is trainable and at which l
 
 Training reads the decoded uint8 cache, augments whole batches on the device, uses AdamW with
 a linear warm-up then cosine schedule (stepped per batch) and keeps the weights of the best
-validation epoch. A checkpoint is written atomically after every epoch (outside the DVC output,
-which DVC deletes before re-running a stage) and ``resume=True`` continues from it only when
-its fingerprint, a hash of every setting and the data the run depends on, still matches.
+validation epoch. ``finetune_top`` runs its frozen trunk once, not every epoch
+(:mod:`petsml.training.cached_top`): the frozen blocks' outputs for each train image's centre
+crop and a few seeded augmented crops (val: centre crop) are cached as float16 and each epoch
+trains only the top blocks and the head on one cached crop per image; a backbone that cannot be
+cut at the block boundary falls back to the full forward pass (logged).
+
+A checkpoint is written atomically after every epoch (outside the DVC output, which DVC deletes
+before re-running a stage) and ``resume=True`` continues from it only when its fingerprint, a
+hash of every setting and the data the run depends on, still matches (the finetune_top cache is
+rebuilt on resume).
 
 This module never imports MLflow, Prefect or DVC, so it runs alone on a GPU machine.
 """
@@ -49,6 +56,7 @@ from petsml.errors import PetsError
 from petsml.io import atomic_dir, atomic_path, write_json
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier, save_classifier
+from petsml.training import cached_top
 
 log = logging.getLogger(__name__)
 
@@ -347,12 +355,16 @@ def _train_epoch(
     if not seen:
         raise TrainingError("no training batch ran; the train split is empty")
     loss_value = loss_sum.item() / seen
+    _check_loss(loss_value)
+    return loss_value, correct.item() / seen
+
+
+def _check_loss(loss_value: float) -> None:
     if not math.isfinite(loss_value):
         raise TrainingError(
             f"training loss is {loss_value}: the learning rate is too high for this model; "
             "lower the strategy's lr in params.yaml."
         )
-    return loss_value, correct.item() / seen
 
 
 def _steps_per_epoch(n: int, batch_size: int) -> int:
@@ -413,6 +425,15 @@ def train_strategy(
             f"({decoded.size}px): raise decode.size or lower model.image_size in params.yaml."
         )
     groups = build_param_groups(strategy, model, params)
+    split = None
+    if strategy == "finetune_top":
+        split = cached_top.split_backbone(model.backbone, settings.unfreeze_blocks)
+        if split is None:
+            log.info(
+                "finetune_top: backbone %r cannot be split at the frozen blocks; running the "
+                "full forward pass every step (no cached frozen outputs)",
+                params.model.backbone,
+            )
     if device.type == "cuda":
         model = model.to(device, memory_format=torch.channels_last)
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -430,11 +451,15 @@ def train_strategy(
     generator = torch.Generator().manual_seed(t.seed)
 
     forward: Callable[[torch.Tensor], torch.Tensor] = model
+    # The cached path runs only the trainable top blocks and the head on cached frozen outputs.
+    top_forward = cached_top.TopModel(split, model.head) if split is not None else None
     if t.compile:
         if device.type == "mps":
             log.warning("train.compile is ignored on mps")
         else:
             forward = torch.compile(model)
+            if top_forward is not None:
+                top_forward = torch.compile(top_forward)
 
     fp = fingerprint(strategy, params, train_data, val_data, decoded.size)
     history: list[dict[str, Any]] = []
@@ -475,28 +500,71 @@ def train_strategy(
         sum(p.numel() for p in model.parameters() if p.requires_grad),
         sum(p.numel() for p in model.parameters()),
     )
+    caches = None
+    cache_seconds = 0.0
+    if top_forward is not None and start_epoch <= t.epochs and not stopped_early:
+        # The frozen trunk's outputs, once: train centre crop + VIEWS augmented crops, val centre.
+        started = time.perf_counter()
+        _set_train_mode(model, groups.frozen_blocks)
+        eval_batch = params.evaluate.batch_size
+        caches = (
+            cached_top.build_cache(
+                split, train_data.images, train_data.labels, prep, device,
+                views=cached_top.views_for(t.epochs), seed=t.seed + cached_top.CACHE_SEED,
+                batch_size=eval_batch, desc=f"{strategy} cache train",
+            ),
+            cached_top.build_cache(
+                split, val_data.images, val_data.labels, prep, device,
+                batch_size=eval_batch, desc=f"{strategy} cache val",
+            ),
+        )  # fmt: skip
+        cache_seconds = time.perf_counter() - started
+        log.info(
+            "%s: cached the frozen blocks' outputs %s (%d views + centre crop, %.0f KiB/train "
+            "image, %.0f MiB in all) in %.1fs",
+            strategy,
+            tuple(caches[0].maps.shape[2:]),
+            caches[0].maps.shape[1] - 1,
+            caches[0].bytes_per_image / 1024,
+            (caches[0].maps.nbytes + caches[1].maps.nbytes) / 2**20,
+            cache_seconds,
+        )
     for epoch in range(start_epoch, t.epochs + 1):
         if stopped_early:
             break
-        started = time.perf_counter()
+        started = time.perf_counter() - cache_seconds  # the one-off cache counts in epoch 1
+        cache_seconds = 0.0
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = _train_epoch(
-            forward,
-            model,
-            groups.frozen_blocks,
-            train_data,
-            prep,
-            optimizer,
-            scheduler,
-            generator,
-            device,
-            t.batch_size,
-            shuffle_seed=t.seed * 100_003 + epoch,
-            desc=f"{strategy} {epoch}/{t.epochs}",
-        )
-        val_loss, val_acc = evaluate(
-            forward, model, val_data, prep, device, params.evaluate.batch_size
-        )
+        shuffle_seed = t.seed * 100_003 + epoch
+        desc = f"{strategy} {epoch}/{t.epochs}"
+        if caches is not None:
+            _set_train_mode(model, groups.frozen_blocks)
+            train_loss, train_acc = cached_top.train_epoch(
+                top_forward, caches[0], optimizer, scheduler, device, t.batch_size,
+                seed=shuffle_seed, desc=desc,
+            )  # fmt: skip
+            _check_loss(train_loss)
+            val_loss, val_acc = cached_top.evaluate(
+                top_forward, model, caches[1], device, params.evaluate.batch_size
+            )
+        else:
+            train_loss, train_acc = _train_epoch(
+                forward,
+                model,
+                groups.frozen_blocks,
+                train_data,
+                prep,
+                optimizer,
+                scheduler,
+                generator,
+                device,
+                t.batch_size,
+                shuffle_seed=shuffle_seed,
+                desc=desc,
+            )
+            val_loss, val_acc = evaluate(
+                forward, model, val_data, prep, device, params.evaluate.batch_size
+            )
         record = {
             "epoch": epoch,
             "train_loss": train_loss,
