@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax, softmax
 
-from petsml.training.heads import HeadError, fit_linear_svm, fit_logistic
+from petsml.training.heads import HeadError, LinearSVM, fit_linear_svm, fit_logistic
 
 CS = [0.001, 0.01, 0.1, 1.0]
 
@@ -31,10 +31,16 @@ def data():
     return split(*blobs(5, 60), n_train=200)
 
 
+@pytest.fixture(scope="module")
+def fitted(data):
+    """Each head fitted once on ``data`` with the C grid given out of order."""
+    return {fit: fit(*data, [1.0, 0.001, 0.1, 0.01]) for fit in (fit_logistic, fit_linear_svm)}
+
+
 @pytest.mark.parametrize("fit", [fit_logistic, fit_linear_svm])
-def test_separable_blobs_are_learned_and_C_is_chosen_on_validation(data, fit):
+def test_separable_blobs_are_learned_and_C_is_chosen_on_validation(data, fitted, fit):
     Xtr, ytr, Xval, yval = data
-    head = fit(Xtr, ytr, Xval, yval, [1.0, 0.001, 0.1, 0.01])
+    head = fitted[fit]
     assert head.W.shape == (5, Xtr.shape[1]) and head.b.shape == (5,)
     assert head.val_accuracy >= 0.95
     assert [s["C"] for s in head.search] == CS  # tried in increasing order, each recorded
@@ -46,9 +52,9 @@ def test_separable_blobs_are_learned_and_C_is_chosen_on_validation(data, fit):
 
 
 @pytest.mark.parametrize("fit", [fit_logistic, fit_linear_svm])
-def test_folded_map_reproduces_sklearn(data, fit):
+def test_folded_map_reproduces_sklearn(data, fitted, fit):
     Xtr, ytr, Xval, yval = data
-    head = fit(Xtr, ytr, Xval, yval, CS)
+    head = fitted[fit]
     scaler, model = head.estimator
     X = np.vstack([Xtr, Xval]).astype(np.float64)  # the heads compute in float64
     Z = scaler.transform(X)
@@ -74,9 +80,9 @@ def test_binary_case_gives_two_logits(fit):
         np.testing.assert_allclose(head.predict_proba(Xval), model.predict_proba(Z), atol=1e-10)
 
 
-def test_svm_probabilities_are_calibrated_by_temperature(data):
+def test_svm_probabilities_are_calibrated_by_temperature(data, fitted):
     Xtr, ytr, Xval, yval = data
-    head = fit_linear_svm(Xtr, ytr, Xval, yval, CS)
+    head = fitted[fit_linear_svm]
     proba = head.predict_proba(Xval)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert head.temperature > 0 and head.temperature != 1.0
@@ -91,12 +97,27 @@ def test_svm_probabilities_are_calibrated_by_temperature(data):
     assert nll(1.0) < -np.log(raw[np.arange(len(yval)), yval]).mean()
 
 
-def test_fits_are_deterministic(data):
-    Xtr, ytr, Xval, yval = data
-    for fit in (fit_logistic, fit_linear_svm):
-        a, b = fit(Xtr, ytr, Xval, yval, CS), fit(Xtr, ytr, Xval, yval, CS)
-        np.testing.assert_array_equal(a.W, b.W)
-        np.testing.assert_array_equal(a.b, b.b)
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_linear_svm_solves_liblinears_problem(n_classes):
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    X, y = blobs(n_classes, 40, spread=3.0, seed=5)  # overlapping: many active margins
+    Z = StandardScaler().fit_transform(X.astype(np.float64))
+    ours = LinearSVM(C=0.5).fit(Z, y)
+    ref = LinearSVC(C=0.5, dual=False, tol=1e-10, max_iter=100_000).fit(Z, y)
+    assert ours.coef_.shape == ref.coef_.shape
+    np.testing.assert_allclose(ours.coef_, ref.coef_, atol=1e-3 * np.abs(ref.coef_).max())
+    np.testing.assert_allclose(ours.intercept_, ref.intercept_, atol=1e-3)
+    np.testing.assert_array_equal(ours.predict(Z), ref.predict(Z))
+
+
+@pytest.mark.parametrize("fit", [fit_logistic, fit_linear_svm])
+def test_fits_are_deterministic(data, fitted, fit):
+    again = fit(*data, CS)
+    np.testing.assert_array_equal(again.W, fitted[fit].W)
+    np.testing.assert_array_equal(again.b, fitted[fit].b)
+    assert again.search == fitted[fit].search
 
 
 def test_a_class_missing_from_train_is_never_predicted(data):

@@ -93,7 +93,18 @@ def _pool(t: torch.Tensor) -> torch.Tensor:
 
 
 class Backbone(nn.Module):
-    """A trunk without its classifier. Subclasses fill in the forward methods and blocks."""
+    """A trunk without its classifier; input is normalised NCHW float at
+    ``preprocessing.input_size``.
+
+    - ``forward_features(x) -> (B, feature_dim)``: pooled penultimate features (``forward``).
+    - ``forward_early(x) -> (B, early_dim)``: global-average-pooled output of
+      ``blocks()[early_index]``, running nothing after that block.
+    - ``forward_both(x)``: both of the above from one pass (equal to calling each).
+    - ``blocks()``: stem -> last stage; every trunk parameter is in exactly one block.
+
+    Subclasses: :class:`SequentialBackbone` (torchvision; ``stages`` then ``head``) and
+    :class:`TimmBackbone` (``model``, a timm network with ``num_classes=0``).
+    """
 
     name: str  # as given to create_backbone (what params.yaml says)
     library: str  # "offline" | "tv" | "timm"
@@ -507,8 +518,13 @@ def _torchvision_state_dict(name: str, model_name: str) -> dict[str, torch.Tenso
                 check_hash=True,
                 weights_only=True,
             )
-    except (OSError, HTTPException, RuntimeError) as error:
+    except (OSError, HTTPException) as error:
         raise _unavailable(name, f"{type(error).__name__}: {error}", where) from error
+    except Exception as error:  # hash mismatch, truncated or corrupt file
+        raise WeightsUnavailableError(
+            f"pretrained weights for backbone {name!r}: cannot load {cached} "
+            f"({type(error).__name__}: {error}); delete it to download it again, or {OFFLINE_HINT}."
+        ) from error
 
 
 def _timm_cached_file(cfg: Any) -> tuple[str | None, str]:
@@ -636,7 +652,7 @@ def _unknown(name: str, bare: str) -> BackboneError:
         import timm
 
         candidates += timm.list_models()
-    close = difflib.get_close_matches(bare, candidates, n=3)
+    close = difflib.get_close_matches(bare, list(dict.fromkeys(candidates)), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     return BackboneError(
         f"model.backbone {name!r} is not a known backbone (offline registry, torchvision or "
