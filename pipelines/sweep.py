@@ -1,0 +1,255 @@
+"""Prefect flow ``pets-sweep``: backbones x strategies, one ``pets-train`` flow run per member.
+
+Every member is an ordinary ``pets-train`` run with overrides (``model.backbone``,
+``train.strategies=[<strategy>]`` and whatever ``set_params`` adds), so it works in its own
+isolated workspace (a git worktree under ``.dvc/tmp/flows/``) over the project's shared DVC cache
+and run cache, is saved as its own DVC experiment, and logs to the one MLflow experiment of the
+project (``MLFLOW_TRACKING_URI`` points every workspace at the project's tracking store).
+Members run side by side, ``max_parallel`` at a time: in this process as subflows, or, with
+``deployment=<flow>/<deployment>``, as runs of that deployment picked up by a work pool's
+workers (Docker, Kubernetes, ...). The sweep ends with a comparison table, printed and kept as
+a Prefect table artifact.
+
+    python -m pipelines.sweep --backbones efficientnet_lite0 resnet50 \\
+        --strategies feature_extractor svm_early --max-parallel 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextvars
+import itertools
+import json
+import sys
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run as current_flow_run
+
+from pipelines.train import DEFAULT_STAGE_TIMEOUT_S, resolve_project, slug, train_pipeline
+
+FLOW_NAME = "pets-sweep"
+DEFAULT_TARGETS = ("track",)  # members log to MLflow; registering is the weekly retrain's job
+COLUMNS = (
+    "member",
+    "backbone",
+    "strategy",
+    "state",
+    "test_accuracy",
+    "val_accuracy",
+    "train_seconds",
+    "wall_seconds",
+    "experiment",
+    "mlflow_parent_run_id",
+)
+
+
+def _number(value: Any) -> float | None:
+    return round(float(value), 4) if isinstance(value, int | float) else None
+
+
+def member_row(
+    member: str, backbone: str, strategy: str, state: Any, result: Any, wall: float
+) -> dict[str, Any]:
+    """One line of the comparison table from a member's ``pets-train`` result."""
+    result = result if isinstance(result, Mapping) else {}
+    metrics = (result.get("metrics") or {}).get(strategy) or {}
+    summary = (result.get("summaries") or {}).get(strategy) or {}
+    ran = [
+        row.get("seconds", 0)
+        for row in result.get("stages", [])
+        if row.get("stage") == f"train@{strategy}" and row.get("status") == "ran"
+    ]
+    train_seconds = metrics.get("train_seconds", summary.get("train_seconds"))
+    if train_seconds is None and ran:
+        train_seconds = sum(ran)
+    experiment = result.get("experiment") or {}
+    return {
+        "member": member,
+        "backbone": backbone,
+        "strategy": strategy,
+        "state": getattr(state, "name", str(state)),
+        "test_accuracy": _number(metrics.get("test_accuracy")),
+        "val_accuracy": _number(metrics.get("val_accuracy", summary.get("val_accuracy"))),
+        "train_seconds": _number(train_seconds),
+        "wall_seconds": round(wall, 1),
+        "experiment": experiment.get("name"),
+        "mlflow_parent_run_id": result.get("mlflow_parent_run_id"),
+        "message": None if state is None or state.is_completed() else state.message,
+        "started": result.get("started"),
+        "finished": result.get("finished"),
+        "stages": {row.get("stage"): row.get("status") for row in result.get("stages", [])},
+    }
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The comparison as fixed-width text, best test (then validation) accuracy first."""
+    cells = [[("-" if row.get(c) is None else str(row.get(c))) for c in COLUMNS] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def _rank(row: Mapping[str, Any]) -> tuple:
+    return (-(row.get("test_accuracy") or -1), -(row.get("val_accuracy") or -1), row["member"])
+
+
+@flow(name=FLOW_NAME, log_prints=True)
+def sweep(
+    backbones: list[str] | None = None,
+    strategies: list[str] | None = None,
+    targets: list[str] | None = None,
+    task: Literal["breed", "species"] | None = None,
+    epochs: int | None = None,
+    base_url: str | None = None,
+    set_params: list[str] | None = None,
+    max_parallel: int = 2,
+    deployment: str | None = None,
+    stage_timeout_s: float = DEFAULT_STAGE_TIMEOUT_S,
+    retries: int = 3,
+    retry_delay_s: float = 10.0,
+    keep_workspaces: bool = False,
+    project_dir: str | None = None,
+) -> list[dict[str, Any]]:
+    """Train every backbone x strategy as its own ``pets-train`` run; compare them.
+
+    Args:
+        backbones: ``model.backbone`` values; default the one in params.yaml.
+        strategies: strategies, one per member; default ``train.strategies`` of params.yaml.
+        targets: DVC targets of every member; default ``["track"]``: everything up to the
+            MLflow runs, leaving the registry's challenger/champion gate to the scheduled
+            retrain (``["register"]`` includes it).
+        task: ``data.task`` for every member.
+        epochs: ``train.epochs`` for every member.
+        base_url: ``data.base_url`` for every member.
+        set_params: more ``dvc exp run -S`` overrides for every member.
+        max_parallel: members running at the same time.
+        deployment: ``<flow>/<deployment>`` to run members through a work pool instead of in
+            this process (e.g. ``pets-train/weekly-retrain``).
+        stage_timeout_s: per-stage timeout of the members.
+        retries: retries of the members' network stages.
+        retry_delay_s: first retry delay of those stages.
+        keep_workspaces: keep the members' isolated workspaces.
+        project_dir: the project root (default: working directory).
+    """
+    logger = get_run_logger()
+    project = resolve_project(project_dir)
+    from petsml.config import load_params
+
+    params = load_params(project / "params.yaml")
+    backbones = list(backbones or [params.model.backbone])
+    strategies = list(strategies or params.train.strategies)
+    prefix = slug(current_flow_run.get_name() or "sweep")
+    grid = list(itertools.product(backbones, strategies))
+    logger.info("sweep of %d member(s), %d at a time", len(grid), max_parallel)
+    common = {
+        "targets": list(targets or DEFAULT_TARGETS),
+        "task": task,
+        "epochs": epochs,
+        "base_url": base_url,
+        "set_params": set_params,
+        "isolate": True,
+        "keep_workspace": keep_workspaces,
+        "stage_timeout_s": stage_timeout_s,
+        "retries": retries,
+        "retry_delay_s": retry_delay_s,
+        "project_dir": str(project),
+    }
+
+    def run_member(backbone: str, strategy: str) -> dict[str, Any]:
+        member = slug(f"{prefix}-{backbone}-{strategy}")
+        parameters = {
+            **common,
+            "backbone": backbone,
+            "strategies": [strategy],
+            "experiment_name": member,
+        }
+        started = time.time()
+        result: Any = None
+        if deployment:
+            from prefect.deployments import run_deployment
+
+            # None values stay unset; project_dir is the worker's own checkout
+            parameters = {
+                k: v for k, v in parameters.items() if v is not None and k != "project_dir"
+            }
+            flow_run = run_deployment(
+                name=deployment, parameters=parameters, flow_run_name=member, timeout=None
+            )
+            state = flow_run.state
+            try:
+                result = state.result(raise_on_failure=False) if state else None
+            except Exception as error:  # noqa: BLE001 - results need shared result storage
+                logger.warning("member %s: result not readable here (%s)", member, error)
+        else:
+            run = train_pipeline.with_options(flow_run_name=member)
+            state = run(**parameters, return_state=True)
+            result = state.result(raise_on_failure=False)
+        result = result if isinstance(result, Mapping) else {}
+        result = {**result, "started": started, "finished": time.time()}
+        return member_row(member, backbone, strategy, state, result, time.time() - started)
+
+    with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
+        futures = [
+            # each member's subflow must see this flow run as its parent: copy the context
+            pool.submit(contextvars.copy_context().run, run_member, backbone, strategy)
+            for backbone, strategy in grid
+        ]
+        rows = [future.result() for future in futures]
+    rows.sort(key=_rank)
+    table = format_table(rows)
+    print(f"\n{FLOW_NAME} comparison\n{table}")
+    create_table_artifact(
+        table=[{c: row.get(c) for c in COLUMNS} for row in rows],
+        key="pets-sweep-comparison",
+        description=f"{len(rows)} member(s): backbones {backbones} x strategies {strategies}",
+    )
+    failed = [row for row in rows if row["state"] != "Completed"]
+    if failed:
+        names = ", ".join(f"{row['member']} ({row['message']})" for row in failed)
+        raise RuntimeError(f"{len(failed)} of {len(rows)} sweep member(s) failed: {names}")
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options mirroring the flow's parameters."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.sweep",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--backbones", nargs="+", help="default: model.backbone of params.yaml")
+    add("--strategies", nargs="+", help="default: train.strategies of params.yaml")
+    add("--targets", nargs="+", metavar="STAGE", help="DVC targets of every member (track)")
+    add("--task", choices=["breed", "species"])
+    add("--epochs", type=int)
+    add("--base-url")
+    add("-S", "--set-param", dest="set_params", action="append", metavar="KEY=VALUE")
+    add("--max-parallel", type=int, default=2)
+    add("--deployment", help="<flow>/<deployment> to run members through a work pool")
+    add("--stage-timeout-s", type=float, default=DEFAULT_STAGE_TIMEOUT_S)
+    add("--retries", type=int, default=3)
+    add("--retry-delay-s", type=float, default=10.0)
+    add("--keep-workspaces", action="store_true")
+    add("--project-dir")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    state = sweep(**args, return_state=True)
+    if not state.is_completed():
+        print(f"\n{FLOW_NAME} {state.name}: {state.message}", file=sys.stderr)
+        return 1
+    print(json.dumps(state.result(), default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
