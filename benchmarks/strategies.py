@@ -10,10 +10,8 @@ accuracy and training time per strategy from ``reports/metrics.json``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -21,18 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.fakedata import pack_archives  # noqa: E402
 from tests.project import dvc, fake_data_params, make_project, tool_env  # noqa: E402
-
-
-def pack(folder: Path, mirror: Path) -> dict[str, str]:
-    mirror.mkdir(parents=True, exist_ok=True)
-    md5 = {}
-    for name in ("images", "annotations"):
-        target = mirror / f"{name}.tar.gz"
-        with tarfile.open(target, "w:gz") as tar:
-            tar.add(folder / name, arcname=name)
-        md5[name] = hashlib.md5(target.read_bytes()).hexdigest()
-    return md5
 
 
 def main() -> None:
@@ -44,7 +32,7 @@ def main() -> None:
     strategies = args.strategies or ["feature_extractor", "svm_early"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        md5 = pack(Path(args.folder), tmp_path / "mirror")
+        md5 = pack_archives(Path(args.folder), tmp_path / "mirror")
         overrides = fake_data_params(str(tmp_path / "mirror"), md5) | {
             "decode.size": 256,
             "validate.min_images_per_breed": 1,
