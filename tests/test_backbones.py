@@ -296,6 +296,40 @@ def test_corrupt_cached_torchvision_weights_say_delete(monkeypatch, tmp_path):
         create_backbone("resnet18", pretrained=True)
 
 
+def test_cached_torchvision_weights_load_without_network(monkeypatch, tmp_path):
+    from torchvision.models import resnet18
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("PETSML_OFFLINE", "1")
+    torch.manual_seed(3)
+    reference = resnet18().state_dict()
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    torch.save(reference, cached)
+    backbone = create_backbone("resnet18", pretrained=True)
+    assert torch.equal(backbone.stages[0][0].weight, reference["conv1.weight"])
+    assert torch.equal(backbone.stages[4][1].bn2.running_var, reference["layer4.1.bn2.running_var"])
+
+
+def test_cached_timm_weights_load_without_network(monkeypatch, tmp_path):
+    import timm
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("PETSML_OFFLINE", "1")
+    torch.manual_seed(4)
+    reference = timm.create_model("test_efficientnet").state_dict()  # with its 1000-way head
+    repo = tmp_path / "hf" / "models--timm--test_efficientnet.r160_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    torch.save(reference, repo / "snapshots" / ("0" * 40) / "pytorch_model.bin")
+    backbone = create_backbone("test_efficientnet", pretrained=True)
+    trunk = backbone.model.state_dict()
+    assert trunk.keys() == {k for k in reference if not k.startswith("classifier")}
+    assert all(torch.equal(trunk[k], reference[k]) for k in trunk)
+
+
 def test_missing_timm_weights_name_the_hub_cache(monkeypatch, tmp_path):
     from huggingface_hub import constants
 
