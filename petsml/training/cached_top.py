@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -299,15 +299,30 @@ def evaluate(
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on the cached centre crops (view 0)."""
     model.eval()
+    n = len(cache.labels)
+    inputs = (
+        (
+            _input(cache.maps[start : start + batch_size, 0], device),
+            cache.labels[start : start + batch_size].to(device, non_blocking=True),
+        )
+        for start in range(0, n, batch_size)
+    )
+    return score(forward, inputs, device, n)
+
+
+def score(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    inputs: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    n: int,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``forward`` over (input, label) batches; one sync."""
     use_bf16 = device.type == "cuda"
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    n = len(cache.labels)
-    for start in range(0, n, batch_size):
-        h = _input(cache.maps[start : start + batch_size, 0], device)
-        y = cache.labels[start : start + batch_size].to(device, non_blocking=True)
+    for x, y in inputs:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = forward(h).float()
+            logits = forward(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
     return loss_sum.item() / max(1, n), correct.item() / max(1, n)
@@ -316,7 +331,7 @@ def evaluate(
 def set_train_mode(model: nn.Module, frozen_blocks: Sequence[nn.Module]) -> None:
     model.train()
     for block in frozen_blocks:
-        block.eval()
+        block.eval()  # frozen BatchNorm keeps its pretrained running statistics
 
 
 def train_cached(

@@ -273,12 +273,6 @@ def load_checkpoint(path: Path, expected: str) -> dict[str, Any] | None:
 # Loop
 
 
-def _set_train_mode(model: nn.Module, frozen_blocks: list[nn.Module]) -> None:
-    model.train()
-    for block in frozen_blocks:
-        block.eval()  # frozen BatchNorm keeps its pretrained running statistics
-
-
 @torch.inference_mode()
 def evaluate(
     forward: Callable[[torch.Tensor], torch.Tensor],
@@ -290,20 +284,17 @@ def evaluate(
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on centre crops."""
     model.eval()
-    use_bf16 = device.type == "cuda"
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    for x_u8, y in batches(data.images, data.labels, batch_size):
-        x_u8 = x_u8.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        x = to_input(x_u8, prep.mean, prep.std, size=prep.input_size, channels_last=use_bf16)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = forward(x)
-        logits = logits.float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-    n = max(1, len(data.labels))
-    return loss_sum.item() / n, correct.item() / n
+    channels_last = device.type == "cuda"
+
+    def inputs():
+        for x_u8, y in batches(data.images, data.labels, batch_size):
+            x_u8 = x_u8.to(device, non_blocking=True)
+            x = to_input(
+                x_u8, prep.mean, prep.std, size=prep.input_size, channels_last=channels_last
+            )
+            yield x, y.to(device, non_blocking=True)
+
+    return cached_top.score(forward, inputs(), device, len(data.labels))
 
 
 def _train_epoch(
@@ -320,7 +311,7 @@ def _train_epoch(
     shuffle_seed: int,
     desc: str,
 ) -> tuple[float, float]:
-    _set_train_mode(model, frozen_blocks)
+    cached_top.set_train_mode(model, frozen_blocks)
     use_bf16 = device.type == "cuda"
     n = len(data.labels)
     steps = _steps_per_epoch(n, batch_size)
@@ -505,7 +496,7 @@ def train_strategy(
     if top_forward is not None and start_epoch <= t.epochs and not stopped_early:
         # The frozen trunk's outputs, once: train centre crop + VIEWS augmented crops, val centre.
         started = time.perf_counter()
-        _set_train_mode(model, groups.frozen_blocks)
+        cached_top.set_train_mode(model, groups.frozen_blocks)
         eval_batch = params.evaluate.batch_size
         caches = (
             cached_top.build_cache(
@@ -538,7 +529,7 @@ def train_strategy(
         shuffle_seed = t.seed * 100_003 + epoch
         desc = f"{strategy} {epoch}/{t.epochs}"
         if caches is not None:
-            _set_train_mode(model, groups.frozen_blocks)
+            cached_top.set_train_mode(model, groups.frozen_blocks)
             train_loss, train_acc = cached_top.train_epoch(
                 top_forward, caches[0], optimizer, scheduler, device, t.batch_size,
                 seed=shuffle_seed, desc=desc,
