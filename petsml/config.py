@@ -86,7 +86,7 @@ class TrainParams(_Section):
     batch_size: int = Field(32, ge=1)
     patience: int = Field(3, ge=1)
     warmup_epochs: int = Field(1, ge=0)
-    num_workers: int = Field(0, ge=0)
+    prefetch: int = Field(2, ge=0)
     compile: bool = False
 
     @field_validator("strategies")
@@ -108,6 +108,7 @@ class FinetuneTopParams(_Section):
     lr: float = Field(1e-3, gt=0)
     backbone_lr_scale: float = Field(0.1, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
+    cache_flip: Literal["map", "image", "none"] = "map"
 
 
 class FinetuneFullParams(_Section):

@@ -372,6 +372,55 @@ def test_cached_val_metrics_match_the_full_forward(data_dirs):
     assert cached[1] == pytest.approx(full[1])
 
 
+def test_windows_gathers_each_images_own_offset():
+    maps = torch.arange(3 * 2 * 5 * 6, dtype=torch.float32).view(3, 2, 5, 6)
+    top, left = torch.tensor([0, 2, 1]), torch.tensor([3, 0, 1])
+    got = cached_top.windows(maps, top, left, (3, 3))
+    for i in range(3):
+        t, lft = int(top[i]), int(left[i])
+        torch.testing.assert_close(got[i], maps[i, :, t : t + 3, lft : lft + 3])
+
+
+def test_shifted_cache_holds_whole_images_their_mirrors_and_the_window_size():
+    torch.manual_seed(0)
+    backbone = create_backbone("efficientnet_lite0", pretrained=False, image_size=64).eval()
+    split = cached_top.split_backbone(backbone, 2)
+    prep = backbone.preprocessing
+    images = np.random.default_rng(0).integers(0, 256, (3, 96, 96, 3), dtype=np.uint8)
+    cpu = torch.device("cpu")
+    cache = cached_top.build_cache(
+        split, images, np.arange(3), prep, cpu, shifts=True, flip="image"
+    )
+    centre = cached_top.build_cache(split, images, np.arange(3), prep, cpu)
+    # 96 px whole image at stride 16 -> 6x6 map; the 64 px crop's map is 4x4: 3x3 offsets.
+    assert cache.maps.shape[:2] == (3, 2) and tuple(cache.maps.shape[-2:]) == (6, 6)
+    assert cache.window == tuple(centre.maps.shape[-2:]) == (4, 4) and cache.positions == (3, 3)
+    assert centre.window is None and centre.positions == (1, 1)
+    with torch.inference_mode():
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+        mean = torch.tensor(prep.mean).view(1, 3, 1, 1)
+        std = torch.tensor(prep.std).view(1, 3, 1, 1)
+        mirrored = split.frozen_part(((x - mean) / std).flip(-1))
+    torch.testing.assert_close(cache.maps[:, 1].float(), mirrored, rtol=1e-2, atol=1e-2)
+
+
+def test_draw_is_seeded_and_reaches_every_offset_and_view():
+    maps = torch.arange(2 * 2 * 1 * 4 * 4, dtype=torch.float16).view(2, 2, 1, 4, 4)
+    cache = cached_top.FeatureCache(maps, torch.zeros(2, dtype=torch.long), window=(2, 2))
+    idx = torch.zeros(400, dtype=torch.long)
+    a = cached_top.draw(cache, idx, np.random.default_rng(5))
+    b = cached_top.draw(cache, idx, np.random.default_rng(5))
+    assert a.shape == (400, 1, 2, 2) and torch.equal(a, b)
+    corners = {tuple(w.flatten().tolist()) for w in a}
+    assert len(corners) == 2 * 3 * 3  # 2 views x 3x3 offsets
+    cache.flip_maps = True
+    flipped = {
+        tuple(w.flatten().tolist()) for w in cached_top.draw(cache, idx, np.random.default_rng(5))
+    }
+    assert len(flipped) == 2 * 2 * 3 * 3  # and each mirrored or not
+    assert {tuple(w.flip(-1).flatten().tolist()) for w in a} <= flipped
+
+
 def test_finetune_top_runs_the_cached_path(data_dirs, tmp_path, caplog, monkeypatch):
     def no_full_forward(*args, **kwargs):
         raise AssertionError("finetune_top ran the full forward pass")

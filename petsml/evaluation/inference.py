@@ -12,6 +12,7 @@ Two routes give the same numbers:
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from petsml.data.decode import DecodedImages
+from petsml.data.prefetch import decoded_batches
 from petsml.data.tensors import to_input
 from petsml.errors import PetsError
 
@@ -97,9 +99,10 @@ def model_logits(
             "and retrain)."
         )
     out = []
-    steps = range(0, len(image_ids), batch_size)
-    for start in tqdm(steps, desc=desc, unit="batch", mininterval=2, disable=len(steps) < 5):
-        batch = torch.from_numpy(images.take(image_ids[start : start + batch_size])).to(device)
+    steps = math.ceil(len(image_ids) / batch_size)
+    stream = decoded_batches(images, image_ids, batch_size, device)
+    bar = tqdm(stream, total=steps, desc=desc, unit="batch", mininterval=2, disable=steps < 5)
+    for batch in bar:
         x = to_input(batch, prep.mean, prep.std, size=size, channels_last=True)
         out.append(model(x).float().cpu().numpy())
     if not out:

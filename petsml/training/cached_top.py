@@ -4,12 +4,21 @@ The bottom ``n - unfreeze_blocks`` blocks are frozen and in eval mode (BatchNorm
 statistics), so they map the same input to the same output every epoch. :func:`split_backbone`
 cuts a :class:`~petsml.models.backbones.Backbone` into ``frozen_part(x)`` (the frozen blocks) and
 ``top_part(h)`` (the trainable blocks + pooling), with ``top_part(frozen_part(x)) ==
-forward_features(x)``. :func:`build_cache` runs ``frozen_part`` once per image on the centre crop
-plus ``views`` augmented crops (fixed seed) and stores the maps as float16; each epoch then draws
-one cached view per image (seeded by the epoch) and trains only the top blocks and the head.
+forward_features(x)``.
 
-The augmentation is therefore limited to ``views + 1`` fixed crops per image instead of a fresh
-crop every epoch; that is the price of skipping the frozen trunk's forward pass.
+Augmentation without a frozen pass per view: the train cache holds the frozen map of the *whole*
+decoded image (256 px for a 224 px model). Convolutions are translation-equivariant, so a
+model-sized window of that wider map is (up to the border cells) the map of the matching 224 px
+crop: each step takes a random window per image, every crop position the map's stride allows
+(3 x 3 for 256/224 at stride 16), for one frozen pass per image in all. Flips come either from
+mirroring the map itself (``flip="map"``: free, an approximation, since ``flip(f(x))`` is not
+``f(flip(x))``) or from a second frozen pass over the mirror image (``flip="image"``: exact).
+Scale jitter is what this gives up against a fresh random-resized crop every epoch.
+
+Measured on 372 real photos (3 random 2:1 splits, Lite0, 8 epochs, unfreeze_blocks=2), mean
+validation accuracy: fresh random-resized crops through the full network 0.739 (90 s a split);
+windows + map flips 0.748 (34 s); windows + image mirrors 0.741 (58 s); windows only 0.731
+(44 s). Validation uses the exact centre crop, so its numbers match the full model's.
 """
 
 from __future__ import annotations
@@ -25,14 +34,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from petsml.data.tensors import augment, to_input
+from petsml.data.tensors import to_input
 from petsml.models.backbones import Backbone, SequentialBackbone, TimmBackbone
 
 log = logging.getLogger(__name__)
 
-VIEWS = 3  # augmented views cached per training image, besides the centre crop
-CACHE_SEED = 1_234_567  # added to train.seed for the cached views' augmentation
 CACHE_DTYPE = torch.float16
+FLIPS = ("none", "map", "image")
 
 
 class TopSplit:
@@ -87,13 +95,6 @@ def _steps(backbone: Backbone) -> tuple[list[nn.Module], Callable, nn.Module | N
             mods = [m.conv1, m.bn1, m.act1, m.maxpool, m.layer1, m.layer2, m.layer3, m.layer4]
             return mods, tail, None
     return None
-
-
-def views_for(epochs: int) -> int:
-    """Augmented views to cache: :data:`VIEWS`, but never more than the epochs after the first
-    can use (each epoch draws one of ``views + 1`` crops), so short runs do not pay for more
-    frozen forward passes than the full-forward loop would make."""
-    return max(0, min(VIEWS, int(epochs) - 1))
 
 
 def _ids(module: nn.Module) -> set[int]:
@@ -177,14 +178,40 @@ class TopModel(nn.Module):
 
 @dataclass
 class FeatureCache:
-    """Frozen-part outputs: ``maps`` (N, views + 1, *shape) float16 (view 0 = centre crop)."""
+    """Frozen-part outputs ``maps`` (N, views, C, H, W) float16 and their labels.
+
+    ``window`` is None when each map is exactly the model input's map (the centre crop); a train
+    cache of whole images sets it to the (height, width) of that map, and each step reads a
+    window of that size at a random offset (:func:`windows`).
+    """
 
     maps: torch.Tensor
     labels: torch.Tensor  # (N,) int64
+    window: tuple[int, int] | None = None
+    flip_maps: bool = False  # mirror a random half of the drawn maps (approximate flips)
 
     @property
     def bytes_per_image(self) -> int:
         return self.maps[0].numel() * self.maps.element_size()
+
+    @property
+    def positions(self) -> tuple[int, int]:
+        """How many window offsets fit along height and width (1, 1 without a window)."""
+        if self.window is None:
+            return 1, 1
+        height, width = self.maps.shape[-2:]
+        return height - self.window[0] + 1, width - self.window[1] + 1
+
+
+def windows(maps: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: tuple[int, int]):
+    """Per-image windows: ``maps[i, :, top[i]:top[i]+h, left[i]:left[i]+w]`` in one gather."""
+    n, channels = maps.shape[:2]
+    dev = maps.device
+    rows = (top.to(dev).view(n, 1) + torch.arange(size[0], device=dev)).view(n, 1, size[0], 1)
+    cols = (left.to(dev).view(n, 1) + torch.arange(size[1], device=dev)).view(n, 1, 1, size[1])
+    batch = torch.arange(n, device=dev).view(n, 1, 1, 1)
+    chan = torch.arange(channels, device=dev).view(1, channels, 1, 1)
+    return maps[batch, chan, rows, cols]
 
 
 @torch.inference_mode()
@@ -195,49 +222,96 @@ def build_cache(
     prep,
     device: torch.device,
     *,
-    views: int = 0,
-    seed: int = 0,
+    shifts: bool = False,
+    flip: str = "none",
     batch_size: int = 64,
     store: torch.device | None = None,
     desc: str = "cache",
 ) -> FeatureCache:
-    """Run ``frozen_part`` once per image: the centre crop, then ``views`` augmented crops.
+    """Run ``frozen_part`` once per image (twice with ``flip="image"``: also its mirror image).
 
-    The frozen modules must already be in eval mode (they are put there and left there).
+    Without ``shifts`` the input is the model-sized centre crop (use it for validation: the
+    cached numbers then equal the full model's). With ``shifts`` it is the whole decoded image,
+    and the cache records the centre crop's map size as its window. ``flip``: "none", "map"
+    (draws mirror the maps) or "image". The frozen modules are put in eval mode and left there.
     ``store`` is where the cache lives (default: ``device``).
     """
+    if flip not in FLIPS:
+        raise ValueError(f"flip must be one of {FLIPS}, not {flip!r}")
+    mirror = flip == "image"
     for module in split.bottom:
         module.eval()
     store = device if store is None else store
     use_bf16 = device.type == "cuda"
-    gen = torch.Generator().manual_seed(seed)
+    size = None if shifts else prep.input_size
     chunks: list[torch.Tensor] = []
     n = len(images)
     bar = tqdm(total=n, desc=desc, unit="img", mininterval=2, leave=False)
     for start in range(0, n, batch_size):
         x_u8 = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
-        x_u8 = x_u8.to(device, non_blocking=True)
-        crops = [to_input(x_u8, prep.mean, prep.std, size=prep.input_size, channels_last=use_bf16)]
-        for _ in range(views):
-            aug = augment(x_u8, prep.input_size, gen)
-            crops.append(to_input(aug, prep.mean, prep.std, channels_last=use_bf16))
+        x = to_input(x_u8.to(device, non_blocking=True), prep.mean, prep.std, size=size)
+        inputs = [x, x.flip(-1)] if mirror else [x]
         outs = []
-        for x in crops:
+        for view in inputs:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                h = split.frozen_part(x)
+                h = split.frozen_part(view)
             outs.append(h.to(CACHE_DTYPE).contiguous())
         chunks.append(torch.stack(outs, dim=1).to(store))
         bar.update(len(x_u8))
     bar.close()
-    maps = torch.cat(chunks) if chunks else torch.empty(0, views + 1, dtype=CACHE_DTYPE)
-    return FeatureCache(maps, torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(store))
+    views = 2 if mirror else 1
+    maps = torch.cat(chunks) if chunks else torch.empty(0, views, dtype=CACHE_DTYPE)
+    window = None
+    if shifts and len(images):
+        window = _map_size(split, prep, device, maps.dtype)
+        if tuple(maps.shape[-2:]) == window:
+            window = None  # the decoded images are model-sized: nothing to shift
+    labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(store)
+    return FeatureCache(maps, labels_t, window, flip_maps=flip == "map")
+
+
+@torch.inference_mode()
+def _map_size(split: TopSplit, prep, device: torch.device, dtype) -> tuple[int, int]:
+    """(height, width) of the frozen map for one model-sized input."""
+    param = next(iter(p for m in split.bottom for p in m.parameters()), None)
+    x = torch.zeros(1, 3, prep.input_size, prep.input_size, device=device)
+    if param is not None:
+        x = x.to(param.dtype)
+    h = split.frozen_part(x.contiguous(memory_format=torch.channels_last))
+    return int(h.shape[-2]), int(h.shape[-1])
 
 
 def _input(h: torch.Tensor, device: torch.device) -> torch.Tensor:
     h = h.to(device, non_blocking=True).float()
-    if device.type == "cuda" and h.ndim == 4:
-        h = h.contiguous(memory_format=torch.channels_last)
-    return h
+    return h.contiguous(memory_format=torch.channels_last) if h.ndim == 4 else h
+
+
+def draw(cache: FeatureCache, idx: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """One augmented map per index: a random view, a random window offset, a random map flip
+    (each when the cache has them)."""
+    m = len(idx)
+    view = torch.from_numpy(rng.integers(0, cache.maps.shape[1], m))
+    dev = cache.maps.device
+    maps = cache.maps[idx.to(dev), view.to(dev)]
+    if cache.window is not None:
+        rows, cols = cache.positions
+        top = torch.from_numpy(rng.integers(0, rows, m))
+        left = torch.from_numpy(rng.integers(0, cols, m))
+        maps = windows(maps, top, left, cache.window)
+    if cache.flip_maps:
+        flip = torch.from_numpy(rng.random(m) < 0.5).to(dev)
+        maps = torch.where(flip.view(-1, 1, 1, 1), maps.flip(-1), maps)
+    return maps
+
+
+def centre(cache: FeatureCache, start: int, stop: int) -> torch.Tensor:
+    """View 0 of images ``start:stop``, centre window when the cache has one."""
+    maps = cache.maps[start:stop, 0]
+    if cache.window is None:
+        return maps
+    rows, cols = cache.positions
+    top, left = (rows - 1) // 2, (cols - 1) // 2
+    return maps[..., top : top + cache.window[0], left : left + cache.window[1]]
 
 
 def train_epoch(
@@ -250,14 +324,12 @@ def train_epoch(
     seed: int,
     desc: str = "cached",
 ) -> tuple[float, float]:
-    """One epoch over the cache: one seeded view per image, shuffled, short last batch dropped.
-
-    The caller sets train/eval modes. Returns (mean loss, accuracy) as floats.
+    """One epoch over the cache: one seeded augmented map per image, shuffled, short last batch
+    dropped. The caller sets train/eval modes. Returns (mean loss, accuracy) as floats.
     """
     n = len(cache.labels)
     rng = np.random.default_rng(seed)
     order = torch.from_numpy(rng.permutation(n))
-    view = torch.from_numpy(rng.integers(0, cache.maps.shape[1], n))
     steps = max(1, n // batch_size) if n >= 2 else 1
     use_bf16 = device.type == "cuda"
     loss_sum = torch.zeros((), device=device)
@@ -268,9 +340,8 @@ def train_epoch(
         idx = order[step * batch_size : (step + 1) * batch_size]
         if not len(idx):
             break
-        idx_s = idx.to(cache.maps.device)
-        h = _input(cache.maps[idx_s, view[idx].to(cache.maps.device)], device)
-        y = cache.labels[idx_s].to(device, non_blocking=True)
+        h = _input(draw(cache, idx, rng), device)
+        y = cache.labels[idx.to(cache.labels.device)].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = forward(h)
         loss = F.cross_entropy(logits.float(), y)
@@ -297,12 +368,12 @@ def evaluate(
     device: torch.device,
     batch_size: int,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on the cached centre crops (view 0)."""
+    """Mean cross-entropy and accuracy on the cached centre crops."""
     model.eval()
     n = len(cache.labels)
     inputs = (
         (
-            _input(cache.maps[start : start + batch_size, 0], device),
+            _input(centre(cache, start, start + batch_size), device),
             cache.labels[start : start + batch_size].to(device, non_blocking=True),
         )
         for start in range(0, n, batch_size)
@@ -332,43 +403,3 @@ def set_train_mode(model: nn.Module, frozen_blocks: Sequence[nn.Module]) -> None
     model.train()
     for block in frozen_blocks:
         block.eval()  # frozen BatchNorm keeps its pretrained running statistics
-
-
-def train_cached(
-    images: np.ndarray,
-    labels: np.ndarray,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    epochs: int,
-    *,
-    unfreeze_blocks: int,
-    frozen_blocks: Sequence[nn.Module] = (),
-    batch_size: int = 32,
-    views: int | None = None,
-    seed: int = 0,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    device: torch.device | str = "cpu",
-) -> list[tuple[float, float]]:
-    """The cached ``finetune_top`` loop on in-memory arrays (a Classifier already frozen by
-    ``build_param_groups``): build the cache once, then ``epochs`` top-only epochs.
-
-    Returns per-epoch (train loss, train accuracy). Raises ValueError when the backbone cannot
-    be split (use the full-forward loop then).
-    """
-    device = torch.device(device)
-    split = split_backbone(model.backbone, unfreeze_blocks)
-    if split is None:
-        raise ValueError(f"backbone {model.backbone.name!r} cannot be split for caching")
-    prep = model.backbone.preprocessing
-    set_train_mode(model, frozen_blocks)
-    views = views_for(epochs) if views is None else views
-    cache = build_cache(
-        split, images, labels, prep, device, views=views, seed=seed + CACHE_SEED,
-        batch_size=max(batch_size, 64),
-    )  # fmt: skip
-    top = TopModel(split, model.head)
-    out = []
-    for epoch in range(epochs):
-        set_train_mode(model, frozen_blocks)
-        out.append(train_epoch(top, cache, optimizer, scheduler, device, batch_size, seed + epoch))
-    return out

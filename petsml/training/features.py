@@ -8,6 +8,7 @@ feature sets come from one forward pass.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from petsml.data.decode import DecodedImages
+from petsml.data.prefetch import decoded_batches
 from petsml.data.tensors import pick_device, to_input
 from petsml.io import atomic_dir
 
@@ -37,8 +39,9 @@ def extract_features(
     prep = backbone.preprocessing
     use_bf16 = device.type == "cuda"
     penultimate, early = [], []
-    for start in tqdm(range(0, len(image_ids), batch_size), desc=desc, unit="batch", mininterval=2):
-        batch = torch.from_numpy(images.take(image_ids[start : start + batch_size])).to(device)
+    steps = math.ceil(len(image_ids) / batch_size)
+    stream = decoded_batches(images, image_ids, batch_size, device)
+    for batch in tqdm(stream, total=steps, desc=desc, unit="batch", mininterval=2):
         x = to_input(batch, prep.mean, prep.std, size=prep.input_size)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             pen, ear = backbone.forward_both(x)

@@ -14,10 +14,10 @@ schedule and early stopping) and differ only in what is trainable and at which l
 Training reads the decoded uint8 cache, augments whole batches on the device, uses AdamW with
 a linear warm-up then cosine schedule (stepped per batch) and keeps the weights of the best
 validation epoch. ``finetune_top`` runs its frozen trunk once, not every epoch
-(:mod:`petsml.training.cached_top`): the frozen blocks' outputs for each train image's centre
-crop and a few seeded augmented crops (val: centre crop) are cached as float16 and each epoch
-trains only the top blocks and the head on one cached crop per image; a backbone that cannot be
-cut at the block boundary falls back to the full forward pass (logged).
+(:mod:`petsml.training.cached_top`): the frozen blocks' outputs for each whole train image (val:
+the centre crop) are cached as float16 and each epoch trains only the top blocks and the head on
+a randomly shifted, randomly mirrored model-sized window of them; a backbone that cannot be cut
+at the block boundary falls back to the full forward pass (logged).
 
 A checkpoint is written atomically after every epoch (outside the DVC output, which DVC deletes
 before re-running a stage) and ``resume=True`` continues from it only when its fingerprint, a
@@ -50,6 +50,7 @@ from petsml import paths
 from petsml.config import TRAINED_STRATEGIES, Params
 from petsml.data.breeds import labels_for
 from petsml.data.decode import DecodedImages
+from petsml.data.prefetch import pinned, prefetch
 from petsml.data.split import load_split
 from petsml.data.tensors import augment, batches, pick_device, to_input
 from petsml.errors import PetsError
@@ -281,17 +282,16 @@ def evaluate(
     prep,
     device: torch.device,
     batch_size: int,
+    prefetch_depth: int = 2,
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on centre crops."""
     model.eval()
-    channels_last = device.type == "cuda"
 
     def inputs():
-        for x_u8, y in batches(data.images, data.labels, batch_size):
+        stream = (pinned(b, device) for b in batches(data.images, data.labels, batch_size))
+        for x_u8, y in prefetch(stream, prefetch_depth):
             x_u8 = x_u8.to(device, non_blocking=True)
-            x = to_input(
-                x_u8, prep.mean, prep.std, size=prep.input_size, channels_last=channels_last
-            )
+            x = to_input(x_u8, prep.mean, prep.std, size=prep.input_size)
             yield x, y.to(device, non_blocking=True)
 
     return cached_top.score(forward, inputs(), device, len(data.labels))
@@ -310,6 +310,7 @@ def _train_epoch(
     batch_size: int,
     shuffle_seed: int,
     desc: str,
+    prefetch_depth: int = 2,
 ) -> tuple[float, float]:
     cached_top.set_train_mode(model, frozen_blocks)
     use_bf16 = device.type == "cuda"
@@ -320,13 +321,14 @@ def _train_epoch(
     seen = 0
     bar = tqdm(total=steps, desc=desc, unit="batch", mininterval=2, leave=False)
     stream = batches(data.images, data.labels, batch_size, shuffle=True, seed=shuffle_seed)
-    for step, (x_u8, y) in enumerate(stream):
+    stream = (pinned(b, device) for b in stream)
+    for step, (x_u8, y) in enumerate(prefetch(stream, prefetch_depth)):
         if step >= steps:  # drop the short last batch: BatchNorm needs more than one sample
             break
         x_u8 = x_u8.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         x_u8 = augment(x_u8, prep.input_size, generator)
-        x = to_input(x_u8, prep.mean, prep.std, channels_last=use_bf16)
+        x = to_input(x_u8, prep.mean, prep.std)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = forward(x)
         loss = F.cross_entropy(logits.float(), y)
@@ -425,13 +427,13 @@ def train_strategy(
                 "full forward pass every step (no cached frozen outputs)",
                 params.model.backbone,
             )
+    # channels_last everywhere: on CPU it makes the depthwise convolutions' backward pass 3x
+    # faster (measured) and the fine-tuning step ~1.4x; on GPUs tensor cores want it.
+    model = model.to(device, memory_format=torch.channels_last)
     if device.type == "cuda":
-        model = model.to(device, memory_format=torch.channels_last)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    else:
-        model = model.to(device)
     optimizer = torch.optim.AdamW(groups.param_groups)
     steps = _steps_per_epoch(len(train_data.labels), t.batch_size)
     total_steps = steps * t.epochs
@@ -494,15 +496,15 @@ def train_strategy(
     caches = None
     cache_seconds = 0.0
     if top_forward is not None and start_epoch <= t.epochs and not stopped_early:
-        # The frozen trunk's outputs, once: train centre crop + VIEWS augmented crops, val centre.
+        # The frozen trunk's outputs, once: whole train images (+ mirrors), val centre crops.
         started = time.perf_counter()
         cached_top.set_train_mode(model, groups.frozen_blocks)
         eval_batch = params.evaluate.batch_size
         caches = (
             cached_top.build_cache(
-                split, train_data.images, train_data.labels, prep, device,
-                views=cached_top.views_for(t.epochs), seed=t.seed + cached_top.CACHE_SEED,
-                batch_size=eval_batch, desc=f"{strategy} cache train",
+                split, train_data.images, train_data.labels, prep, device, shifts=True,
+                flip=settings.cache_flip, batch_size=eval_batch,
+                desc=f"{strategy} cache train",
             ),
             cached_top.build_cache(
                 split, val_data.images, val_data.labels, prep, device,
@@ -510,12 +512,15 @@ def train_strategy(
             ),
         )  # fmt: skip
         cache_seconds = time.perf_counter() - started
+        rows, cols = caches[0].positions
         log.info(
-            "%s: cached the frozen blocks' outputs %s (%d views + centre crop, %.0f KiB/train "
-            "image, %.0f MiB in all) in %.1fs",
+            "%s: cached the frozen blocks' outputs %s (%d view(s), %dx%d window offsets, "
+            "%.0f KiB/train image, %.0f MiB in all) in %.1fs",
             strategy,
             tuple(caches[0].maps.shape[2:]),
-            caches[0].maps.shape[1] - 1,
+            caches[0].maps.shape[1],
+            rows,
+            cols,
             caches[0].bytes_per_image / 1024,
             (caches[0].maps.nbytes + caches[1].maps.nbytes) / 2**20,
             cache_seconds,
@@ -552,9 +557,10 @@ def train_strategy(
                 t.batch_size,
                 shuffle_seed=shuffle_seed,
                 desc=desc,
+                prefetch_depth=t.prefetch,
             )
             val_loss, val_acc = evaluate(
-                forward, model, val_data, prep, device, params.evaluate.batch_size
+                forward, model, val_data, prep, device, params.evaluate.batch_size, t.prefetch
             )
         record = {
             "epoch": epoch,
