@@ -425,7 +425,7 @@ def test_finetune_top_runs_the_cached_path(data_dirs, tmp_path, caplog, monkeypa
     def no_full_forward(*args, **kwargs):
         raise AssertionError("finetune_top ran the full forward pass")
 
-    monkeypatch.setattr(finetune, "_train_epoch", no_full_forward)
+    monkeypatch.setattr(finetune, "train_epoch_full", no_full_forward)
     params = _params(**{"train.epochs": 2})
     with caplog.at_level(logging.INFO, logger="petsml.training.finetune"):
         summary, out = _run(data_dirs, tmp_path, "finetune_top", params)

@@ -297,7 +297,7 @@ def evaluate(
     return cached_top.score(forward, inputs(), device, len(data.labels))
 
 
-def _train_epoch(
+def train_epoch_full(
     forward: Callable[[torch.Tensor], torch.Tensor],
     model: nn.Module,
     frozen_blocks: list[nn.Module],
@@ -312,6 +312,8 @@ def _train_epoch(
     desc: str,
     prefetch_depth: int = 2,
 ) -> tuple[float, float]:
+    """One epoch through the whole network: uint8 batches read ahead, augmented on the device,
+    bf16 autocast on CUDA; the short last batch is dropped. Returns (mean loss, accuracy)."""
     cached_top.set_train_mode(model, frozen_blocks)
     use_bf16 = device.type == "cuda"
     n = len(data.labels)
@@ -544,7 +546,7 @@ def train_strategy(
                 top_forward, model, caches[1], device, params.evaluate.batch_size
             )
         else:
-            train_loss, train_acc = _train_epoch(
+            train_loss, train_acc = train_epoch_full(
                 forward,
                 model,
                 groups.frozen_blocks,

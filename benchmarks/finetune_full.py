@@ -1,0 +1,204 @@
+"""Full fine-tuning throughput: the tutorial path against the project's, same model, one run.
+
+Made for one GPU (the issue's target: ResNet-50 in bf16 on an H100, >= 2,000 images/s), and runs
+anywhere (``--device cpu`` with a small ``--backbone`` checks that it works). Three figures, each
+after a warm-up, with every layer trainable (``finetune_full``):
+
+- naive: JPEG files -> PIL decode + torchvision transforms in a DataLoader (one worker per core,
+  pinned memory), float32, NCHW, eager. On a GPU this is decode-bound.
+- project: what ``stages/train.py`` runs (``finetune.train_epoch_full``): the decoded uint8 cache
+  read ahead in a thread, augmentation on the device, channels_last, bf16 autocast on CUDA,
+  ``--compile`` for torch.compile.
+- model only: one prepared batch stepped again and again: the ceiling for the project's path.
+
+Without ``FOLDER`` the photos are synthetic (smooth random fields saved as JPEG, so they decode
+like photos rather than like noise); weights are random (speed does not depend on them).
+
+    python benchmarks/finetune_full.py [FOLDER] [--backbone tv:resnet50] [--batch-size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from naive import NaiveImages, naive_transforms
+from PIL import Image
+from torch.utils.data import DataLoader
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from petsml.config import load_params  # noqa: E402
+from petsml.data.decode import load_rgb  # noqa: E402
+from petsml.data.tensors import augment, pick_device, to_input  # noqa: E402
+from petsml.models.backbones import create_backbone  # noqa: E402
+from petsml.models.classifier import Classifier  # noqa: E402
+from petsml.training.finetune import SplitData, build_param_groups, train_epoch_full  # noqa: E402
+
+CLASSES = 37
+
+
+def synthetic_photos(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    """``n`` JPEGs of 320 x 400 px built from upsampled low-resolution noise."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(n):
+        small = rng.integers(0, 256, (10, 8, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize((320, 400), Image.Resampling.BICUBIC)
+        path = folder / f"photo_{i:05d}.jpg"
+        img.save(path, quality=90)
+        files.append(path)
+    return files
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def images_per_s(n_images: int, device: torch.device, run, *args) -> float:
+    sync(device)
+    started = time.perf_counter()
+    run(*args)
+    sync(device)
+    return n_images / (time.perf_counter() - started)
+
+
+def make_model(backbone: str, params, device: torch.device, memory_format):
+    torch.manual_seed(0)
+    net = Classifier(create_backbone(backbone, pretrained=False), CLASSES)
+    groups = build_param_groups("finetune_full", net, params)
+    net = net.to(device, memory_format=memory_format)
+    return net, torch.optim.AdamW(groups.param_groups), groups.frozen_blocks
+
+
+def naive_epochs(net, opt, loader, device: torch.device, epochs: int) -> None:
+    net.train()
+    for _ in range(epochs):
+        for xb, yb in loader:
+            xb = xb.to(device, non_blocking=True)
+            loss = F.cross_entropy(net(xb), yb.to(device, non_blocking=True))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folder", nargs="?", help="a folder of JPEGs (default: synthetic)")
+    parser.add_argument("--backbone", default="tv:resnet50")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--images", type=int, default=2048, help="synthetic photos to make")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per path")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    params = load_params(ROOT / "params.yaml")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.folder:
+            files = sorted(Path(args.folder).rglob("*.jpg"))
+        else:
+            files = synthetic_photos(Path(tmp) / "photos", args.images)
+        if len(files) < args.batch_size:
+            sys.exit(f"{len(files)} photos is less than one batch of {args.batch_size}")
+        labels = np.arange(len(files)) % CLASSES
+        prep = create_backbone(args.backbone, pretrained=False).preprocessing
+        name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+        print(
+            f"{args.backbone} full fine-tuning, {len(files)} photos, batch {args.batch_size}, "
+            f"{prep.input_size}px, {device} ({name}), {args.workers} loader workers"
+        )
+        steps = len(files) // args.batch_size
+        seen = steps * args.batch_size * args.epochs
+
+        # Naive: decode every photo every epoch in DataLoader workers; fp32 NCHW.
+        net, opt, _ = make_model(args.backbone, params, device, torch.contiguous_format)
+        loader = DataLoader(
+            NaiveImages(files, labels.tolist(), naive_transforms(prep, train=True)),
+            batch_size=args.batch_size,
+            shuffle=True,
+            num_workers=args.workers,
+            pin_memory=device.type == "cuda",
+            drop_last=True,
+            persistent_workers=args.workers > 0,
+        )
+
+        naive_epochs(net, opt, loader, device, 1)  # warm-up: workers up, cuDNN algorithms chosen
+        naive_ips = images_per_s(seen, device, naive_epochs, net, opt, loader, device, args.epochs)
+        del net, opt, loader  # free the GPU memory before the project's run
+
+        # Project: decode once, then train_epoch_full as stages/train.py runs it.
+        started = time.perf_counter()
+        data = SplitData(
+            [p.stem for p in files],
+            np.stack([load_rgb(p, params.decode.size) for p in files]),
+            labels.astype(np.int64),
+        )
+        decode_secs = time.perf_counter() - started
+        net, opt, frozen = make_model(args.backbone, params, device, torch.channels_last)
+        forward = torch.compile(net) if args.compile else net
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+        gen = torch.Generator().manual_seed(0)
+
+        def project(epochs: int) -> None:
+            for epoch in range(epochs):
+                train_epoch_full(
+                    forward, net, frozen, data, prep, opt, sched, gen, device,
+                    args.batch_size, shuffle_seed=epoch, desc="project",
+                    prefetch_depth=params.train.prefetch,
+                )  # fmt: skip
+
+        project(1)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        project_ips = images_per_s(seen, device, project, args.epochs)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+
+        # Model only: the same step on one prepared batch, no data path.
+        x_u8 = torch.from_numpy(data.images[: args.batch_size]).to(device)
+        x = to_input(augment(x_u8, prep.input_size, gen), prep.mean, prep.std)
+        y = torch.from_numpy(data.labels[: args.batch_size]).to(device)
+        use_bf16 = device.type == "cuda"
+
+        def model_only(n: int) -> None:
+            net.train()
+            for _ in range(n):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    logits = forward(x)
+                loss = F.cross_entropy(logits.float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+        model_only(2)
+        ceiling = images_per_s(seen, device, model_only, steps * args.epochs)
+
+    print(f"  naive (tutorial, fp32 NCHW)  {naive_ips:9.1f} images/s")
+    print(
+        f"  project                      {project_ips:9.1f} images/s "
+        f"({project_ips / ceiling:.0%} of model-only; decode once {decode_secs:.1f}s)"
+    )
+    print(f"  model only                   {ceiling:9.1f} images/s")
+    if peak is not None:
+        print(f"  peak GPU memory (project)    {peak:9.1f} GiB")
+    print(f"speedup: {project_ips / naive_ips:.2f}")
+
+
+if __name__ == "__main__":
+    main()
