@@ -72,6 +72,7 @@ class ModelParams(_Section):
     pretrained: bool = True
     image_size: int | None = Field(None, ge=16)
     early_block: int = -3
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
 
 
 class FeaturesParams(_Section):

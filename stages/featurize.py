@@ -29,6 +29,7 @@ def main() -> None:
         paths.FEATURES,
         params.features.batch_size,
         pick_device(params.train.device),
+        params.model.precision,
     )
 
 

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from petsml.data.tensors import to_input
 from petsml.models.backbones import Backbone, SequentialBackbone, TimmBackbone
+from petsml.models.precision import autocast, use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,7 @@ def build_cache(
     batch_size: int = 64,
     store: torch.device | None = None,
     desc: str = "cache",
+    precision: str = "auto",
 ) -> FeatureCache:
     """Run ``frozen_part`` once per image (twice with ``flip="image"``: also its mirror image).
 
@@ -242,7 +244,7 @@ def build_cache(
     for module in split.bottom:
         module.eval()
     store = device if store is None else store
-    use_bf16 = device.type == "cuda"
+    bf16 = use_bf16(device, precision)
     size = None if shifts else prep.input_size
     chunks: list[torch.Tensor] = []
     n = len(images)
@@ -253,7 +255,7 @@ def build_cache(
         inputs = [x, x.flip(-1)] if mirror else [x]
         outs = []
         for view in inputs:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with autocast(device, bf16):
                 h = split.frozen_part(view)
             outs.append(h.to(CACHE_DTYPE).contiguous())
         chunks.append(torch.stack(outs, dim=1).to(store))
@@ -323,6 +325,7 @@ def train_epoch(
     batch_size: int,
     seed: int,
     desc: str = "cached",
+    precision: str = "auto",
 ) -> tuple[float, float]:
     """One epoch over the cache: one seeded augmented map per image, shuffled, short last batch
     dropped. The caller sets train/eval modes. Returns (mean loss, accuracy) as floats.
@@ -331,7 +334,7 @@ def train_epoch(
     rng = np.random.default_rng(seed)
     order = torch.from_numpy(rng.permutation(n))
     steps = max(1, n // batch_size) if n >= 2 else 1
-    use_bf16 = device.type == "cuda"
+    bf16 = use_bf16(device, precision)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -342,7 +345,7 @@ def train_epoch(
             break
         h = _input(draw(cache, idx, rng), device)
         y = cache.labels[idx.to(cache.labels.device)].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with autocast(device, bf16):
             logits = forward(h)
         loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -367,6 +370,7 @@ def evaluate(
     cache: FeatureCache,
     device: torch.device,
     batch_size: int,
+    precision: str = "auto",
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on the cached centre crops."""
     model.eval()
@@ -378,7 +382,7 @@ def evaluate(
         )
         for start in range(0, n, batch_size)
     )
-    return score(forward, inputs, device, n)
+    return score(forward, inputs, device, n, precision)
 
 
 def score(
@@ -386,13 +390,14 @@ def score(
     inputs: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
     n: int,
+    precision: str = "auto",
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``forward`` over (input, label) batches; one sync."""
-    use_bf16 = device.type == "cuda"
+    bf16 = use_bf16(device, precision)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     for x, y in inputs:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with autocast(device, bf16):
             logits = forward(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()

@@ -20,6 +20,7 @@ from petsml.data.decode import DecodedImages
 from petsml.data.prefetch import decoded_batches
 from petsml.data.tensors import pick_device, to_input
 from petsml.io import atomic_dir
+from petsml.models.precision import autocast, use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +33,19 @@ def extract_features(
     batch_size: int = 64,
     device: torch.device | None = None,
     desc: str = "features",
+    precision: str = "auto",
 ) -> dict[str, np.ndarray]:
     """Penultimate and early-block pooled features for ``image_ids``, in order."""
     device = device or pick_device()
     backbone = backbone.eval().to(device, memory_format=torch.channels_last)
     prep = backbone.preprocessing
-    use_bf16 = device.type == "cuda"
+    bf16 = use_bf16(device, precision)
     penultimate, early = [], []
     steps = math.ceil(len(image_ids) / batch_size)
     stream = decoded_batches(images, image_ids, batch_size, device)
     for batch in tqdm(stream, total=steps, desc=desc, unit="batch", mininterval=2):
         x = to_input(batch, prep.mean, prep.std, size=prep.input_size)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with autocast(device, bf16):
             pen, ear = backbone.forward_both(x)
         penultimate.append(pen.float().cpu().numpy())
         early.append(ear.float().cpu().numpy())
@@ -61,13 +63,16 @@ def featurize_splits(
     out_dir: str | Path,
     batch_size: int,
     device: torch.device | None = None,
+    precision: str = "auto",
 ) -> dict[str, float]:
     """Write ``<split>.npz`` for every split atomically; returns images/s per split."""
     speeds = {}
     with atomic_dir(out_dir) as tmp:
         for name, ids in split_ids.items():
             started = time.perf_counter()
-            arrays = extract_features(backbone, images, ids, batch_size, device, desc=name)
+            arrays = extract_features(
+                backbone, images, ids, batch_size, device, desc=name, precision=precision
+            )
             seconds = time.perf_counter() - started
             speeds[name] = len(ids) / max(seconds, 1e-9)
             np.savez(tmp / f"{name}.npz", **arrays)

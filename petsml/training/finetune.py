@@ -57,6 +57,7 @@ from petsml.errors import PetsError
 from petsml.io import atomic_dir, atomic_path, write_json
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier, save_classifier
+from petsml.models.precision import autocast, use_bf16
 from petsml.training import cached_top
 
 log = logging.getLogger(__name__)
@@ -283,6 +284,7 @@ def evaluate(
     device: torch.device,
     batch_size: int,
     prefetch_depth: int = 2,
+    precision: str = "auto",
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on centre crops."""
     model.eval()
@@ -294,7 +296,7 @@ def evaluate(
             x = to_input(x_u8, prep.mean, prep.std, size=prep.input_size)
             yield x, y.to(device, non_blocking=True)
 
-    return cached_top.score(forward, inputs(), device, len(data.labels))
+    return cached_top.score(forward, inputs(), device, len(data.labels), precision)
 
 
 def train_epoch_full(
@@ -311,11 +313,12 @@ def train_epoch_full(
     shuffle_seed: int,
     desc: str,
     prefetch_depth: int = 2,
+    precision: str = "auto",
 ) -> tuple[float, float]:
     """One epoch through the whole network: uint8 batches read ahead, augmented on the device,
     bf16 autocast on CUDA; the short last batch is dropped. Returns (mean loss, accuracy)."""
     cached_top.set_train_mode(model, frozen_blocks)
-    use_bf16 = device.type == "cuda"
+    bf16 = use_bf16(device, precision)
     n = len(data.labels)
     steps = _steps_per_epoch(n, batch_size)
     loss_sum = torch.zeros((), device=device)
@@ -331,7 +334,7 @@ def train_epoch_full(
         y = y.to(device, non_blocking=True)
         x_u8 = augment(x_u8, prep.input_size, generator)
         x = to_input(x_u8, prep.mean, prep.std)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with autocast(device, bf16):
             logits = forward(x)
         loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -410,6 +413,7 @@ def train_strategy(
         )
 
     device = pick_device(t.device)
+    precision = params.model.precision
     random.seed(t.seed)
     np.random.seed(t.seed)
     model = build_model(strategy, params, len(class_names))
@@ -506,11 +510,11 @@ def train_strategy(
             cached_top.build_cache(
                 split, train_data.images, train_data.labels, prep, device, shifts=True,
                 flip=settings.cache_flip, batch_size=eval_batch,
-                desc=f"{strategy} cache train",
+                desc=f"{strategy} cache train", precision=precision,
             ),
             cached_top.build_cache(
                 split, val_data.images, val_data.labels, prep, device,
-                batch_size=eval_batch, desc=f"{strategy} cache val",
+                batch_size=eval_batch, desc=f"{strategy} cache val", precision=precision,
             ),
         )  # fmt: skip
         cache_seconds = time.perf_counter() - started
@@ -539,11 +543,11 @@ def train_strategy(
             cached_top.set_train_mode(model, groups.frozen_blocks)
             train_loss, train_acc = cached_top.train_epoch(
                 top_forward, caches[0], optimizer, scheduler, device, t.batch_size,
-                seed=shuffle_seed, desc=desc,
+                seed=shuffle_seed, desc=desc, precision=precision,
             )  # fmt: skip
             _check_loss(train_loss)
             val_loss, val_acc = cached_top.evaluate(
-                top_forward, model, caches[1], device, params.evaluate.batch_size
+                top_forward, model, caches[1], device, params.evaluate.batch_size, precision
             )
         else:
             train_loss, train_acc = train_epoch_full(
@@ -560,10 +564,12 @@ def train_strategy(
                 shuffle_seed=shuffle_seed,
                 desc=desc,
                 prefetch_depth=t.prefetch,
+                precision=precision,
             )
             val_loss, val_acc = evaluate(
-                forward, model, val_data, prep, device, params.evaluate.batch_size, t.prefetch
-            )
+                forward, model, val_data, prep, device, params.evaluate.batch_size, t.prefetch,
+                precision,
+            )  # fmt: skip
         record = {
             "epoch": epoch,
             "train_loss": train_loss,

@@ -1,0 +1,42 @@
+"""Which numeric precision the networks run in: bf16 autocast where the hardware does bf16 natively.
+
+bf16 halves memory traffic and, on hardware with bf16 dot products, doubles matrix throughput;
+without them it is emulated and slow (measured on an AVX2-only EPYC: a Lite0 fine-tuning step
+ran at 5 images/s in bf16 against 60 in fp32). So ``auto`` means bf16 on CUDA GPUs that support
+it and on CPUs that report ``avx512_bf16`` or ``amx_bf16``, fp32 everywhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "").split()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """Whether to autocast to bf16 on ``device`` under ``model.precision``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"model.precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
