@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -421,15 +422,19 @@ def test_draw_is_seeded_and_reaches_every_offset_and_view():
     assert {tuple(w.flip(-1).flatten().tolist()) for w in a} <= flipped
 
 
-def test_finetune_top_runs_the_cached_path(data_dirs, tmp_path, caplog, monkeypatch):
+@pytest.mark.parametrize(("flip", "views"), [("map", 1), ("image", 2), ("none", 1)])
+def test_finetune_top_runs_the_cached_path(data_dirs, tmp_path, caplog, monkeypatch, flip, views):
     def no_full_forward(*args, **kwargs):
         raise AssertionError("finetune_top ran the full forward pass")
 
     monkeypatch.setattr(finetune, "train_epoch_full", no_full_forward)
-    params = _params(**{"train.epochs": 2})
+    params = _params(**{"train.epochs": 2, "finetune_top.cache_flip": flip})
     with caplog.at_level(logging.INFO, logger="petsml.training.finetune"):
         summary, out = _run(data_dirs, tmp_path, "finetune_top", params)
     assert "cached the frozen blocks' outputs" in caplog.text
+    # 40 px decoded images, a 32 px model: the whole-image map is wider than the crop's.
+    shape = re.search(r"\((\d) view\(s\), (\d)x(\d) window offsets", caplog.text)
+    assert shape and int(shape[1]) == views and int(shape[2]) > 1 and int(shape[3]) > 1
     assert summary["epochs_run"] == 2 and 0 <= summary["val_accuracy"] <= 1
     history = read_json(out / "history.json")["epochs"]
     assert all(np.isfinite(r["train_loss"]) for r in history)
