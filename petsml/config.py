@@ -110,12 +110,16 @@ class FinetuneTopParams(_Section):
     backbone_lr_scale: float = Field(0.1, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     cache_flip: Literal["map", "image", "none"] = "map"
+    head_init: Literal["probe", "random"] = "probe"
+    probe_C: list[float] = Field([0.01, 0.1, 1.0], min_length=1)
 
 
 class FinetuneFullParams(_Section):
     lr: float = Field(1e-3, gt=0)
     layer_decay: float = Field(0.7, gt=0, le=1)
     weight_decay: float = Field(1e-4, ge=0)
+    head_init: Literal["probe", "random"] = "probe"
+    probe_C: list[float] = Field([0.01, 0.1, 1.0], min_length=1)
 
 
 class ScratchParams(_Section):

@@ -440,6 +440,21 @@ def test_finetune_top_runs_the_cached_path(data_dirs, tmp_path, caplog, monkeypa
     assert all(np.isfinite(r["train_loss"]) for r in history)
 
 
+@pytest.mark.parametrize("strategy", ["finetune_top", "finetune_full"])
+def test_head_init_probe_starts_from_a_probe_and_random_does_not(
+    data_dirs, tmp_path, caplog, strategy
+):
+    probe = _params(**{"train.epochs": 1})
+    with caplog.at_level(logging.INFO, logger="petsml.training.probe_init"):
+        _run(data_dirs, tmp_path, strategy, probe, name="probe")
+    assert "head initialised from a linear probe" in caplog.text
+    caplog.clear()
+    random_head = _params(**{"train.epochs": 1, f"{strategy}.head_init": "random"})
+    with caplog.at_level(logging.INFO, logger="petsml.training.probe_init"):
+        summary, _ = _run(data_dirs, tmp_path, strategy, random_head, name="random")
+    assert "linear probe" not in caplog.text and summary["epochs_run"] == 1
+
+
 def test_finetune_top_falls_back_to_the_full_forward_when_it_cannot_split(
     data_dirs, tmp_path, caplog, monkeypatch
 ):

@@ -283,7 +283,8 @@ def _map_size(split: TopSplit, prep, device: torch.device, dtype) -> tuple[int, 
     return int(h.shape[-2]), int(h.shape[-1])
 
 
-def _input(h: torch.Tensor, device: torch.device) -> torch.Tensor:
+def to_device(h: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A cached float16 map as float32 channels_last input on ``device``."""
     h = h.to(device, non_blocking=True).float()
     return h.contiguous(memory_format=torch.channels_last) if h.ndim == 4 else h
 
@@ -343,7 +344,7 @@ def train_epoch(
         idx = order[step * batch_size : (step + 1) * batch_size]
         if not len(idx):
             break
-        h = _input(draw(cache, idx, rng), device)
+        h = to_device(draw(cache, idx, rng), device)
         y = cache.labels[idx.to(cache.labels.device)].to(device, non_blocking=True)
         with autocast(device, bf16):
             logits = forward(h)
@@ -377,7 +378,7 @@ def evaluate(
     n = len(cache.labels)
     inputs = (
         (
-            _input(centre(cache, start, start + batch_size), device),
+            to_device(centre(cache, start, start + batch_size), device),
             cache.labels[start : start + batch_size].to(device, non_blocking=True),
         )
         for start in range(0, n, batch_size)

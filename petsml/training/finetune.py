@@ -59,6 +59,7 @@ from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier, save_classifier
 from petsml.models.precision import autocast, use_bf16
 from petsml.training import cached_top
+from petsml.training.probe_init import init_head_from_probe, pooled_features
 
 log = logging.getLogger(__name__)
 
@@ -357,6 +358,44 @@ def train_epoch_full(
     return loss_value, correct.item() / seen
 
 
+def _probe_features(
+    model: Classifier,
+    split: cached_top.TopSplit | None,
+    caches: tuple[cached_top.FeatureCache, cached_top.FeatureCache] | None,
+    train_data: SplitData,
+    val_data: SplitData,
+    prep,
+    device: torch.device,
+    params: Params,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(features, labels) of train and val for the probe: pooled penultimate vectors of the
+    centre crops, in eval mode; from the frozen-block cache when there is one (the top blocks
+    only), else through the whole backbone."""
+    model.eval()
+    size = params.evaluate.batch_size
+    precision = params.model.precision
+    if caches is not None and split is not None:
+
+        def cached(cache: cached_top.FeatureCache):
+            for start in range(0, len(cache.labels), size):
+                h = cached_top.centre(cache, start, start + size)
+                yield cached_top.to_device(h, device)
+
+        feats = [pooled_features(split.top_part, cached(c), device, precision) for c in caches]
+    else:
+
+        def crops(data: SplitData):
+            for x_u8, _ in batches(data.images, data.labels, size):
+                x_u8 = x_u8.to(device, non_blocking=True)
+                yield to_input(x_u8, prep.mean, prep.std, size=prep.input_size)
+
+        forward = model.backbone.forward_features
+        feats = [
+            pooled_features(forward, crops(d), device, precision) for d in (train_data, val_data)
+        ]
+    return (feats[0], train_data.labels), (feats[1], val_data.labels)
+
+
 def _check_loss(loss_value: float) -> None:
     if not math.isfinite(loss_value):
         raise TrainingError(
@@ -531,6 +570,11 @@ def train_strategy(
             (caches[0].maps.nbytes + caches[1].maps.nbytes) / 2**20,
             cache_seconds,
         )
+    if resumed_from is None and getattr(settings, "head_init", "random") == "probe":
+        started = time.perf_counter()
+        probe = _probe_features(model, split, caches, train_data, val_data, prep, device, params)
+        init_head_from_probe(model, *probe, settings.probe_C)
+        cache_seconds += time.perf_counter() - started
     for epoch in range(start_epoch, t.epochs + 1):
         if stopped_early:
             break

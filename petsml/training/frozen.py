@@ -21,7 +21,7 @@ from petsml.io import write_json
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier, save_classifier
 from petsml.training.features import load_features
-from petsml.training.heads import ABSENT_CLASS_BIAS, fit_linear_svm, fit_logistic
+from petsml.training.heads import fit_linear_svm, fit_logistic, pad_classes
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +43,6 @@ def _aligned(
         )
     order = np.array([row[i] for i in frame["image_id"]], dtype=np.int64)
     return feats, order, frame["label"].to_numpy()
-
-
-def _all_classes(W: np.ndarray, b: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pad the head to every class of the task: a breed with no training photo (a subset or a
-    mirror) stays in the label space and is simply never predicted."""
-    if W.shape[0] >= n_classes:
-        return W, b
-    pad = n_classes - W.shape[0]
-    return (
-        np.vstack([W, np.zeros((pad, W.shape[1]))]),
-        np.concatenate([b, np.full(pad, ABSENT_CLASS_BIAS)]),
-    )
 
 
 def train_feature_strategy(
@@ -82,7 +70,7 @@ def train_feature_strategy(
         image_size=params.model.image_size,
     )
     class_names = list(labels_for(task))
-    W, b = _all_classes(head.W, head.b, len(class_names))
+    W, b = pad_classes(head.W, head.b, len(class_names))
     model = Classifier.from_linear(backbone, W, b, feature=feature)
     out_dir = Path(out_dir)
     save_classifier(

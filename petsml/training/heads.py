@@ -267,3 +267,15 @@ def fit_linear_svm(
     return HeadFit(
         W / temperature, b / temperature, c, acc, search, seconds, temperature, (scaler, model)
     )
+
+
+def pad_classes(W: np.ndarray, b: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad the head to every class of the task: a breed with no training photo (a subset or a
+    mirror) stays in the label space and is simply never predicted."""
+    if W.shape[0] >= n_classes:
+        return W, b
+    pad = n_classes - W.shape[0]
+    return (
+        np.vstack([W, np.zeros((pad, W.shape[1]))]),
+        np.concatenate([b, np.full(pad, ABSENT_CLASS_BIAS)]),
+    )
