@@ -7,7 +7,8 @@ after a warm-up, with every layer trainable (``finetune_full``):
 - naive: JPEG files -> PIL decode + torchvision transforms in a DataLoader (one worker per core,
   pinned memory), float32, NCHW, eager. On a GPU this is decode-bound.
 - project: what ``stages/train.py`` runs (``finetune.train_epoch_full``): the decoded uint8 cache
-  read ahead in a thread, augmentation on the device, channels_last, bf16 autocast on CUDA,
+  read ahead in a thread, augmentation on the device, channels_last, bf16 autocast where the
+  hardware has it (``model.precision``),
   ``--compile`` for torch.compile.
 - model only: one prepared batch stepped again and again: the ceiling for the project's path.
 
@@ -41,6 +42,8 @@ from petsml.data.decode import load_rgb  # noqa: E402
 from petsml.data.tensors import augment, pick_device, to_input  # noqa: E402
 from petsml.models.backbones import create_backbone  # noqa: E402
 from petsml.models.classifier import Classifier  # noqa: E402
+from petsml.models.precision import use_bf16  # noqa: E402
+from petsml.training.cached_top import train_step  # noqa: E402
 from petsml.training.finetune import SplitData, build_param_groups, train_epoch_full  # noqa: E402
 
 CLASSES = 37
@@ -161,7 +164,7 @@ def main() -> None:
                 train_epoch_full(
                     forward, net, frozen, data, prep, opt, sched, gen, device,
                     args.batch_size, shuffle_seed=epoch, desc="project",
-                    prefetch_depth=params.train.prefetch,
+                    prefetch_depth=params.train.prefetch, precision=params.model.precision,
                 )  # fmt: skip
 
         project(1)
@@ -174,17 +177,12 @@ def main() -> None:
         x_u8 = torch.from_numpy(data.images[: args.batch_size]).to(device)
         x = to_input(augment(x_u8, prep.input_size, gen), prep.mean, prep.std)
         y = torch.from_numpy(data.labels[: args.batch_size]).to(device)
-        use_bf16 = device.type == "cuda"
+        bf16 = use_bf16(device, params.model.precision)
 
         def model_only(n: int) -> None:
             net.train()
             for _ in range(n):
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    logits = forward(x)
-                loss = F.cross_entropy(logits.float(), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                train_step(forward, x, y, opt, sched, device, bf16)
 
         model_only(2)
         ceiling = images_per_s(seen, device, model_only, steps * args.epochs)

@@ -317,6 +317,28 @@ def centre(cache: FeatureCache, start: int, stop: int) -> torch.Tensor:
     return maps[..., top : top + cache.window[0], left : left + cache.window[1]]
 
 
+def train_step(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    device: torch.device,
+    bf16: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a batch (the forward pass under ``bf16`` autocast, the loss in
+    float32). Returns the detached loss and logits, left on the device (no sync)."""
+    with autocast(device, bf16):
+        logits = forward(x)
+    loss = F.cross_entropy(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.detach(), logits.detach()
+
+
 def train_epoch(
     forward: Callable[[torch.Tensor], torch.Tensor],
     cache: FeatureCache,
@@ -346,16 +368,9 @@ def train_epoch(
             break
         h = to_device(draw(cache, idx, rng), device)
         y = cache.labels[idx.to(cache.labels.device)].to(device, non_blocking=True)
-        with autocast(device, bf16):
-            logits = forward(h)
-        loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
+        loss, logits = train_step(forward, h, y, optimizer, scheduler, device, bf16)
+        loss_sum += loss * len(y)
+        correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         bar.update(1)
     bar.close()

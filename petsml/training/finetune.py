@@ -42,7 +42,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -57,7 +56,7 @@ from petsml.errors import PetsError
 from petsml.io import atomic_dir, atomic_path, write_json
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier, save_classifier
-from petsml.models.precision import autocast, use_bf16
+from petsml.models.precision import use_bf16
 from petsml.training import cached_top
 from petsml.training.probe_init import init_head_from_probe, pooled_features
 
@@ -335,15 +334,9 @@ def train_epoch_full(
         y = y.to(device, non_blocking=True)
         x_u8 = augment(x_u8, prep.input_size, generator)
         x = to_input(x_u8, prep.mean, prep.std)
-        with autocast(device, bf16):
-            logits = forward(x)
-        loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
+        loss, logits = cached_top.train_step(forward, x, y, optimizer, scheduler, device, bf16)
+        loss_sum += loss * len(y)
+        correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         bar.update(1)
         if step % 10 == 0 or step == steps - 1:  # .item() syncs the GPU: not every step
