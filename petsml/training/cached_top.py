@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -265,7 +265,7 @@ def build_cache(
     maps = torch.cat(chunks) if chunks else torch.empty(0, views, dtype=CACHE_DTYPE)
     window = None
     if shifts and len(images):
-        window = _map_size(split, prep, device, maps.dtype)
+        window = _map_size(split, prep, device)
         if tuple(maps.shape[-2:]) == window:
             window = None  # the decoded images are model-sized: nothing to shift
     labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(store)
@@ -273,7 +273,7 @@ def build_cache(
 
 
 @torch.inference_mode()
-def _map_size(split: TopSplit, prep, device: torch.device, dtype) -> tuple[int, int]:
+def _map_size(split: TopSplit, prep, device: torch.device) -> tuple[int, int]:
     """(height, width) of the frozen map for one model-sized input."""
     param = next(iter(p for m in split.bottom for p in m.parameters()), None)
     x = torch.zeros(1, 3, prep.input_size, prep.input_size, device=device)
@@ -390,15 +390,18 @@ def evaluate(
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on the cached centre crops."""
     model.eval()
-    n = len(cache.labels)
-    inputs = (
-        (
-            to_device(centre(cache, start, start + batch_size), device),
-            cache.labels[start : start + batch_size].to(device, non_blocking=True),
-        )
-        for start in range(0, n, batch_size)
-    )
-    return score(forward, inputs, device, n, precision)
+    inputs = centre_batches(cache, device, batch_size)
+    return score(forward, inputs, device, len(cache.labels), precision)
+
+
+def centre_batches(
+    cache: FeatureCache, device: torch.device, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(centre map, label) batches of the cache, in order, on ``device``."""
+    for start in range(0, len(cache.labels), batch_size):
+        stop = start + batch_size
+        h = to_device(centre(cache, start, stop), device)
+        yield h, cache.labels[start:stop].to(device, non_blocking=True)
 
 
 def score(

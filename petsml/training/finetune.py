@@ -35,7 +35,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -288,15 +288,19 @@ def evaluate(
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on centre crops."""
     model.eval()
+    inputs = centre_crops(data, prep, device, batch_size, prefetch_depth)
+    return cached_top.score(forward, inputs, device, len(data.labels), precision)
 
-    def inputs():
-        stream = (pinned(b, device) for b in batches(data.images, data.labels, batch_size))
-        for x_u8, y in prefetch(stream, prefetch_depth):
-            x_u8 = x_u8.to(device, non_blocking=True)
-            x = to_input(x_u8, prep.mean, prep.std, size=prep.input_size)
-            yield x, y.to(device, non_blocking=True)
 
-    return cached_top.score(forward, inputs(), device, len(data.labels), precision)
+def centre_crops(
+    data: SplitData, prep, device: torch.device, batch_size: int, prefetch_depth: int = 2
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(model input, label) batches of the centre crops, in order, read ahead, on ``device``."""
+    stream = (pinned(b, device) for b in batches(data.images, data.labels, batch_size))
+    for x_u8, y in prefetch(stream, prefetch_depth):
+        x_u8 = x_u8.to(device, non_blocking=True)
+        x = to_input(x_u8, prep.mean, prep.std, size=prep.input_size)
+        yield x, y.to(device, non_blocking=True)
 
 
 def train_epoch_full(
@@ -368,24 +372,15 @@ def _probe_features(
     size = params.evaluate.batch_size
     precision = params.model.precision
     if caches is not None and split is not None:
-
-        def cached(cache: cached_top.FeatureCache):
-            for start in range(0, len(cache.labels), size):
-                h = cached_top.centre(cache, start, start + size)
-                yield cached_top.to_device(h, device)
-
-        feats = [pooled_features(split.top_part, cached(c), device, precision) for c in caches]
+        forward = split.top_part
+        streams = [cached_top.centre_batches(c, device, size) for c in caches]
     else:
-
-        def crops(data: SplitData):
-            for x_u8, _ in batches(data.images, data.labels, size):
-                x_u8 = x_u8.to(device, non_blocking=True)
-                yield to_input(x_u8, prep.mean, prep.std, size=prep.input_size)
-
         forward = model.backbone.forward_features
-        feats = [
-            pooled_features(forward, crops(d), device, precision) for d in (train_data, val_data)
-        ]
+        depth = params.train.prefetch
+        streams = [centre_crops(d, prep, device, size, depth) for d in (train_data, val_data)]
+    feats = [
+        pooled_features(forward, (x for x, _ in stream), device, precision) for stream in streams
+    ]
     return (feats[0], train_data.labels), (feats[1], val_data.labels)
 
 
@@ -532,7 +527,7 @@ def train_strategy(
         sum(p.numel() for p in model.parameters()),
     )
     caches = None
-    cache_seconds = 0.0
+    setup_seconds = 0.0  # the frozen-block cache and the probe: one-offs, counted in epoch 1
     if top_forward is not None and start_epoch <= t.epochs and not stopped_early:
         # The frozen trunk's outputs, once: whole train images (+ mirrors), val centre crops.
         started = time.perf_counter()
@@ -549,7 +544,7 @@ def train_strategy(
                 batch_size=eval_batch, desc=f"{strategy} cache val", precision=precision,
             ),
         )  # fmt: skip
-        cache_seconds = time.perf_counter() - started
+        setup_seconds = time.perf_counter() - started
         rows, cols = caches[0].positions
         log.info(
             "%s: cached the frozen blocks' outputs %s (%d view(s), %dx%d window offsets, "
@@ -561,18 +556,18 @@ def train_strategy(
             cols,
             caches[0].bytes_per_image / 1024,
             (caches[0].maps.nbytes + caches[1].maps.nbytes) / 2**20,
-            cache_seconds,
+            setup_seconds,
         )
     if resumed_from is None and getattr(settings, "head_init", "random") == "probe":
         started = time.perf_counter()
         probe = _probe_features(model, split, caches, train_data, val_data, prep, device, params)
         init_head_from_probe(model, *probe, settings.probe_C)
-        cache_seconds += time.perf_counter() - started
+        setup_seconds += time.perf_counter() - started
     for epoch in range(start_epoch, t.epochs + 1):
         if stopped_early:
             break
-        started = time.perf_counter() - cache_seconds  # the one-off cache counts in epoch 1
-        cache_seconds = 0.0
+        started = time.perf_counter() - setup_seconds
+        setup_seconds = 0.0
         lr = optimizer.param_groups[0]["lr"]
         shuffle_seed = t.seed * 100_003 + epoch
         desc = f"{strategy} {epoch}/{t.epochs}"
