@@ -56,14 +56,19 @@ def make_project(dest: Path, overrides: dict | None = None) -> Path:
 def set_params(project: Path, overrides: dict) -> None:
     """Apply dotted-key overrides (``{"split.seed": 1}``) to the project's params.yaml."""
     path = project / "params.yaml"
-    params = yaml.safe_load(path.read_text())
+    params = apply_overrides(yaml.safe_load(path.read_text()), overrides)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def apply_overrides(raw: dict, overrides: dict) -> dict:
+    """Set dotted keys (``{"split.seed": 1}``) in a params mapping, in place; returns it."""
     for dotted, value in overrides.items():
-        node = params
+        node = raw
         *parents, leaf = dotted.split(".")
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return raw
 
 
 def run(

@@ -28,7 +28,7 @@ from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier, load_classifier, save_classifier
 from petsml.training.features import extract_features
 from tests.fakedata import make_dataset
-from tests.project import tool_env
+from tests.project import apply_overrides, tool_env
 
 REPO = Path(__file__).resolve().parents[1]
 BACKBONE = "test_efficientnet"  # timm's tiny test network, random init: no download
@@ -48,13 +48,7 @@ def _params(**overrides) -> dict:
         "evaluate.batch_size": 5,  # several batches over 12 test images
         "evaluate.calibration_bins": 10,
     } | overrides
-    for dotted, value in settings.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return raw
+    return apply_overrides(raw, settings)
 
 
 def _backbone():

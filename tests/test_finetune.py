@@ -28,6 +28,7 @@ from petsml.training.finetune import (
     train_strategy,
 )
 from tests.fakedata import make_dataset
+from tests.project import apply_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 BACKBONE = "test_efficientnet"  # timm's tiny test network: trains in well under a second
@@ -53,13 +54,7 @@ def _params(**overrides):
         "train.seed": 0,
         "evaluate.batch_size": 64,
     } | overrides
-    for dotted, value in settings.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return parse_params(raw)
+    return parse_params(apply_overrides(raw, settings))
 
 
 @pytest.fixture(autouse=True)
