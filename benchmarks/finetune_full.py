@@ -30,9 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from naive import NaiveImages, naive_transforms
+from naive import naive_loader
 from PIL import Image
-from torch.utils.data import DataLoader
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -132,15 +131,11 @@ def main() -> None:
 
         # Naive: decode every photo every epoch in DataLoader workers; fp32 NCHW.
         net, opt, _ = make_model(args.backbone, params, device, torch.contiguous_format)
-        loader = DataLoader(
-            NaiveImages(files, labels.tolist(), naive_transforms(prep, train=True)),
-            batch_size=args.batch_size,
-            shuffle=True,
-            num_workers=args.workers,
-            pin_memory=device.type == "cuda",
-            drop_last=True,
+        loader = naive_loader(
+            files, labels.tolist(), prep, train=True, batch_size=args.batch_size,
+            workers=args.workers, pin_memory=device.type == "cuda",
             persistent_workers=args.workers > 0,
-        )
+        )  # fmt: skip
 
         naive_epochs(net, opt, loader, device, 1)  # warm-up: workers up, cuDNN algorithms chosen
         naive_ips = images_per_s(seen, device, naive_epochs, net, opt, loader, device, args.epochs)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 
@@ -37,3 +37,21 @@ def naive_transforms(prep, train: bool):
     return v2.Compose(
         [v2.Resize(round(prep.input_size / 0.875)), v2.CenterCrop(prep.input_size), *norm]
     )
+
+
+def naive_loader(
+    files: list[Path],
+    labels: list[int],
+    prep,
+    *,
+    train: bool,
+    batch_size: int,
+    workers: int,
+    **options,
+) -> DataLoader:
+    """The tutorial DataLoader: training shuffles, augments and drops the short last batch."""
+    dataset = NaiveImages(files, labels, naive_transforms(prep, train=train))
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=train, num_workers=workers, drop_last=train,
+        **options,
+    )  # fmt: skip

@@ -24,8 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from naive import NaiveImages, naive_transforms
-from torch.utils.data import DataLoader
+from naive import naive_loader
 
 from petsml.config import load_params
 from petsml.data.breeds import CLASS_ID, breed_of
@@ -83,20 +82,19 @@ def main() -> None:
     prep = backbone.preprocessing
     backbone = backbone.eval().to(memory_format=torch.channels_last)
 
+    def naive_loader_for(rows: pd.DataFrame, train: bool):
+        files = [folder / f for f in rows.file]
+        return naive_loader(
+            files, rows.label.tolist(), prep, train=train, batch_size=args.batch_size,
+            workers=args.workers,
+        )  # fmt: skip
+
     # (a) feature extraction.
-    naive_loader = DataLoader(
-        NaiveImages(
-            [folder / f for f in frame.file],
-            frame.label.tolist(),
-            naive_transforms(prep, train=False),
-        ),
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-    )
+    feature_loader = naive_loader_for(frame, train=False)
 
     def naive_features():
         with torch.inference_mode():
-            return [backbone.forward_features(xb) for xb, _ in naive_loader]
+            return [backbone.forward_features(xb) for xb, _ in feature_loader]
 
     naive_secs, _ = timed(naive_features)
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,17 +151,7 @@ def main() -> None:
             ]
         return float((torch.cat(preds).numpy() == val.label.to_numpy()).mean())
 
-    loader = DataLoader(
-        NaiveImages(
-            [folder / f for f in train.file],
-            train.label.tolist(),
-            naive_transforms(prep, train=True),
-        ),
-        batch_size=args.batch_size,
-        shuffle=True,
-        num_workers=args.workers,
-        drop_last=True,
-    )
+    loader = naive_loader_for(train, train=True)
 
     def naive_epochs(net, opt, frozen, epochs, memory_format):
         for _ in range(epochs):
