@@ -47,11 +47,19 @@ def test_prefetch_raises_the_producers_error_in_the_consumer():
 
 def test_stopping_early_stops_the_producer_thread():
     before = {t.ident for t in threading.enumerate()}
-    stream = prefetch(iter(range(10_000)), depth=2)
+    produced = []
+
+    def many():
+        for i in range(10_000):
+            produced.append(i)
+            yield i
+
+    stream = prefetch(many(), depth=2)
     assert next(stream) == 0
-    stream.close()
+    stream.close()  # returns once the producer thread has ended
     leaked = [t for t in threading.enumerate() if t.ident not in before and t.name == "prefetch"]
     assert not leaked
+    assert len(produced) < 10  # the producer stopped at the next item, not at the source's end
 
 
 class _Images:
