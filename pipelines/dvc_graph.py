@@ -164,3 +164,87 @@ def apply_overrides(params_file: str | Path, overrides: list[str]) -> None:
     except DvcException as error:
         cause = f" ({error.__cause__})" if error.__cause__ else ""
         raise GraphError(f"invalid parameter override in {overrides}: {error}{cause}") from None
+
+
+# --------------------------------------------------------------------------- what a stage ran on
+
+Snapshot = dict[str, dict[str, str | None]]
+
+
+def source_snapshot(project_dir: str | Path, stages: Iterable[str]) -> Snapshot:
+    """``stage -> {dependency: fingerprint}`` for the inputs a person edits, as DVC hashes them.
+
+    Taken when a stage starts and again before the run is recorded: DVC writes ``dvc.lock``
+    from the files as they are when a stage *ends*, so an edit made while a long stage ran
+    would otherwise be recorded as if the stage had used it. Covered: file and folder deps
+    (DVC's md5, ``.dvcignore`` applies), each ``params`` key, and the stage's ``cmd``. Deps
+    that are outputs of a stage (``data/splits``, ``models``) are left out: DVC made them.
+    A stage that no longer exists (``foreach`` list edited) maps to ``{"stage": None}``.
+    """
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    wanted = list(stages)
+    snapshot: Snapshot = {stage: {"stage": None} for stage in wanted}
+    with Repo(str(project_dir)) as repo:
+        root = repo.root_dir
+        outputs = [Path(out.fs_path) for out in repo.index.outs]
+        by_address = {_address(root, stage): stage for stage in repo.index.stages}
+        for address in wanted:
+            stage = by_address.get(address)
+            if stage is None:
+                continue
+            found: dict[str, str | None] = {f"cmd of stage {address}": json.dumps(stage.cmd)}
+            for dep in stage.deps:
+                if isinstance(dep, ParamsDependency):
+                    found.update(_param_fingerprints(root, dep))
+                elif not _made_by_a_stage(Path(dep.fs_path), outputs):
+                    found[_rel(root, dep.fs_path)] = _hash(dep)
+            snapshot[address] = found
+    return snapshot
+
+
+def changed_sources(started: Snapshot, now: Snapshot) -> list[tuple[str, str]]:
+    """``(stage, dependency)`` pairs whose fingerprint differs between the two snapshots."""
+    changed = []
+    for stage, before in started.items():
+        after = now.get(stage, {"stage": None})
+        for key in sorted(set(before) | set(after)):
+            if before.get(key, "<absent>") != after.get(key, "<absent>"):
+                changed.append((stage, key))
+    return changed
+
+
+def _rel(root: str, path: str) -> str:
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def _made_by_a_stage(path: Path, outputs: list[Path]) -> bool:
+    return any(path == out or path in out.parents or out in path.parents for out in outputs)
+
+
+def _hash(dep: Any) -> str | None:
+    """DVC's hash of a file/folder dep (its state db keeps it cheap); ``None`` when missing."""
+    try:
+        info = dep.get_hash()
+    except Exception:  # noqa: BLE001 - a missing or unreadable dep is a fingerprint too
+        return None
+    return str(info.value) if info and info.value else None
+
+
+def _param_fingerprints(root: str, dep: Any) -> dict[str, str | None]:
+    """One fingerprint per params key the stage lists (a whole section counts as one key)."""
+    from dvc.exceptions import DvcException
+
+    name = _rel(root, dep.fs_path)
+    try:
+        values = dep.read_params()
+    except DvcException:
+        values = {}
+    keys = list(dep.params) if dep.params else sorted(values)
+    return {
+        f"{name}:{key}": json.dumps(values[key], sort_keys=True, default=str)
+        if key in values
+        else None
+        for key in keys
+    }

@@ -20,17 +20,29 @@ import argparse
 import contextvars
 import itertools
 import json
+import math
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run as current_flow_run
 
-from pipelines.train import DEFAULT_STAGE_TIMEOUT_S, resolve_project, slug, train_pipeline
+from petsml.config import ConfigError
+from pipelines.dvc_graph import apply_overrides
+from pipelines.train import (
+    DEFAULT_STAGE_TIMEOUT_S,
+    build_overrides,
+    check_params,
+    resolve_project,
+    slug,
+    train_pipeline,
+)
 
 FLOW_NAME = "pets-sweep"
 DEFAULT_TARGETS = ("track",)  # members log to MLflow; registering is the weekly retrain's job
@@ -39,8 +51,8 @@ COLUMNS = (
     "backbone",
     "strategy",
     "state",
-    "test_accuracy",
     "val_accuracy",
+    "test_accuracy",
     "train_seconds",
     "wall_seconds",
     "experiment",
@@ -87,7 +99,7 @@ def member_row(
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """The comparison as fixed-width text, best test (then validation) accuracy first."""
+    """The comparison as fixed-width text, in the order given (:func:`rank_members`)."""
     cells = [[("-" if row.get(c) is None else str(row.get(c))) for c in COLUMNS] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(COLUMNS)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True))]
@@ -95,8 +107,47 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _rank(row: Mapping[str, Any]) -> tuple:
-    return (-(row.get("test_accuracy") or -1), -(row.get("val_accuracy") or -1), row["member"])
+def rank_members(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Best VALIDATION accuracy first (ties and members without one: by name), as ``register``
+    picks its challenger. Test accuracy stays a report column: choosing by it would make the
+    test set part of model selection and its number an optimistic estimate."""
+
+    def key(row: Mapping[str, Any]) -> tuple:
+        val = row.get("val_accuracy")
+        scored = isinstance(val, int | float) and not math.isnan(val)
+        return (not scored, -val if scored else 0.0, row["member"])
+
+    return sorted(rows, key=key)
+
+
+def check_members(
+    params_file: Path,
+    grid: list[tuple[str, str]],
+    task: str | None,
+    epochs: int | None,
+    base_url: str | None,
+    set_params: list[str] | None,
+) -> None:
+    """Validate every member's params.yaml (the project's plus its overrides) before any runs.
+
+    Each member validates its own again in its workspace; this makes a bad override fail the
+    sweep at once, naming the key, instead of failing every member after the sweep started.
+    """
+    with tempfile.TemporaryDirectory(prefix="pets-sweep-") as tmp:
+        copy = Path(tmp) / "params.yaml"
+        for backbone, strategy in grid:
+            copy.write_bytes(params_file.read_bytes())
+            overrides = build_overrides(
+                task, backbone, [strategy], epochs, base_url, None, set_params
+            )
+            apply_overrides(copy, overrides)
+            try:
+                check_params(copy)
+            except ConfigError as error:
+                raise ConfigError(
+                    f"sweep member {backbone} x {strategy} ({' '.join(overrides)}): "
+                    f"{str(error).replace(str(copy), 'params.yaml')}"
+                ) from None
 
 
 @flow(name=FLOW_NAME, log_prints=True)
@@ -139,13 +190,12 @@ def sweep(
     """
     logger = get_run_logger()
     project = resolve_project(project_dir)
-    from petsml.config import load_params
-
-    params = load_params(project / "params.yaml")
+    params = check_params(project / "params.yaml")
     backbones = list(backbones or [params.model.backbone])
     strategies = list(strategies or params.train.strategies)
     prefix = slug(current_flow_run.get_name() or "sweep")
     grid = list(itertools.product(backbones, strategies))
+    check_members(project / "params.yaml", grid, task, epochs, base_url, set_params)
     logger.info("sweep of %d member(s), %d at a time", len(grid), max_parallel)
     common = {
         "targets": list(targets or DEFAULT_TARGETS),
@@ -201,7 +251,7 @@ def sweep(
             for backbone, strategy in grid
         ]
         rows = [future.result() for future in futures]
-    rows.sort(key=_rank)
+    rows = rank_members(rows)
     table = format_table(rows)
     print(f"\n{FLOW_NAME} comparison\n{table}")
     create_table_artifact(

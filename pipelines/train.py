@@ -50,7 +50,17 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect.runtime import task_run as current_task_run
 from prefect.tasks import exponential_backoff
 
-from pipelines.dvc_graph import apply_overrides, dvc, stage_order, tool_env, uncached_outputs
+from petsml.errors import PetsError
+from pipelines.dvc_graph import (
+    Snapshot,
+    apply_overrides,
+    changed_sources,
+    dvc,
+    source_snapshot,
+    stage_order,
+    tool_env,
+    uncached_outputs,
+)
 
 try:  # POSIX: serialise git worktree/ref updates across processes too
     import fcntl
@@ -86,6 +96,24 @@ class StageFailed(RuntimeError):
 
 class StageTimeout(StageFailed):
     """A DVC stage ran past ``stage_timeout_s``; its process group was killed."""
+
+
+class InputsChangedDuringRun(PetsError):
+    """A stage's code, params or command changed after the stage started: nothing is recorded.
+
+    ``dvc.lock`` holds the inputs as they were when each stage *ended*, so saving would
+    record an edit the stage never ran with. The message names each stage and input.
+    """
+
+    def __init__(self, changed: list[tuple[str, str]], workspace: Path) -> None:
+        self.changed = changed
+        listed = "\n".join(f"  {what} (stage {stage})" for stage, what in changed)
+        super().__init__(
+            f"{workspace}: these inputs changed after their stage had started, so its outputs "
+            f"were made from the old version:\n{listed}\n"
+            "Not saving a DVC experiment (dvc.lock would claim the new version was used). "
+            "Re-run the flow once the edits are done; DVC re-runs just the stages they affect."
+        )
 
 
 # --------------------------------------------------------------------------- subprocesses
@@ -290,23 +318,42 @@ def _git_identity_env(project: Path) -> dict[str, str]:
 
 
 def create_workspace(project: Path, name: str) -> Path:
-    """A git worktree of HEAD plus the project's uncommitted changes, on the shared cache."""
+    """A git worktree of HEAD plus the project's uncommitted changes (staged or not), on the
+    shared cache: an isolated run uses the files as they are on disk, as a plain run would."""
     path = project / WORKSPACES / name
     cache_dir = dvc(project, "cache", "dir").strip()
     cache_dir = str((project / cache_dir).resolve()) if cache_dir else str(project / ".dvc/cache")
     with git_lock(project):
         _git(project, "worktree", "prune")
         _git(project, "worktree", "add", "--detach", "--force", str(path), "HEAD")
-    changed = _git(project, "ls-files", "-z", "--modified", "--others", "--exclude-standard")
-    for rel in filter(None, changed.split("\0")):
-        source, target = project / rel, path / rel
-        if source.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-        elif target.exists():
-            target.unlink()
+    for rel in uncommitted_files(project):
+        _carry(project / rel, path / rel)
     dvc(path, "cache", "dir", "--local", cache_dir)
     return path
+
+
+def uncommitted_files(project: Path) -> list[str]:
+    """Every path where the project's files on disk differ from ``HEAD``: staged or not.
+
+    ``git diff HEAD`` compares the work tree with ``HEAD`` whatever the index holds, so a
+    ``git add``-ed edit, a staged new file, a deletion and both sides of a rename (as a
+    delete plus an add) are all listed; untracked files that git does not ignore are added.
+    """
+    changed = _git(project, "diff", "HEAD", "--name-only", "-z", "--no-renames", "--")
+    untracked = _git(project, "ls-files", "-z", "--others", "--exclude-standard")
+    return sorted(set(filter(None, (changed + untracked).split("\0"))))
+
+
+def _carry(source: Path, target: Path) -> None:
+    """Make ``target`` what ``source`` is on disk: a copy, a link, or nothing."""
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    if source.is_symlink():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(os.readlink(source))
+    elif source.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
 
 
 def files_to_record(workspace: Path, isolated: bool) -> list[str]:
@@ -496,6 +543,25 @@ def run_stage(
         raise StageFailed(stage, f"{type(error).__name__}: {error}") from error
 
 
+def check_params(params_file: Path) -> Any:
+    """Validate the whole ``params.yaml`` a run will use, before it spends time on any stage.
+
+    Raises :class:`petsml.config.ConfigError` naming the bad key. The one place flows validate
+    parameters (``petsml.config.load_params`` for now; a stricter whole-file check can take
+    its place here).
+    """
+    from petsml.config import load_params
+
+    return load_params(params_file)
+
+
+def refuse_if_inputs_changed(workspace: Path, started: Snapshot) -> None:
+    """Raise :class:`InputsChangedDuringRun` when an input changed since its stage started."""
+    changed = changed_sources(started, source_snapshot(workspace, list(started)))
+    if changed:
+        raise InputsChangedDuringRun(changed, workspace)
+
+
 def _retry_delays(retries: int, base_s: float) -> list[float]:
     return exponential_backoff(backoff_factor=base_s)(retries) if retries else []
 
@@ -577,19 +643,20 @@ def train_pipeline(
             if overrides:
                 apply_overrides(workspace / "params.yaml", overrides)
                 logger.info("overrides (dvc exp run -S): %s", " ".join(overrides))
-            from petsml.config import load_params
-
-            load_params(workspace / "params.yaml")  # a bad override fails here, naming the key
         else:
             lock = _file_lock(project / ".dvc" / "tmp" / "pets-flow.lock")
+        check_params(workspace / "params.yaml")  # before any stage: fails naming the bad key
         with lock:
             order = stage_order(workspace, targets)
             logger.info("DVC stages in order: %s", " -> ".join(order))
             stages = []
+            started: Snapshot = {}
             for stage in order:
+                started.update(source_snapshot(workspace, [stage]))
                 stages.append(
                     run_stage(stage, str(workspace), force, options_for(stage), extra_env)
                 )
+            refuse_if_inputs_changed(workspace, started)
             experiment = None
             if save_exp:
                 message = f"{FLOW_NAME} flow run {run_name} ({run_id})"
