@@ -178,7 +178,8 @@ def source_snapshot(project_dir: str | Path, stages: Iterable[str]) -> Snapshot:
     from the files as they are when a stage *ends*, so an edit made while a long stage ran
     would otherwise be recorded as if the stage had used it. Covered: file and folder deps
     (DVC's md5, ``.dvcignore`` applies), each ``params`` key, and the stage's ``cmd``. Deps
-    that are outputs of a stage (``data/splits``, ``models``) are left out: DVC made them.
+    that are outputs of a stage (``data/splits``, ``models``) are left out: DVC made them;
+    so are imports and remote URLs (DVC tracks those itself, and hashing them is slow).
     A stage that no longer exists (``foreach`` list edited) maps to ``{"stage": None}``.
     """
     from dvc.dependency.param import ParamsDependency
@@ -198,7 +199,7 @@ def source_snapshot(project_dir: str | Path, stages: Iterable[str]) -> Snapshot:
             for dep in stage.deps:
                 if isinstance(dep, ParamsDependency):
                     found.update(_param_fingerprints(root, dep))
-                elif not _made_by_a_stage(Path(dep.fs_path), outputs):
+                elif _local(dep) and not _made_by_a_stage(Path(dep.fs_path), outputs):
                     found[_rel(root, dep.fs_path)] = _hash(dep)
             snapshot[address] = found
     return snapshot
@@ -217,6 +218,13 @@ def changed_sources(started: Snapshot, now: Snapshot) -> list[tuple[str, str]]:
 
 def _rel(root: str, path: str) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
+
+
+def _local(dep: Any) -> bool:
+    """A file on this machine; ``dvc import`` and remote deps are DVC's (and slow) to hash."""
+    from dvc.dependency.repo import RepoDependency
+
+    return not isinstance(dep, RepoDependency) and getattr(dep, "protocol", "local") == "local"
 
 
 def _made_by_a_stage(path: Path, outputs: list[Path]) -> bool:

@@ -7,8 +7,9 @@ and run cache, is saved as its own DVC experiment, and logs to the one MLflow ex
 project (``MLFLOW_TRACKING_URI`` points every workspace at the project's tracking store).
 Members run side by side, ``max_parallel`` at a time: in this process as subflows, or, with
 ``deployment=<flow>/<deployment>``, as runs of that deployment picked up by a work pool's
-workers (Docker, Kubernetes, ...). The sweep ends with a comparison table, printed and kept as
-a Prefect table artifact.
+workers (Docker, Kubernetes, ...). Every member's parameters are validated before any starts.
+The sweep ends with a comparison table, best validation accuracy first (test accuracy is
+reported, never used to choose), printed and kept as a Prefect table artifact.
 
     python -m pipelines.sweep --backbones efficientnet_lite0 resnet50 \\
         --strategies feature_extractor svm_early --max-parallel 2

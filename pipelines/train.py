@@ -13,7 +13,9 @@ into that copy's ``params.yaml`` through the same code ``dvc exp run -S`` uses, 
 there one task each, and the result is saved as a DVC experiment (``dvc exp save``) of the
 project: ``dvc exp show`` lists it with its params and metrics, ``dvc exp apply <name>`` brings
 it into the workspace. Without overrides the stages run in the project itself and the finished
-state is recorded the same way.
+state is recorded the same way. Only what ran is recorded: each stage's code, params and
+command are fingerprinted when it starts, and when any changed before the run ends (an edit
+made while a long stage ran) the flow fails naming them instead of saving the experiment.
 
     python -m pipelines.train                       # whole pipeline, params.yaml as committed
     python -m pipelines.train --targets split       # data stages only
