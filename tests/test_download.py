@@ -26,6 +26,7 @@ from petsml.data.download import (
 )
 from petsml.errors import PetsError
 from tests.fakedata import MirrorServer, make_dataset, pack_archives
+from tests.project import dvc, fake_data_params, make_project, set_params
 
 FAST = {"retries": 3, "timeout_s": 5, "backoff_s": 0.001}
 
@@ -179,8 +180,16 @@ def test_404_is_not_retried_and_names_the_url(mirror, work, tmp_path):
     assert not raw.exists()
 
 
+def assert_kept_aside(downloads: Path, raw: Path, name: str, md5: str) -> None:
+    """The archive is not where the pipeline reads it, but kept under its md5, intact."""
+    assert not (downloads / f"{name}.tar.gz").exists()
+    assert not (downloads / f"{name}.tar.gz.part").exists()
+    assert md5_of(downloads / f"{name}.md5-{md5}.tar.gz") == md5
+    assert not raw.exists() and not list(raw.parent.glob(".raw.*"))
+
+
 @pytest.mark.parametrize("bad", ARCHIVES)
-def test_wrong_md5_fails_clearly_and_leaves_nothing(mirror, work, bad):
+def test_wrong_md5_fails_clearly_and_keeps_the_archive_aside(mirror, work, bad):
     folder, md5, _ = mirror
     downloads, raw = work
     wrong = dict(md5, **{bad: "0" * 32})
@@ -188,10 +197,80 @@ def test_wrong_md5_fails_clearly_and_leaves_nothing(mirror, work, bad):
         with pytest.raises(ChecksumError) as info:
             fetch_dataset(server.url, wrong, downloads, raw, **FAST)
     message = str(info.value)
-    for needle in (f"{bad}.tar.gz", "0" * 32, md5[bad], f"data.md5.{bad}", "params.yaml"):
+    kept = downloads / f"{bad}.md5-{md5[bad]}.tar.gz"
+    for needle in (str(kept), "0" * 32, f"data.md5.{bad}: '{md5[bad]}'", "params.yaml"):
         assert needle in message
     assert "data.base_url" in message
-    assert_nothing_left(downloads, raw, bad)
+    assert_kept_aside(downloads, raw, bad, md5[bad])
+
+
+def test_mistyped_md5_keeps_the_good_archive_and_fixing_it_needs_no_download(mirror, work):
+    """A good run, then a typo in data.md5.images, then the typo fixed (issue 15.4)."""
+    folder, md5, names = mirror
+    downloads, raw = work
+    with MirrorServer(folder) as server:
+        fetch_dataset(server.url, md5, downloads, raw, **FAST)
+    shutil.rmtree(raw)  # as DVC removes the stage's out before running it again
+    typo = dict(md5, images="0" * 32)
+    with MirrorServer(folder) as server:
+        with pytest.raises(ChecksumError) as info:
+            fetch_dataset(server.url, typo, downloads, raw, **FAST)
+    assert server.requests == [("/images.tar.gz", None)]  # checked against the server once
+    assert_kept_aside(downloads, raw, "images", md5["images"])
+    message = str(info.value)
+    kept = downloads / f"images.md5-{md5['images']}.tar.gz"
+    assert f"the archive at {kept} has md5 {md5['images']}, params say {'0' * 32}" in message
+    assert f"set data.md5.images: '{md5['images']}' in params.yaml" in message
+    assert "most likely params.yaml is what is wrong" in message  # same bytes as the kept one
+    with MirrorServer(folder) as server:
+        fetch_dataset(server.url, md5, downloads, raw, **FAST)
+    assert server.requests == []  # the kept archive came back, nothing was downloaded
+    assert md5_of(downloads / "images.tar.gz") == md5["images"]
+    assert sorted(p.name for p in downloads.iterdir()) == ["annotations.tar.gz", "images.tar.gz"]
+    assert_extracted(raw, names)
+
+
+def test_kept_aside_archive_that_changed_since_is_not_used(mirror, work):
+    folder, md5, names = mirror
+    downloads, raw = work
+    downloads.mkdir(parents=True)
+    shutil.copy(folder / "annotations.tar.gz", downloads / "annotations.tar.gz")
+    damaged = downloads / f"images.md5-{md5['images']}.tar.gz"
+    damaged.write_bytes(b"not the archive any more")
+    really = hashlib.md5(b"not the archive any more").hexdigest()
+    with MirrorServer(folder) as server:
+        fetch_dataset(server.url, md5, downloads, raw, **FAST)
+    assert server.requests == [("/images.tar.gz", None)]
+    assert md5_of(downloads / "images.tar.gz") == md5["images"]
+    # not deleted either: filed under the md5 it really has
+    assert [p.name for p in downloads.glob("images.md5-*")] == [f"images.md5-{really}.tar.gz"]
+    assert_extracted(raw, names)
+
+
+def test_dvc_repro_with_a_mistyped_md5_keeps_the_archive(mirror, tmp_path):
+    """The issue's scenario under the real `dvc repro download`, against the loopback mirror."""
+    folder, md5, names = mirror
+    with MirrorServer(folder) as server:
+        project = make_project(tmp_path / "p", fake_data_params(server.url, md5))
+        dvc(project, "repro", "download")
+        good = project / "data/downloads/images.tar.gz"
+        assert md5_of(good) == md5["images"]
+        set_params(project, {"data.md5.images": "0" * 32})
+        failed = dvc(project, "repro", "download", check=False)
+        assert failed.returncode != 0
+        kept = Path("data/downloads") / f"images.md5-{md5['images']}.tar.gz"
+        assert f"set data.md5.images: '{md5['images']}'" in failed.stderr
+        assert str(kept) in failed.stderr
+        assert md5_of(project / kept) == md5["images"] and not good.exists()
+        fetched = len(server.requests)
+        set_params(project, {"data.md5.images": md5["images"]})
+        dvc(project, "repro", "download")  # fixed back: DVC restores data/raw from its cache
+        assert_extracted(project / "data/raw", names)
+        forced = dvc(project, "repro", "--force", "download")  # the stage itself runs
+        assert "restored from" in forced.stderr
+        assert len(server.requests) == fetched  # neither run downloaded anything
+    assert md5_of(good) == md5["images"] and not (project / kept).exists()
+    assert_extracted(project / "data/raw", names)
 
 
 def test_verified_archives_are_not_downloaded_again(mirror, work):
@@ -298,7 +377,7 @@ def test_local_folder_with_wrong_md5_is_still_refused(mirror, work):
     downloads, raw = work
     with pytest.raises(ChecksumError):
         fetch_dataset(folder.as_uri(), dict(md5, images="f" * 32), downloads, raw, **FAST)
-    assert_nothing_left(downloads, raw)
+    assert_kept_aside(downloads, raw, "images", md5["images"])
 
 
 def test_local_folder_missing_archive_names_path(tmp_path, work):

@@ -208,17 +208,51 @@ def test_both_outcomes_are_exercised(project):
     assert not _predictions(root, "finetune_top")["correct"].all()
 
 
-def test_feature_path_logits_equal_full_model_logits(project):
+def test_every_strategy_is_scored_by_its_saved_model(project):
+    """Frozen-feature strategies too: the reported logits are model.pt's, not the features'."""
     root, params, _ = project
     test = load_split(root / paths.split_csv("test"), "breed")
     decoded = DecodedImages.open(root / paths.DECODED)
+    results = report.evaluate_strategies(STRATEGIES, params, test, root=root, device=CPU)
+    for result in results:
+        assert result.logits_from == "model"
+        model, _ = load_classifier(root / paths.model_dir(result.strategy) / "model.pt")
+        alone = model_logits(model, decoded, test["image_id"].tolist(), batch_size=5, device=CPU)
+        assert alone.shape == result.logits.shape == (len(test), 37)
+        # the two frozen strategies share one backbone pass; it gives their own forward's logits
+        np.testing.assert_allclose(result.logits, alone, rtol=1e-6, atol=1e-6)
+
+
+def test_frozen_strategies_share_one_backbone_pass(project, monkeypatch):
+    root, params, _ = project
+    test = load_split(root / paths.split_csv("test"), "breed")
+    calls: list[str] = []
+    real = Classifier.forward
+
+    def counted(self, x):  # counts whole-network passes (trained strategies)
+        calls.append("forward")
+        return real(self, x)
+
+    monkeypatch.setattr(Classifier, "forward", counted)
+    batches = -(-len(test) // params.evaluate.batch_size)
+    report.evaluate_strategies(
+        ["feature_extractor", "svm_early"], params, test, root=root, device=CPU
+    )
+    assert calls == []  # one forward_both pass served both heads
+    report.evaluate_strategies(["finetune_top"], params, test, root=root, device=CPU)
+    assert calls == ["forward"] * batches
+
+
+def test_features_check_compares_the_cached_features_with_the_model(project):
+    root, _, _ = project
     for strategy in ("feature_extractor", "svm_early"):
-        result = report.evaluate_strategy(strategy, params, test, root=root, device=CPU)
-        assert result.logits_from == "features"
-        model, _ = load_classifier(root / paths.model_dir(strategy) / "model.pt")
-        full = model_logits(model, decoded, test["image_id"].tolist(), batch_size=5, device=CPU)
-        assert full.shape == result.logits.shape == (len(test), 37)
-        np.testing.assert_allclose(result.logits, full, rtol=1e-4, atol=1e-4)
+        details = json.loads((root / report.EVAL_DIR / strategy / "metrics.json").read_text())
+        check = details["features_check"]
+        # the fixture's features come from the same weights (bf16 or fp32 by this CPU)
+        assert 0.0 <= check["max_abs_logit_difference"] < 1.0
+        assert 0.5 <= check["prediction_agreement"] <= 1.0
+    finetune = json.loads((root / report.EVAL_DIR / "finetune_top" / "metrics.json").read_text())
+    assert "features_check" not in finetune
 
 
 def test_report_files(project):
@@ -240,7 +274,7 @@ def test_report_files(project):
         details = json.loads((out / "metrics.json").read_text())
         assert details["test_accuracy"] == scores[strategy]["test_accuracy"]
         assert details["n_test"] == 12 and details["n_classes"] == 37
-        assert details["logits_from"] == ("model" if strategy == "finetune_top" else "features")
+        assert details["logits_from"] == "model"
         for png in ("confusion.png", "misclassified.png", "reliability.png"):
             with Image.open(out / png) as img:
                 assert img.format == "PNG"
@@ -352,16 +386,19 @@ def test_species_task_two_classes(project, tmp_path):
     assert len(pd.read_csv(root / report.EVAL_DIR / "feature_extractor" / "per_class.csv")) == 2
 
 
-def test_missing_model_and_stale_features_are_user_errors(project, tmp_path):
+def test_missing_model_is_a_user_error_and_stale_features_do_not_matter(project, caplog):
     root, params, _ = project
     test = load_split(root / paths.split_csv("test"), "breed")
     with pytest.raises(EvaluationError, match=r"train@finetune_full"):
         report.evaluate_strategy("finetune_full", params, test, root=root, device=CPU)
     stale = {k: v[:-1] for k, v in np.load(root / paths.FEATURES / "test.npz").items()}
-    with pytest.raises(EvaluationError, match=r"dvc repro featurize"):
-        report.evaluate_strategy(
-            "feature_extractor", params, test, root=root, features=stale, device=CPU
-        )
+    fresh = report.evaluate_strategy("feature_extractor", params, test, root=root, device=CPU)
+    result = report.evaluate_strategy(
+        "feature_extractor", params, test, root=root, features=stale, device=CPU
+    )
+    np.testing.assert_array_equal(result.logits, fresh.logits)  # metrics never read features
+    assert result.features_check == {}
+    assert "dvc repro featurize" in caplog.text
     other_task = parse_params(_params(**{"data.task": "species"}))
     species_test = load_split(root / paths.split_csv("test"), "species")
     with pytest.raises(EvaluationError, match=r"data.task"):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 from petsml.config import ValidateParams
 from petsml.data.breeds import breed_of
@@ -22,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 PER_BREED = 8
 # Sized for the fake dataset: 4 breeds of 8 listed images, some of them quarantined.
 PASSING = ValidateParams(require_all_breeds=False, min_images_per_breed=1, max_images_per_breed=50)
+SPLITS = ("train", "val", "test")
 QUIRK_KIND = {"png_rgba": "PNG/RGBA", "gif": "GIF/P", "cmyk": "JPEG/CMYK", "grey": "JPEG/L"}
 
 
@@ -85,7 +87,9 @@ def test_quarantine_names_exactly_the_planted_files(dataset, passing_run):
     assert dict(zip(table.file.map(lambda f: Path(f).name), table.reason, strict=True)) == expected
     assert len(table) == len(expected)
     assert (table.detail != "").all()
-    assert summary.counts["quarantined"] == {"undecodable": 2, "not_an_image": 1, "missing": 1}
+    assert summary.counts["quarantined"] == {
+        "undecodable": 2, "not_an_image": 1, "missing": 1, "too_small": 0
+    }  # fmt: skip
     assert summary.counts["quarantined_total"] == 4
     # Quarantined rows are reported by the non-fatal file checks, not as hard failures.
     checks = {e["name"]: e for e in summary.expectations}
@@ -158,11 +162,12 @@ HARD_FAILURES = {
         {"breed_is_official", "class_id_matches_breed"},
         "Bengal_tiger",
     ),
-    "too_small": (
+    # every photo too small: each is quarantined, and then no photos are left
+    "all_too_small": (
         None,
         PASSING.model_copy(update={"min_width": 200}),
-        {"width_at_least_min"},
-        "image_id=",
+        {"has_usable_images", "images_per_breed_in_range"},
+        "breed=Bengal",
     ),
     "all_breeds_required": (
         None,
@@ -191,10 +196,15 @@ def test_hard_failure_raises_naming_the_check_after_writing_outputs(case, datase
     assert set(summary["failed"]) == failed
     for check in summary["expectations"]:
         if check["name"] in failed:
-            assert check["examples"] and check["expectation_type"] in message
+            # row checks give examples; a table-level check (row count) its observed value
+            assert check["examples"] or "observed_value" in check
+            assert check["expectation_type"] in message
     assert (tmp_path / "reports/validation/data_docs/index.html").is_file()
     quarantine = pd.read_csv(tmp_path / "data/quarantine.csv", keep_default_na=False)
-    assert len(quarantine) == len(ds.undecodable) + len(ds.stray) + len(ds.missing)
+    planted = quarantine[quarantine.reason != "too_small"]
+    assert len(planted) == len(ds.undecodable) + len(ds.stray) + len(ds.missing)
+    small = quarantine.reason == "too_small"
+    assert small.sum() == (len(_usable(edited)) if case == "all_too_small" else 0)
 
 
 def test_too_few_per_breed_names_exactly_the_short_breeds(dataset, tmp_path):
@@ -209,6 +219,48 @@ def test_too_few_per_breed_names_exactly_the_short_breeds(dataset, tmp_path):
     assert summary["failed"] == ["images_per_breed_in_range"]
     (check,) = [e for e in summary["expectations"] if e["name"] == "images_per_breed_in_range"]
     assert {example["breed"] for example in check["examples"]} == lost
+
+
+def test_one_tiny_photo_is_quarantined_and_kept_out_of_the_splits(tmp_path, monkeypatch):
+    """A 1x1 photo is one bad file, not a bad dataset: validate passes, split leaves it out."""
+    from petsml.stage import run_stage
+    from stages.split import main as split_main
+    from stages.validate import main as validate_main
+
+    ds = make_dataset(tmp_path / "raw", per_breed=PER_BREED, test_per_breed=3)
+    tiny = next(
+        i for i in ds.trainval if i not in ds.converted and f"{i}.jpg" not in ds.undecodable
+    )
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(ds.root / "images" / f"{tiny}.jpg", "JPEG")
+    manifest = build_manifest(ds.root, workers=2)
+    relaxed = {"require_all_breeds": False, "min_images_per_breed": 1, "max_images_per_breed": 50}
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    manifest.to_csv(project / "data/manifest.csv", index=False)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["validate"].update(relaxed)  # min_width/min_height stay at the shipped 32 px
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(project)
+
+    run_stage("validate", validate_main)  # no DataValidationError, no SystemExit
+    summary = read_json("reports/validation/summary.json")
+    assert summary["success"] is True and summary["failed"] == []
+    assert summary["counts"]["quarantined"]["too_small"] == 1
+    checks = {e["name"]: e for e in summary["expectations"]}
+    assert checks["width_at_least_min"]["severity"] == "warning"
+    assert not checks["width_at_least_min"]["success"]
+    assert checks["width_at_least_min"]["examples"] == [{"file": f"images/{tiny}.jpg", "width": 1}]
+    quarantine = pd.read_csv("data/quarantine.csv", keep_default_na=False)
+    (row,) = quarantine[quarantine.image_id == tiny].to_dict("records")
+    assert row["reason"] == "too_small" and row["file"] == f"images/{tiny}.jpg"
+    assert row["detail"].startswith("1x1 px") and "validate.min_width" in row["detail"]
+    assert len(quarantine) == 1 + len(ds.undecodable) + len(ds.stray) + len(ds.missing)
+
+    run_stage("split", split_main)
+    split_ids = set().union(*(pd.read_csv(f"data/splits/{n}.csv").image_id for n in SPLITS))
+    assert tiny not in split_ids
+    listed_ok = set(ds.ids) - {Path(f).stem for f in ds.undecodable} - set(ds.missing)
+    assert split_ids == listed_ok - {tiny}  # nothing else was dropped
 
 
 def _stage_project(root: Path, manifest_csv: Path, overrides: dict) -> Path:

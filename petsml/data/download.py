@@ -6,6 +6,11 @@ are retried with exponential backoff, and a mirror or a local folder can stand i
 Nothing is trusted before its md5 matches ``params.yaml``: downloads land in ``<name>.part`` and
 are renamed only once verified, and extraction goes through tarfile's ``data`` filter into a temp
 directory that replaces ``data/raw`` only when both archives unpacked fully.
+
+A complete archive whose md5 differs from ``params.yaml`` is never deleted: the md5 in params may
+be the thing that is wrong (a typo, another release). It is kept aside as
+``<name>.md5-<its md5>.tar.gz`` next to where it was, the error names it, and a later run whose
+params ask for that md5 takes it back instead of downloading again.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ class DownloadError(PetsError):
 
 
 class ChecksumError(DownloadError):
-    """Fetched bytes do not match the md5 in params.yaml; the bad file has been deleted."""
+    """Fetched bytes do not match the md5 in params.yaml; the file is kept aside under its md5."""
 
 
 class ArchiveError(PetsError):
@@ -96,6 +101,45 @@ def part_path(dest: str | Path) -> Path:
     return dest.with_name(dest.name + PART_SUFFIX)
 
 
+def aside_path(dest: str | Path, md5: str) -> Path:
+    """Where an archive with md5 ``md5`` is kept: ``images.tar.gz`` -> ``images.md5-<md5>.tar.gz``.
+
+    A DVC out never holds it: ``data/downloads`` is outside the pipeline's outputs.
+    """
+    dest = Path(dest)
+    stem, dot, extension = dest.name.partition(".")
+    return dest.with_name(f"{stem}.md5-{md5.lower()}{dot}{extension}")
+
+
+def keep_aside(source: Path, dest: Path, md5: str) -> Path:
+    """Move the complete archive ``source`` (whose md5 is ``md5``) to :func:`aside_path`.
+
+    One file per md5: when that name already holds a file with this md5, ``source`` is a copy of
+    it and is removed instead. Returns where the archive now is.
+    """
+    target = aside_path(dest, md5)
+    if target.exists() and md5sum(target) == md5:
+        source.unlink()
+    else:
+        os.replace(source, target)
+    return target
+
+
+def _take_back_aside(dest: Path, expected: str) -> bool:
+    """Restore ``dest`` from a kept-aside archive whose md5 is ``expected``; False if none."""
+    kept = aside_path(dest, expected)
+    if not kept.is_file():
+        return False
+    actual = md5sum(kept)
+    if actual != expected:  # damaged since: file it under the md5 it really has
+        log.warning("%s has md5 %s, not the one in its name", kept, actual)
+        keep_aside(kept, dest, actual)
+        return False
+    os.replace(kept, dest)
+    log.info("%s: restored from %s (md5 %s verified); no download needed", dest, kept, expected)
+    return True
+
+
 def download_archive(
     url: str,
     dest: str | Path,
@@ -114,13 +158,25 @@ def download_archive(
     """
     dest = Path(dest)
     expected = md5.lower()
+    previous = None  # md5 of an archive this run found in place and kept aside
     if dest.exists():
         actual = md5sum(dest)
         if actual == expected:
             log.info("%s already present, md5 verified; skipping download", dest)
             return dest
-        log.warning("%s has md5 %s, expected %s; downloading it again", dest, actual, expected)
-        dest.unlink()
+        kept = keep_aside(dest, dest, actual)
+        previous = actual
+        log.warning(
+            "%s has md5 %s but params.yaml data.md5.%s says %s; kept it as %s and fetching the "
+            "archive again",
+            dest,
+            actual,
+            _archive_key(dest),
+            expected,
+            kept,
+        )
+    if _take_back_aside(dest, expected):
+        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
     # Only an http transfer resumes; a stale partial from an earlier run gets one fresh retry.
@@ -133,8 +189,8 @@ def download_archive(
         actual = md5sum(part)
         if actual == expected:
             break
-        part.unlink()
-        if stale_part:
+        if stale_part:  # bytes of two transfers: not an archive worth keeping
+            part.unlink()
             log.warning(
                 "%s resumed from an earlier partial file that does not match; "
                 "discarded it, downloading from the start",
@@ -142,15 +198,29 @@ def download_archive(
             )
             stale_part = False
             continue
-        raise ChecksumError(
-            f"{dest.name} from {url}: md5 is {actual}, expected {expected} "
-            f"(data.md5.{_archive_key(dest)} in params.yaml). The file was deleted. Check that "
-            "data.base_url points at an intact mirror of the official archives, or, if the mirror "
-            f"is right and ships a different release, update data.md5.{_archive_key(dest)}."
-        )
+        raise _mismatch(dest, url, expected, actual, keep_aside(part, dest, actual), previous)
     os.replace(part, dest)
     log.info("%s verified (md5 %s)", dest, expected)
     return dest
+
+
+def _mismatch(
+    dest: Path, url: str, expected: str, actual: str, kept: Path, previous: str | None
+) -> ChecksumError:
+    key = _archive_key(dest)
+    again = ""
+    if previous == actual:
+        again = (
+            f" The {dest.name} already here before this run had the same md5, so most likely "
+            "params.yaml is what is wrong."
+        )
+    return ChecksumError(
+        f"the archive at {kept} has md5 {actual}, params say {expected} (data.md5.{key} in "
+        f"params.yaml; fetched from {url}).{again} If {actual} is right, set "
+        f"data.md5.{key}: '{actual}' in params.yaml: the next run uses the kept archive without "
+        "downloading. Otherwise check that data.base_url points at an intact mirror of the "
+        f"official archives, and delete {kept}."
+    )
 
 
 def fetch_dataset(

@@ -3,18 +3,21 @@
 Three tables are checked, each by its own expectation suite, validation definition and checkpoint
 in one throw-away (ephemeral) GX context whose only file output is a Data Docs site:
 
-* ``usable_images``: listed rows whose file exists and decodes. Hard (``critical``) checks on
-  names, species, class ids, splits, ids, hashes and sizes; ``info`` counts of files that are
-  not RGB JPEGs (kept: loaders convert them).
+* ``usable_images``: listed rows whose file exists, decodes and is at least
+  ``validate.min_width`` x ``validate.min_height``. Hard (``critical``) checks on names, species,
+  class ids, splits, ids and hashes; ``info`` counts of files that are not RGB JPEGs (kept:
+  loaders convert them).
 * ``breed_counts``: usable images per breed, within ``validate.min/max_images_per_breed``.
-* ``files``: every manifest row; ``warning`` checks that every file exists, decodes and is
-  listed. Their failures are the quarantine, not a reason to stop.
+* ``files``: every manifest row; ``warning`` checks that every file exists, decodes, is listed
+  and (when it decodes) is large enough. Their failures are the quarantine, not a reason to stop.
 
 Only failed ``critical`` expectations stop the pipeline (:class:`DataValidationError`), and only
-after ``summary.json``, the GX results and Data Docs are written, so the user can look. The
-quarantine (``data/quarantine.csv``: image_id, file, reason, detail) lists undecodable listed
-images (``undecodable``), stray non-image files (``not_an_image``) and listed entries without a
-file (``missing``); later stages leave those rows out.
+after ``summary.json``, the GX results and Data Docs are written, so the user can look: they are
+the dataset-level problems (missing breeds, duplicates, too few photos, wrong labels). One bad
+photo never stops it. The quarantine (``data/quarantine.csv``: image_id, file, reason, detail)
+lists undecodable listed images (``undecodable``), stray non-image files (``not_an_image``),
+listed entries without a file (``missing``) and listed photos below the minimum size
+(``too_small``); later stages leave those rows out.
 
 GX is imported lazily: importing :mod:`petsml.data` never pays its start-up cost.
 """
@@ -37,7 +40,7 @@ from petsml.io import atomic_dir, atomic_path, write_json
 log = logging.getLogger(__name__)
 
 QUARANTINE_COLUMNS = ["image_id", "file", "reason", "detail"]
-REASONS = ("undecodable", "not_an_image", "missing")
+REASONS = ("undecodable", "not_an_image", "missing", "too_small")
 OFFICIAL_SPLITS = ("trainval", "test")
 DOCS_DIR = "data_docs"
 SUMMARY_FILE = "summary.json"
@@ -96,24 +99,42 @@ class ValidationSummary:
 # Tables (plain pandas): what GX validates, and the quarantine.
 
 
-def quarantine_table(manifest: pd.DataFrame) -> pd.DataFrame:
+def too_small(manifest: pd.DataFrame, params: ValidateParams) -> pd.Series:
+    """Listed, decodable photos narrower or lower than ``validate.min_width/min_height``."""
+    decoded = manifest["listed"].astype(bool) & manifest["decodable"].astype(bool)
+    small = (manifest["width"] < params.min_width) | (manifest["height"] < params.min_height)
+    return decoded & small
+
+
+def quarantine_table(manifest: pd.DataFrame, params: ValidateParams) -> pd.DataFrame:
     """Rows later stages must not use, each with a reason in :data:`REASONS` and a detail."""
     listed = manifest["listed"].astype(bool)
     exists = manifest["exists"].astype(bool)
     decodable = manifest["decodable"].astype(bool)
+    small = too_small(manifest, params)
     reason = pd.Series("", index=manifest.index, dtype=object)
     reason[listed & ~exists] = "missing"
     reason[listed & exists & ~decodable] = "undecodable"
     reason[~listed & ~decodable] = "not_an_image"
-    rows = manifest.loc[reason != "", ["image_id", "file", "error"]].copy()
-    rows.insert(2, "reason", reason[reason != ""])
-    return rows.rename(columns={"error": "detail"})[QUARANTINE_COLUMNS].reset_index(drop=True)
+    reason[small] = "too_small"
+    detail = manifest["error"].astype(str).copy()
+    minimum = f"validate.min_width x min_height = {params.min_width}x{params.min_height}"
+    detail[small] = (
+        manifest.loc[small, "width"].astype(str)
+        + "x"
+        + manifest.loc[small, "height"].astype(str)
+        + f" px, below {minimum} in params.yaml"
+    )
+    rows = manifest.loc[reason != "", ["image_id", "file"]].copy()
+    rows["reason"] = reason[reason != ""]
+    rows["detail"] = detail[reason != ""]
+    return rows[QUARANTINE_COLUMNS].reset_index(drop=True)
 
 
-def usable_images(manifest: pd.DataFrame) -> pd.DataFrame:
-    """Listed rows with a decodable file, plus the class id and species their name implies."""
+def usable_images(manifest: pd.DataFrame, params: ValidateParams) -> pd.DataFrame:
+    """Listed rows the quarantine leaves, plus the class id and species their name implies."""
     flags = manifest[["listed", "exists", "decodable"]].astype(bool)
-    keep = flags["listed"] & flags["exists"] & flags["decodable"]
+    keep = flags["listed"] & flags["exists"] & flags["decodable"] & ~too_small(manifest, params)
     rows = manifest.loc[keep].reset_index(drop=True)
     rows["class_id_by_name"] = rows["breed"].map(lambda b: CLASS_ID.get(b, -1)).astype(int)
     rows["species_by_name"] = rows["breed"].astype(str).map(species_of)
@@ -153,6 +174,7 @@ def _counts(manifest: pd.DataFrame, usable: pd.DataFrame, quarantine: pd.DataFra
 def _suites(params: ValidateParams) -> dict[str, list[Any]]:
     """Table name -> GX expectations; each carries its short check name in ``meta["check"]``."""
     import great_expectations.expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
 
     def check(name: str, kind: type, severity: str = CRITICAL, **kwargs: Any) -> Any:
         return kind(meta={"check": name}, severity=severity, **kwargs)
@@ -174,10 +196,6 @@ def _suites(params: ValidateParams) -> dict[str, list[Any]]:
         check("split_is_trainval_or_test", gxe.ExpectColumnValuesToBeInSet, column="split",
               value_set=list(OFFICIAL_SPLITS)),
         check("sha256_unique", gxe.ExpectColumnValuesToBeUnique, column="sha256"),
-        check("width_at_least_min", gxe.ExpectColumnValuesToBeBetween, column="width",
-              min_value=params.min_width),
-        check("height_at_least_min", gxe.ExpectColumnValuesToBeBetween, column="height",
-              min_value=params.min_height),
         # Kept and converted to RGB by the loaders; reported so the count is visible.
         check("format_is_jpeg", gxe.ExpectColumnValuesToBeInSet, INFO, column="format",
               value_set=["JPEG"]),
@@ -193,6 +211,9 @@ def _suites(params: ValidateParams) -> dict[str, list[Any]]:
               max_value=params.max_images_per_breed),
     ]  # fmt: skip
     # Non-fatal: what fails here is the quarantine (and the unlisted files), not a stop.
+    # Sizes are checked where a listed file decoded (an undecodable one has no size).
+    listed, decodable = Column("listed"), Column("decodable")
+    decoded = {"row_condition": (listed == True) & (decodable == True)}  # noqa: E712
     files = [
         check("file_exists", gxe.ExpectColumnValuesToBeInSet, WARNING, column="exists",
               value_set=[True]),
@@ -200,6 +221,10 @@ def _suites(params: ValidateParams) -> dict[str, list[Any]]:
               value_set=[True]),
         check("file_listed", gxe.ExpectColumnValuesToBeInSet, INFO, column="listed",
               value_set=[True]),
+        check("width_at_least_min", gxe.ExpectColumnValuesToBeBetween, WARNING, column="width",
+              min_value=params.min_width, **decoded),
+        check("height_at_least_min", gxe.ExpectColumnValuesToBeBetween, WARNING,
+              column="height", min_value=params.min_height, **decoded),
     ]  # fmt: skip
     return {"usable_images": images, "breed_counts": counts, "files": files}
 
@@ -283,7 +308,7 @@ def _check_row(table: str, item: dict[str, Any]) -> dict[str, Any]:
     kwargs = {
         k: v
         for k, v in config["kwargs"].items()
-        if k not in ("batch_id", "value_set") and v is not None
+        if k not in ("batch_id", "value_set", "row_condition", "condition_parser") and v is not None
     }
     result = item.get("result") or {}
     ids = _INDEX_COLUMNS[table]
@@ -351,8 +376,8 @@ def validate_manifest(
     Raises :class:`DataValidationError` after writing everything if a critical check failed.
     """
     out_dir, quarantine_path = Path(out_dir), Path(quarantine_path)
-    quarantine = quarantine_table(manifest)
-    usable = usable_images(manifest)
+    quarantine = quarantine_table(manifest, params)
+    usable = usable_images(manifest, params)
     tables = {
         "usable_images": usable,
         "breed_counts": breed_counts(manifest, usable),

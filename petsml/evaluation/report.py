@@ -1,5 +1,10 @@
 """The evaluate stage's work: test logits of every strategy -> reports, figures, plot data.
 
+Test metrics describe what ships: every strategy's saved ``model.pt`` runs in float32 on the
+decoded test images, the path the served model takes (:mod:`petsml.evaluation.inference`), so
+the frozen-feature strategies too are scored by their model, not by the cached (possibly bf16)
+features their heads were fitted on. ``val_accuracy`` stays what training selected on.
+
 Layout written (paths relative to the project root):
 
 * ``reports/eval/<strategy>/``: ``predictions.csv`` (one row per test image), ``per_class.csv``,
@@ -38,9 +43,11 @@ from petsml.evaluation.inference import (
     feature_logits,
     load_feature_split,
     model_logits,
+    shared_trunk_logits,
+    trunk_fingerprint,
 )
 from petsml.io import atomic_dir, read_json, write_json
-from petsml.models.classifier import load_classifier
+from petsml.models.classifier import Classifier, load_classifier
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +77,9 @@ class StrategyEval:
     class_names: list[str]
     summary: dict[str, Any] = field(default_factory=dict)
     history: dict[str, Any] = field(default_factory=dict)
-    logits_from: str = "model"  # "features" (cached features through the head) or "model"
+    logits_from: str = "model"  # the saved model.pt on the decoded images, as served
+    # frozen-feature strategies: how the cached features through the head compare (diagnostic)
+    features_check: dict[str, Any] = field(default_factory=dict)
 
     @property
     def probs(self) -> np.ndarray:
@@ -88,23 +97,16 @@ def load_test_split(root: Path, task: str) -> pd.DataFrame:
     return load_split(path, task)
 
 
-def evaluate_strategy(
-    strategy: str,
-    params: Params,
-    test: pd.DataFrame,
-    *,
-    root: str | Path = ".",
-    decoded: DecodedImages | None = None,
-    features: dict[str, np.ndarray] | None = None,
-    device: torch.device | None = None,
-) -> StrategyEval:
-    """Load ``models/<strategy>`` and compute its test logits.
+@dataclass
+class _Loaded:
+    strategy: str
+    model: Classifier
+    class_names: list[str]
+    model_dir: Path
 
-    Frozen-feature strategies go through the cached test features when ``features`` is given
-    (or ``data/features/test.npz`` exists); every other strategy runs the network on the
-    decoded test images.
-    """
-    root = Path(root)
+
+def _load_model(strategy: str, params: Params, test: pd.DataFrame, root: Path) -> _Loaded:
+    """``models/<strategy>/model.pt``, checked against the task and the test labels."""
     model_dir = root / paths.model_dir(strategy)
     model_path = model_dir / "model.pt"
     if not model_path.exists():
@@ -134,33 +136,123 @@ def evaluate_strategy(
         )
     if spec.get("strategy", strategy) != strategy:
         log.warning("%s holds a %s model", model_path, spec.get("strategy"))
-    image_ids = test["image_id"].tolist()
-    model.eval()
-    if strategy in FEATURE_STRATEGIES:
-        if features is None:
-            features = load_feature_split(root / paths.FEATURES, "test")
-        source = str(paths.FEATURES / "test.npz")
-        logits = feature_logits(model, features, image_ids, source=source)
-        via = "features"
-    else:
-        if decoded is None:
-            decoded = DecodedImages.open(root / paths.DECODED)
-        device = device or pick_device(params.train.device)
-        logits = model_logits(
-            model, decoded, image_ids, params.evaluate.batch_size, device, desc=strategy
+    return _Loaded(strategy, model.eval(), class_names, model_dir)
+
+
+def _shipped_logits(
+    loaded: list[_Loaded],
+    decoded: DecodedImages,
+    image_ids: list[str],
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, np.ndarray]:
+    """Every model's float32 test logits; models sharing a backbone share its pass."""
+    groups: dict[str, list[_Loaded]] = {}
+    for item in loaded:
+        groups.setdefault(trunk_fingerprint(item.model), []).append(item)
+    logits: dict[str, np.ndarray] = {}
+    for group in groups.values():
+        names = [item.strategy for item in group]
+        if len(group) == 1:
+            outs = [model_logits(group[0].model, decoded, image_ids, batch_size, device, names[0])]
+        else:
+            log.info("%s share one backbone: one forward pass for all of them", ", ".join(names))
+            models = [item.model for item in group]
+            outs = shared_trunk_logits(
+                models, decoded, image_ids, batch_size, device, "+".join(names)
+            )
+        logits.update(zip(names, outs, strict=True))
+        for item in group:
+            item.model.cpu()
+    return logits
+
+
+def _features_check(
+    item: _Loaded, shipped: np.ndarray, features: dict[str, np.ndarray] | None, ids: list[str]
+) -> dict[str, Any]:
+    """How the cached features through the head compare with the shipped model's logits."""
+    if features is None:
+        return {}
+    try:
+        cached = feature_logits(item.model, features, ids, source=str(paths.FEATURES / "test.npz"))
+    except EvaluationError as error:
+        log.warning("%s: cached features not compared with the model (%s)", item.strategy, error)
+        return {}
+    agree = float((cached.argmax(axis=1) == shipped.argmax(axis=1)).mean()) if len(ids) else 1.0
+    check = {
+        "prediction_agreement": agree,
+        "max_abs_logit_difference": float(np.abs(cached - shipped).max()) if len(ids) else 0.0,
+    }
+    if agree < 1.0:
+        log.warning(
+            "%s: the cached features (data/features, model.precision) through the head predict "
+            "%d of %d test images differently from the shipped model; the metrics are the "
+            "shipped model's",
+            item.strategy,
+            round((1 - agree) * len(ids)),
+            len(ids),
         )
-        via = "model"
-        model.cpu()
-    return StrategyEval(
-        strategy=strategy,
-        image_ids=image_ids,
-        labels=labels,
-        logits=logits,
-        class_names=class_names,
-        summary=_read_json(model_dir / "summary.json", {}),
-        history=_read_json(model_dir / "history.json", {}),
-        logits_from=via,
+    return check
+
+
+def evaluate_strategies(
+    strategies: list[str],
+    params: Params,
+    test: pd.DataFrame,
+    *,
+    root: str | Path = ".",
+    decoded: DecodedImages | None = None,
+    features: dict[str, np.ndarray] | None = None,
+    device: torch.device | None = None,
+) -> list[StrategyEval]:
+    """Load ``models/<strategy>`` for each strategy and compute its test logits as served.
+
+    Every model runs in float32 on the decoded test images; frozen-feature strategies whose
+    backbones are identical share one pass. ``features`` (the cached test features) are only
+    compared with the result, for frozen-feature strategies.
+    """
+    root = Path(root)
+    loaded = [_load_model(s, params, test, root) for s in strategies]
+    if decoded is None:
+        decoded = DecodedImages.open(root / paths.DECODED)
+    device = device or pick_device(params.train.device)
+    image_ids = test["image_id"].tolist()
+    logits = _shipped_logits(loaded, decoded, image_ids, params.evaluate.batch_size, device)
+    labels = test["label"].to_numpy(dtype=np.int64)
+    return [
+        StrategyEval(
+            strategy=item.strategy,
+            image_ids=image_ids,
+            labels=labels,
+            logits=logits[item.strategy],
+            class_names=item.class_names,
+            summary=_read_json(item.model_dir / "summary.json", {}),
+            history=_read_json(item.model_dir / "history.json", {}),
+            features_check=(
+                _features_check(item, logits[item.strategy], features, image_ids)
+                if item.strategy in FEATURE_STRATEGIES
+                else {}
+            ),
+        )
+        for item in loaded
+    ]
+
+
+def evaluate_strategy(
+    strategy: str,
+    params: Params,
+    test: pd.DataFrame,
+    *,
+    root: str | Path = ".",
+    decoded: DecodedImages | None = None,
+    features: dict[str, np.ndarray] | None = None,
+    device: torch.device | None = None,
+) -> StrategyEval:
+    """:func:`evaluate_strategies` for one strategy."""
+    (result,) = evaluate_strategies(
+        [strategy], params, test, root=root, decoded=decoded, features=features, device=device
     )
+    return result
 
 
 def predictions_frame(result: StrategyEval) -> pd.DataFrame:
@@ -249,6 +341,8 @@ def write_strategy_report(
         "calibration_bins": n_bins,
         "logits_from": result.logits_from,
     }
+    if result.features_check:
+        details["features_check"] = result.features_check
     write_json(out_dir / "metrics.json", details)
 
     label = result.strategy.replace("_", " ")
@@ -336,14 +430,18 @@ def evaluate_all(
     test = load_test_split(root, task)
     decoded = DecodedImages.open(root / paths.DECODED)
     features = None
-    if any(s in FEATURE_STRATEGIES for s in params.train.strategies):
-        features = load_feature_split(root / paths.FEATURES, "test")
-    results = [
-        evaluate_strategy(
-            s, params, test, root=root, decoded=decoded, features=features, device=device
-        )
-        for s in params.train.strategies
-    ]
+    features_file = root / paths.FEATURES / "test.npz"
+    if any(s in FEATURE_STRATEGIES for s in params.train.strategies) and features_file.exists():
+        features = load_feature_split(root / paths.FEATURES, "test")  # for the check only
+    results = evaluate_strategies(
+        list(params.train.strategies),
+        params,
+        test,
+        root=root,
+        decoded=decoded,
+        features=features,
+        device=device,
+    )
     scores: dict[str, dict[str, Any]] = {}
     with atomic_dir(root / EVAL_DIR) as tmp:
         for result in results:
