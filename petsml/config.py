@@ -219,7 +219,7 @@ def _problem(item: Any) -> str:
         leaf = item["loc"][-1]
         return (
             f"YAML read this value as a {'boolean' if isinstance(value, bool) else 'number'} "
-            f"({value!r}), not as text; put it in quotes: {leaf}: \"<value as written>\""
+            f'({value!r}), not as text; put it in quotes: {leaf}: "<value as written>"'
         )
     return f"{item['msg']} (got {value!r})"
 
