@@ -30,7 +30,8 @@ def _check_backbone(name: str, path: Path) -> None:
     try:
         resolve_backbone(name)
     except BackboneError as error:
+        problem = str(error).removeprefix("model.backbone ")
         raise ConfigError(
-            f"{path}: invalid configuration\n  model.backbone: {error}\n"
+            f"{path}: invalid configuration\n  model.backbone: {problem}\n"
             f"Fix model.backbone in {path}."
         ) from None

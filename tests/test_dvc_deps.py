@@ -190,6 +190,8 @@ def commit_without_running(project: Path) -> None:
             for o in s.outs
         ]
     for out in outs:
+        if (project / out).exists():  # a stage that did run keeps its real output
+            continue
         target = project / out if out.suffix else project / out / "placeholder.txt"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(f"{out}\n")
