@@ -6,6 +6,7 @@ range fails at start-up with the dotted key that is wrong, not deep inside a tra
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -183,12 +184,54 @@ class Params(_Section):
         return out
 
 
+def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The params class at dotted ``loc`` (``("train",)`` -> TrainParams); None past a leaf."""
+    model: type[BaseModel] = Params
+    for part in loc:
+        fields = {field.alias or name: field for name, field in model.model_fields.items()}
+        annotation = getattr(fields.get(str(part)), "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    """What to say about a key the schema does not have: the nearest valid one, or the list."""
+    parent = _section_model(loc[:-1])
+    if parent is None:
+        return "unknown key"
+    valid = sorted(field.alias or name for name, field in parent.model_fields.items())
+    prefix = "".join(f"{part}." for part in loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean {prefix}{close[0]}?"
+    return f"unknown key; valid keys here: {', '.join(prefix + name for name in valid)}"
+
+
+def _problem(item: Any) -> str:
+    kind, value = item["type"], item.get("input")
+    if kind == "extra_forbidden":
+        return _unknown_key(tuple(item["loc"]))
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "string_type" and isinstance(value, bool | int | float):
+        leaf = item["loc"][-1]
+        return (
+            f"YAML read this value as a {'boolean' if isinstance(value, bool) else 'number'} "
+            f'({value!r}), not as text; put it in quotes: {leaf}: "<value as written>"'
+        )
+    return f"{item['msg']} (got {value!r})"
+
+
 def _describe(error: ValidationError, path: Path) -> str:
     lines = [f"{path}: invalid configuration"]
-    for item in error.errors():
+    # Unknown keys first: a misspelt key usually also leaves the real one missing.
+    items = sorted(error.errors(), key=lambda item: item["type"] != "extra_forbidden")
+    for item in items:
         key = ".".join(str(part) for part in item["loc"]) or "<root>"
         key = key.replace("validate_", "validate")
-        lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+        lines.append(f"  {key}: {_problem(item)}")
     lines.append(f"Fix the key(s) above in {path}.")
     return "\n".join(lines)
 

@@ -1,0 +1,1 @@
+"""DVC stage entry points, one module per stage: ``python -m stages.<name>`` (see dvc.yaml)."""

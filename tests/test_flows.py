@@ -38,7 +38,7 @@ from pipelines.train import (
 from tests.fakedata import MirrorServer, make_dataset, pack_archives
 from tests.project import REPO, dvc, fake_data_params, make_project, run, set_params, tool_env
 
-DATA_STAGES = ["download", "manifest", "validate", "split"]
+DATA_STAGES = ["params", "download", "manifest", "validate", "split"]
 
 
 @pytest.fixture(scope="session")
@@ -141,7 +141,7 @@ def _cache_is_intact(project: Path) -> int:
 def test_stage_order_is_dvcs_own_and_a_stage_past_its_timeout_is_killed(prefect_server, tmp_path):
     project = make_project(tmp_path / "p")
     order = stage_order(project)
-    assert order[:4] == DATA_STAGES
+    assert order[: len(DATA_STAGES)] == DATA_STAGES
     strategies = yaml.safe_load((project / "params.yaml").read_text())["train"]["strategies"]
     for strategy in strategies:  # foreach expands from params.yaml
         assert order.index(f"train@{strategy}") < order.index("evaluate")
@@ -198,12 +198,12 @@ def test_flow_runs_the_stages_then_dvc_skips_them(prefect_server, project):
     (project / "notes.txt").write_text("a user's untracked file stays out of experiments\n")
     first = train_pipeline(project_dir=str(project), targets=["split"], retry_delay_s=0)
     assert [row["stage"] for row in first["stages"]] == DATA_STAGES
-    assert [row["status"] for row in first["stages"]] == ["ran"] * 4
+    assert [row["status"] for row in first["stages"]] == ["ran"] * len(DATA_STAGES)
     assert (project / "data/splits/train.csv").exists()
     assert not first["isolated"] and first["workspace"] == str(project)
 
     second = train_pipeline(project_dir=str(project), targets=["split"], retry_delay_s=0)
-    assert [row["status"] for row in second["stages"]] == ["skipped"] * 4
+    assert [row["status"] for row in second["stages"]] == ["skipped"] * len(DATA_STAGES)
     assert dvc(project, "status", "--with-deps", "split").stdout.strip().endswith("up to date.")
 
     recorded = experiments(project)
@@ -254,9 +254,13 @@ def test_flaky_mirror_is_survived_by_the_download_task_retries(prefect_server, a
         )
         failed = [path for path, _ in flaky.requests[:2]]
     assert failed == ["/images.tar.gz", "/images.tar.gz"]
-    assert result["stages"] == [
-        {**result["stages"][0], "stage": "download", "status": "ran", "attempts": 2}
-    ]
+    assert [row["stage"] for row in result["stages"]] == ["params", "download"]
+    assert result["stages"][-1] == {
+        **result["stages"][-1],
+        "stage": "download",
+        "status": "ran",
+        "attempts": 2,
+    }
     assert (project / "data/raw/images").is_dir()
 
 
@@ -388,7 +392,7 @@ def test_sweep_members_run_side_by_side_over_one_cache(prefect_server, archives,
         state = sweep(
             project_dir=str(project),
             targets=["split"],
-            backbones=["bb_one", "bb_two"],
+            backbones=["efficientnet_lite0", "efficientnet_lite1"],  # params check resolves them
             strategies=["feature_extractor"],
             max_parallel=2,
             retry_delay_s=0,
@@ -397,7 +401,7 @@ def test_sweep_members_run_side_by_side_over_one_cache(prefect_server, archives,
         rows = state.result()
         assert [row["state"] for row in rows] == ["Completed", "Completed"]
         one, two = (_task_windows(row["member"]) for row in rows)
-        assert len(one) == len(two) == 4
+        assert len(one) == len(two) == len(DATA_STAGES)
         assert any(a0 < b1 and b0 < a1 for a0, a1 in one for b0, b1 in two), "not concurrent"
 
         table = _artifact(str(state.state_details.flow_run_id), "pets-sweep-comparison")
@@ -409,13 +413,16 @@ def test_sweep_members_run_side_by_side_over_one_cache(prefect_server, archives,
             recorded[row["experiment"]]["params"]["params.yaml"]["model"]["backbone"]
             for row in rows
         }
-        assert backbones == {"bb_one", "bb_two"}
+        assert backbones == {"efficientnet_lite0", "efficientnet_lite1"}
         _params_unchanged(project)
 
         # The project itself now restores every data stage from the shared (run) cache.
         requests = len(server.requests)
         again = dvc(project, "repro", "split").stdout
-        assert "Running stage" not in again and again.count("is cached") == 4
+        # Only the params check runs (the members checked their own params.yaml, not this one).
+        ran = [line for line in again.splitlines() if line.startswith("Running stage")]
+        assert ran == ["Running stage 'params':"]
+        assert again.count("is cached") == len(DATA_STAGES) - 1
         assert len(server.requests) == requests
         status = dvc(project, "status", "--with-deps", "split").stdout
         assert status.strip().endswith("up to date.")

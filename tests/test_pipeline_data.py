@@ -28,7 +28,7 @@ def test_data_stages_run_skip_and_rerun_only_what_changed(archives, tmp_path):
     with MirrorServer(mirror) as server:
         project = make_project(tmp_path / "p", fake_data_params(server.url, md5))
         first = dvc(project, "repro", "validate", "split")
-        assert _ran(first.stdout) == {"download", "manifest", "validate", "split"}
+        assert _ran(first.stdout) == {"params", "download", "manifest", "validate", "split"}
         assert (project / "reports/validation/data_docs/index.html").exists()
         quarantine = pd.read_csv(project / "data/quarantine.csv", keep_default_na=False)
         planted = set(ds.undecodable) | set(ds.stray) | {f"{m}.jpg" for m in ds.missing}
@@ -45,7 +45,7 @@ def test_data_stages_run_skip_and_rerun_only_what_changed(archives, tmp_path):
 
         set_params(project, {"split.seed": 1234})
         third = dvc(project, "repro", "validate", "split")
-        assert _ran(third.stdout) == {"split"}
+        assert _ran(third.stdout) == {"params", "split"}  # params.yaml edits are checked
         assert len(server.requests) == 2  # the two archives, fetched once
 
 
