@@ -445,3 +445,14 @@ def test_model_loads_and_predicts_where_the_project_is_not_installed(logged, tmp
     out = isolated_predict(uri, sample_photo(tmp_path), elsewhere, logged["uri"], site)
     _check_row(out["row"], BREEDS)
     assert "/code/petsml/" in out["petsml"], out["petsml"]  # the model's own copy
+
+
+def test_model_card_states_the_served_input_contract():
+    from petsml.tracking.model_card import CardInputs, build_model_card
+
+    card = build_model_card(
+        CardInputs("oxford-pets-breed", "1", "breed", "finetune_top", "run", metrics={})
+    )
+    intended = card.split("## Intended use")[1].split("## Limits")[0]
+    assert "base64-encoded" in intended and "reads no files" in intended
+    assert "40,000,000 pixels" in intended and "max_pixels" in intended
