@@ -23,6 +23,17 @@ from petsml.errors import PetsError
 log = logging.getLogger("petsml.cli")
 
 
+PREDICT_EPILOG = """\
+Every file gets an answer, in the order given: a missing, unreadable, too large or non-image
+file is reported on its own line (text: "FILE: ERROR ..."; --json: "error" set and label,
+species, probability, top5 null) and the other files are still classified.
+
+exit status (the same with and without --json):
+  0  every file classified
+  1  at least one file not classified (a summary goes to stderr), or no model to load
+"""
+
+
 def _model_name(args: argparse.Namespace) -> str:
     if args.model_name:
         return args.model_name
@@ -72,10 +83,46 @@ def cmd_history(args: argparse.Namespace) -> None:
         print(f"{e.time}  @{e.alias:<10} v{e.version:<4} was {was:<5} {e.action:<8} {e.reason}")
 
 
+def _failed_row(file: str, error: str) -> dict:
+    return {"file": file, "label": None, "species": None, "probability": None, "top5": None,
+            "error": error}  # fmt: skip
+
+
+def _model_rows(model, files: list[str]) -> list[dict]:
+    """The model's answer per file (paths opted in: this is the local CLI, not a server)."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"image": [str(Path(f).resolve()) for f in files]})
+    out = model.predict(frame)
+    rows = []
+    for file, (_, row) in zip(files, out.iterrows(), strict=True):
+        if row.get("error"):
+            rows.append(_failed_row(file, str(row["error"])))
+            continue
+        top5 = row.get("top5")
+        rows.append(
+            {
+                "file": file,
+                "label": row.get("label"),
+                "species": row.get("species"),
+                "probability": float(row["probability"]),
+                "top5": json.loads(top5) if isinstance(top5, str) and top5 else top5,
+                "error": None,
+            }
+        )
+    return rows
+
+
+def _file_problem(file: str) -> str | None:
+    path = Path(file)
+    if not path.exists():
+        return f"no such file: {file}"
+    if not path.is_file():
+        return f"not a file: {file}"
+    return None
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
-    missing = [f for f in args.files if not Path(f).is_file()]
-    if missing:
-        raise PetsError(f"no such file(s): {', '.join(missing)}")
     registry = _registry(args)
     holder = registry.by_alias(args.alias)
     if holder is None:
@@ -83,33 +130,32 @@ def cmd_predict(args: argparse.Namespace) -> None:
             f"{registry.name} has no '{args.alias}' alias in {registry.tracking_uri}: run the "
             "pipeline (`dvc repro register`) or `pets promote <version> --reason ...`."
         )
-    import mlflow.pyfunc
-    import pandas as pd
-
+    problems = {f: _file_problem(f) for f in args.files}
+    readable = [f for f in args.files if problems[f] is None]
     uri = f"models:/{registry.name}@{args.alias}"
-    mlflow.set_tracking_uri(registry.tracking_uri)
-    mlflow.set_registry_uri(registry.tracking_uri)
-    model = mlflow.pyfunc.load_model(uri)
-    frame = pd.DataFrame({"image": [str(Path(f).resolve()) for f in args.files]})
-    out = model.predict(frame)
-    rows = []
-    for file, (_, row) in zip(args.files, out.iterrows(), strict=True):
-        top5 = row.get("top5")
-        rows.append(
-            {
-                "file": file,
-                "label": row.get("label"),
-                "species": row.get("species"),
-                "probability": None if pd.isna(row.get("probability")) else row["probability"],
-                "top5": json.loads(top5) if isinstance(top5, str) and top5 else top5,
-                "error": row.get("error") or None,
-            }
-        )
-    if args.json:
+    answers: dict[str, dict] = {}
+    if readable:
+        import mlflow.pyfunc
+
+        mlflow.set_tracking_uri(registry.tracking_uri)
+        mlflow.set_registry_uri(registry.tracking_uri)
+        model = mlflow.pyfunc.load_model(uri, model_config={"allow_paths": True})
+        answers = {row["file"]: row for row in _model_rows(model, readable)}
+    # one answer per file, in the order given; a missing file does not cancel the others
+    rows = [answers.get(f) or _failed_row(f, problems[f] or "no answer") for f in args.files]
+    _print_rows(rows, uri, holder.version, args.json)
+    failed = sum(1 for row in rows if row["error"])
+    if failed:
+        print(f"ERROR: {failed} of {len(rows)} file(s) not classified", file=sys.stderr)
+        sys.exit(1)
+
+
+def _print_rows(rows: list[dict], uri: str, version: str, as_json: bool) -> None:
+    if as_json:
         for row in rows:
             print(json.dumps(row, default=str))
         return
-    print(f"{uri} (version {holder.version})")
+    print(f"{uri} (version {version})")
     for row in rows:
         if row["error"]:
             print(f"{row['file']}: ERROR {row['error']}")
@@ -117,8 +163,6 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(f"{row['file']}: {row['label']} ({row['species']}) p={row['probability']:.3f}")
         for item in row["top5"] or []:
             print(f"    {_top5_item(item)}")
-    if any(row["error"] for row in rows):
-        sys.exit(1)
 
 
 def _top5_item(item) -> str:
@@ -157,7 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
     p.set_defaults(func=cmd_history)
 
-    p = sub.add_parser("predict", parents=[common], help="classify image files")
+    p = sub.add_parser(
+        "predict",
+        parents=[common],
+        help="classify image files",
+        description="Classify image files with the registry's champion (or --alias).",
+        epilog=PREDICT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help="image files (JPEG, PNG, ...)")
     p.add_argument("--alias", default="champion", help="registry alias (default %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per file")

@@ -22,6 +22,7 @@ import torch
 from petsml.data.breeds import BREEDS, SPECIES, species_of
 from petsml.data.decode import load_rgb
 from petsml.data.tensors import to_input
+from petsml.errors import PetsError
 from tests.fakedata import class_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,9 +89,10 @@ LOAD_AND_PREDICT = r"""
 import json, sys
 import mlflow, pandas as pd
 frames = {name: pd.DataFrame(cols) for name, cols in json.loads(sys.argv[1]).items()}
+config = json.loads(sys.argv[2])
 results = {}
-for uri in sys.argv[2:]:
-    loaded = mlflow.pyfunc.load_model(uri)
+for uri in sys.argv[3:]:
+    loaded = mlflow.pyfunc.load_model(uri, model_config=config)
     example = loaded.input_example
     out = {name: loaded.predict(frame).to_dict(orient="records") for name, frame in frames.items()}
     out["example"] = loaded.predict(example).to_dict(orient="records")
@@ -137,9 +139,16 @@ def logged(tmp_path_factory):
             os.environ["MLFLOW_TRACKING_URI"] = old
 
 
-def _predict_in_subprocess(logged, model_uris: list[str], frames: dict) -> dict:
+def _predict_in_subprocess(logged, model_uris: list[str], frames: dict, config=None) -> dict:
     result = subprocess.run(
-        [sys.executable, "-c", LOAD_AND_PREDICT, json.dumps(frames), *model_uris],
+        [
+            sys.executable,
+            "-c",
+            LOAD_AND_PREDICT,
+            json.dumps(frames),
+            json.dumps(config or {}),
+            *model_uris,
+        ],  # fmt: skip
         cwd=logged["root"],
         env=tool_env(logged["uri"]),
         capture_output=True,
@@ -178,8 +187,12 @@ def test_logged_model_is_recorded_in_the_run(logged):
 
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{logged['model_id']}"))
     requirements = (local / "requirements.txt").read_text()
-    for name in ("torch", "timm", "pillow", "pandas", "pets-pipeline"):
+    for name in ("torch", "timm", "pillow", "pandas"):
         assert f"{name}==" in requirements, requirements
+    # the project is no requirement (it is on no index): its code travels inside the model
+    assert "pets-pipeline" not in requirements
+    assert (local / "code" / "petsml" / "tracking" / "pyfunc.py").is_file()
+    assert not list((local / "code").rglob("__pycache__"))
     assert (local / "artifacts" / "model.pt").read_bytes() == logged["model_pt"].read_bytes()
     example = json.loads((local / "input_example.json").read_text())
     encoded = example["data"][0][0]
@@ -196,7 +209,7 @@ def test_fresh_process_predicts_paths_base64_and_flags_garbage(logged):
         "b64_column": {"image_b64": [f"data:image/jpeg;base64,{b64}", "!!!notbase64"]},
     }
     uris = [f"models:/{logged['model_id']}", f"runs:/{logged['run_id']}/model"]
-    results = _predict_in_subprocess(logged, uris, frames)
+    results = _predict_in_subprocess(logged, uris, frames, {"allow_paths": True})
     assert set(results) == set(uris)
     for out in results.values():
         mixed = out["mixed"]
@@ -208,7 +221,8 @@ def test_fresh_process_predicts_paths_base64_and_flags_garbage(logged):
         assert mixed[0]["probability"] == pytest.approx(mixed[1]["probability"], abs=1e-6)
         assert mixed[0]["species"] == species_of(mixed[0]["label"])
         for bad in mixed[2:]:
-            assert bad["error"] and bad["label"] == "" and bad["top5"] == "[]"
+            assert bad["error"] and bad["label"] is None and bad["top5"] is None
+            assert bad["probability"] is None
         b64_rows = out["b64_column"]
         _check_row(b64_rows[0], BREEDS)
         assert b64_rows[0]["label"] == mixed[0]["label"]
@@ -230,7 +244,8 @@ def test_species_task_and_undecodable_bytes_in_process(tmp_path):
 
     model_pt = make_tiny_model(tmp_path / "model.pt", task="species", seed=1)
     model = PetClassifierModel()
-    model.load_context(PythonModelContext(artifacts={"model": str(model_pt)}, model_config={}))
+    config = {"allow_paths": True}
+    model.load_context(PythonModelContext(artifacts={"model": str(model_pt)}, model_config=config))
     image = write_jpeg(tmp_path / "pug_1.jpg", class_index=25)
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(image.read_bytes()[:200])
@@ -247,5 +262,197 @@ def test_species_task_and_undecodable_bytes_in_process(tmp_path):
     assert len(out) == 37
     assert [bool(e) for e in out["error"]] == [i % 3 == 0 for i in range(37)]
     assert set(out.loc[out["error"] == "", "label"]) == {out.loc[1, "label"]}
-    with pytest.raises(ValueError, match="column 'image'"):
+    with pytest.raises(PetsError, match="column 'image' or 'image_b64'.*got \\['path'\\]"):
         model.predict(None, pd.DataFrame({"path": ["x"]}))
+
+
+def bomb_png(side: int = 13000) -> bytes:
+    """A valid single-colour greyscale PNG of side x side pixels (about 170 KB per 13000^2)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    raw = zlib.compress(bytes(side + 1) * side, 9)  # filter byte 0 + a row of zeros, per row
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+
+
+def _in_process_model(model_pt: Path, **config):
+    from mlflow.pyfunc import PythonModelContext
+
+    from petsml.tracking.pyfunc import PetClassifierModel
+
+    model = PetClassifierModel()
+    model.load_context(PythonModelContext(artifacts={"model": str(model_pt)}, model_config=config))
+    return model
+
+
+def test_paths_are_read_only_when_opted_in_and_a_refusal_hides_whether_the_file_exists(tmp_path):
+    model_pt = make_tiny_model(tmp_path / "model.pt")
+    image = write_jpeg(tmp_path / "Bengal_1.jpg")
+    paths = ["/etc/passwd", str(image), str(tmp_path / "missing.jpg"), str(tmp_path)]
+    served = _in_process_model(model_pt).predict(None, pd.DataFrame({"image": paths}))
+    # default (as served): no file is opened, so every path gets the same answer
+    assert served["label"].isna().all() and served["probability"].isna().all()
+    assert served["error"].nunique() == 1, list(served["error"])
+    assert "reads no files" in served.loc[0, "error"]
+    local = _in_process_model(model_pt, allow_paths=True).predict(
+        None, pd.DataFrame({"image": paths})
+    )
+    assert local.loc[1, "error"] == "" and local.loc[1, "label"] in BREEDS
+    assert local.loc[0, "error"] and local.loc[2, "error"]  # not images / not there
+
+
+def test_oversized_images_are_refused_per_row_before_decoding(tmp_path):
+    import time
+
+    model_pt = make_tiny_model(tmp_path / "model.pt")
+    image = write_jpeg(tmp_path / "Bengal_1.jpg", size=(70, 52))
+    b64 = base64.b64encode(image.read_bytes()).decode()
+    bomb = base64.b64encode(bomb_png()).decode()
+    model = _in_process_model(model_pt)
+    started = time.perf_counter()
+    out = model.predict(None, pd.DataFrame({"image": [bomb, b64]}))
+    seconds = time.perf_counter() - started
+    assert "13000x13000 = 169000000 pixels" in out.loc[0, "error"]
+    assert "max_pixels" in out.loc[0, "error"] and out.loc[0, "probability"] is None
+    assert out.loc[1, "error"] == "" and out.loc[1, "label"] in BREEDS  # the other row answered
+    assert seconds < 3.0, f"took {seconds:.1f}s: the bomb was decoded"
+    # both limits come from model_config
+    small = _in_process_model(model_pt, max_pixels=70 * 52 - 1, max_bytes=10**6, allow_paths=True)
+    out = small.predict(None, pd.DataFrame({"image": [b64, str(image)]}))
+    assert all("70x52 = 3640 pixels, over the limit of 3639" in e for e in out["error"])
+    tiny = _in_process_model(model_pt, max_bytes=100, allow_paths=True)
+    out = tiny.predict(None, pd.DataFrame({"image": [b64, str(image)]}))
+    assert "over the limit of 100 (model_config max_bytes)" in out.loc[0, "error"]
+    assert f"file {image} is {image.stat().st_size} bytes" in out.loc[1, "error"]
+
+
+def requirement_closure(names) -> set[str]:
+    """The distributions ``names`` need, transitively (extras left out)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo = [canonicalize_name(n) for n in names]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(requirement.name))
+    return seen
+
+
+def clean_site(allowed: set[str], dest: Path) -> Path:
+    """A site-packages holding only the ``allowed`` distributions (symlinks into the venv's)."""
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for dist in metadata.distributions():
+        if canonicalize_name(dist.metadata["Name"]) not in allowed:
+            continue
+        base = Path(dist.locate_file(""))
+        tops = {f.parts[0] for f in dist.files or [] if f.parts and f.parts[0] != ".."}
+        for top in tops - {"__pycache__"}:
+            if (base / top).exists() and not (dest / top).exists():
+                (dest / top).symlink_to(base / top)
+    return dest
+
+
+# Runs with -I -S and only ``clean_site`` on its path: no cwd, no PYTHONPATH, no .pth files (so
+# not the editable petsml install), and of the venv only the distributions the model requires.
+ISOLATED_PREDICT = r"""
+import base64, json, sys
+sys.path.append(sys.argv[1])
+try:
+    import petsml
+except ImportError:
+    pass
+else:
+    sys.exit(f"petsml importable from {petsml.__file__}: the check would prove nothing")
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[2])
+b64 = base64.b64encode(open(sys.argv[3], "rb").read()).decode()
+row = model.predict(pd.DataFrame({"image": [b64]})).to_dict(orient="records")[0]
+import petsml
+print("RESULT" + json.dumps({"row": row, "petsml": petsml.__file__}))
+"""
+
+
+def isolated_predict(model_uri: str, image: Path, cwd: Path, tracking_uri: str, site) -> dict:
+    """Load and predict with only ``site`` importable (not the checkout, not the venv)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["MLFLOW_TRACKING_URI"] = tracking_uri
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", ISOLATED_PREDICT, str(site), model_uri, str(image)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT"))
+    return json.loads(line[len("RESULT") :])
+
+
+def model_requirements(model_uri: str) -> list[str]:
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(model_uri))
+    return [line.split("==")[0] for line in (local / "requirements.txt").read_text().split()]
+
+
+def sample_photo(tmp_path: Path) -> Path:
+    """A real photo from the shared sample when there is one, else a generated JPEG."""
+    from tests.project import SHARED_SAMPLE
+
+    photos = sorted((SHARED_SAMPLE / "images").glob("*.jpg")) if SHARED_SAMPLE.is_dir() else []
+    if not photos:
+        print("no shared pets sample: predicting a generated JPEG instead")
+        return write_jpeg(tmp_path / "pet.jpg")
+    return photos[0]
+
+
+def test_model_loads_and_predicts_where_the_project_is_not_installed(logged, tmp_path):
+    from importlib import metadata
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    uri = f"models:/{logged['model_id']}"
+    pinned = model_requirements(uri)
+    for name in pinned:  # each installed from an index, none a local checkout
+        direct = metadata.distribution(name).read_text("direct_url.json")
+        assert direct is None or '"dir_info"' not in direct, (name, direct)
+    allowed = requirement_closure(pinned)
+    assert "pets-pipeline" not in allowed
+    site = clean_site(allowed, tmp_path / "site-packages")
+    out = isolated_predict(uri, sample_photo(tmp_path), elsewhere, logged["uri"], site)
+    _check_row(out["row"], BREEDS)
+    assert "/code/petsml/" in out["petsml"], out["petsml"]  # the model's own copy
+
+
+def test_model_card_states_the_served_input_contract():
+    from petsml.tracking.model_card import CardInputs, build_model_card
+
+    card = build_model_card(
+        CardInputs("oxford-pets-breed", "1", "breed", "finetune_top", "run", metrics={})
+    )
+    intended = card.split("## Intended use")[1].split("## Limits")[0]
+    assert "base64-encoded" in intended and "reads no files" in intended
+    assert "40,000,000 pixels" in intended and "max_pixels" in intended

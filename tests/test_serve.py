@@ -101,19 +101,32 @@ def _wait_for_ping(base: str, server: subprocess.Popen, log_path: Path) -> float
     pytest.fail(f"no /ping after {PING_TIMEOUT_S}s:\n{log_path.read_text()[-4000:]}")
 
 
-def test_served_champion_classifies_a_base64_jpeg(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """``mlflow models serve`` on the champion, started once for the module; yields its URL."""
+    import mlflow
+
     from petsml.tracking import store
 
-    store.configure(tmp_path)
-    _champion(tmp_path, uri)
+    tmp_path = tmp_path_factory.mktemp("serve")
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    old, previous = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        store.configure(tmp_path)
+        _champion(tmp_path, uri)
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
 
     port = _free_port()
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["MLFLOW_TRACKING_URI"] = uri
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.pop("PYTHONPATH", None)  # the model brings its own petsml
     log_path = tmp_path / "server.log"
     command = [
         "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion",
@@ -131,28 +144,7 @@ def test_served_champion_classifies_a_base64_jpeg(tmp_path, monkeypatch):
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_for_ping(base, server, log_path)
-        b64 = base64.b64encode(_jpeg(tmp_path).read_bytes()).decode("ascii")
-        status, body = _post(
-            f"{base}/invocations", {"dataframe_split": {"columns": ["image"], "data": [[b64]]}}
-        )
-        assert status == 200, body
-        rows = body["predictions"]
-        assert len(rows) == 1
-        row = rows[0]
-        assert set(row) == {"label", "species", "probability", "top5", "error"}
-        assert row["label"] in BREEDS and row["error"] == ""
-        assert row["species"] in ("cat", "dog")
-        assert 0.0 < row["probability"] <= 1.0
-        top5 = json.loads(row["top5"])
-        assert len(top5) == 5 and top5[0]["label"] == row["label"]
-        assert all(item["label"] in BREEDS for item in top5)
-
-        # an undecodable image is reported in `error`, not as a server failure
-        status, body = _post(
-            f"{base}/invocations",
-            {"dataframe_split": {"columns": ["image"], "data": [["bm90IGFuIGltYWdl"]]}},
-        )
-        assert status == 200 and body["predictions"][0]["error"], body
+        yield {"url": f"{base}/invocations", "tmp": tmp_path}
     finally:
         try:
             os.killpg(server.pid, signal.SIGTERM)
@@ -163,3 +155,81 @@ def test_served_champion_classifies_a_base64_jpeg(tmp_path, monkeypatch):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=30)
+
+
+def _split(column: str, *values: str) -> dict:
+    return {"dataframe_split": {"columns": [column], "data": [[v] for v in values]}}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _assert_failed(row: dict) -> None:
+    assert row["error"], row
+    assert row["label"] is None and row["species"] is None and row["probability"] is None, row
+    assert row["top5"] is None, row
+
+
+def test_served_champion_classifies_a_base64_jpeg(served):
+    status, body = _post(served["url"], _split("image", _b64(_jpeg(served["tmp"]).read_bytes())))
+    assert status == 200, body
+    rows = body["predictions"]
+    assert len(rows) == 1
+    row = rows[0]
+    assert set(row) == {"label", "species", "probability", "top5", "error"}
+    assert row["label"] in BREEDS and row["error"] == ""
+    assert row["species"] in ("cat", "dog")
+    assert 0.0 < row["probability"] <= 1.0
+    top5 = json.loads(row["top5"])
+    assert len(top5) == 5 and top5[0]["label"] == row["label"]
+    assert all(item["label"] in BREEDS for item in top5)
+
+    # an undecodable image is reported in `error` (null answer), not as a server failure
+    status, body = _post(served["url"], _split("image", "bm90IGFuIGltYWdl"))
+    assert status == 200, body
+    _assert_failed(body["predictions"][0])
+
+
+def test_served_model_reads_no_server_files_and_hides_which_exist(served):
+    photo = _jpeg(served["tmp"])  # a real image on the server's disk
+    paths = ["/etc/passwd", str(photo), str(served["tmp"] / "no-such-file.jpg"), "/etc/hostname"]
+    status, body = _post(served["url"], _split("image", *paths))
+    assert status == 200, body
+    rows = body["predictions"]
+    assert len(rows) == len(paths)
+    for row in rows:
+        _assert_failed(row)  # the photo's path is not classified
+    assert len({row["error"] for row in rows}) == 1, rows  # existing or not: the same answer
+    assert "send the image's bytes base64-encoded" in rows[0]["error"]
+
+
+def test_served_model_refuses_a_pixel_bomb_in_its_row_only(served):
+    from tests.test_pyfunc import bomb_png
+
+    photo = _b64(_jpeg(served["tmp"]).read_bytes())
+    started = time.monotonic()
+    status, body = _post(served["url"], _split("image", _b64(bomb_png()), photo))
+    seconds = time.monotonic() - started
+    assert status == 200, body
+    bomb, good = body["predictions"]
+    _assert_failed(bomb)
+    assert "13000x13000 = 169000000 pixels" in bomb["error"] and "max_pixels" in bomb["error"]
+    assert good["error"] == "" and good["label"] in BREEDS
+    assert seconds < 5.0, f"{seconds:.1f}s: the bomb was decoded"
+
+
+def test_unknown_input_column_answers_400_naming_the_accepted_ones(served):
+    request = urllib.request.Request(
+        served["url"],
+        data=json.dumps(_split("path", "cat.jpg")).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=60)
+    assert caught.value.code == 400
+    text = caught.value.read().decode()
+    body = json.loads(text)
+    assert "column 'image' or 'image_b64'" in body["message"], body
+    assert "got columns []" not in text
+    assert "stack_trace" not in body and "Traceback" not in text, body

@@ -356,9 +356,9 @@ def test_default_store_is_sqlite_under_mlruns(tmp_path, monkeypatch):
         assert store.configure() == "sqlite:///mlruns/mlflow.db"
         assert mlflow.get_tracking_uri() == "sqlite:///mlruns/mlflow.db"
         assert (tmp_path / "mlruns" / "artifacts").is_dir()
-        # new experiments keep their artifacts in mlruns/artifacts (absolute file URI)
+        # new experiments keep their artifacts in mlruns/artifacts, relative like the database
         uri = store.tracking_uri()
-        assert store.artifact_root(uri) == (tmp_path / "mlruns" / "artifacts").as_uri()
+        assert store.artifact_root(uri) == "mlruns/artifacts"
         # mlflow.set_tracking_uri exported the URI to the environment; that is not an override
         other = tmp_path / "other"
         assert store.tracking_uri(other) == f"sqlite:///{other}/mlruns/mlflow.db"

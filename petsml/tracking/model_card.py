@@ -92,6 +92,18 @@ def top_confusions(pairs: pd.DataFrame, k: int = 5) -> list[tuple[str, str, int]
     ]
 
 
+def _serving_lines() -> list[str]:
+    """The served input contract (pyfunc's defaults; the model's model_config has the values)."""
+    from petsml.tracking.pyfunc import MAX_BYTES, MAX_PIXELS
+
+    return [
+        "- Served (`mlflow models serve`): send the image bytes base64-encoded in a column "
+        "`image` or `image_b64`; the server reads no files, so a file path is refused. An "
+        f"image over {MAX_PIXELS:,} pixels or {MAX_BYTES:,} bytes (model_config `max_pixels`, "
+        "`max_bytes`) is refused in its own row, before decoding.",
+    ]
+
+
 def build_model_card(inputs: CardInputs) -> str:
     """Markdown: identity, data, metrics of every strategy, weak spots, intended use, limits."""
     n_classes = {"breed": "37 breeds", "species": "2 species (cat, dog)"}.get(inputs.task, "")
@@ -162,6 +174,7 @@ def build_model_card(inputs: CardInputs) -> str:
         "photo, for demos, teaching and pet-photo organisation.",
         "- Input: an RGB photo (JPEG/PNG); it is resized on its short side and centre-cropped, "
         "as in training. Output: label, probability, top-5 labels and the species.",
+        *_serving_lines(),
         "",
         "## Limits",
         "",

@@ -2,10 +2,21 @@
 
 Serving decodes exactly as training did: ``load_rgb`` (short-side resize to the decode size,
 centre crop) then ``to_input`` (centre crop to the network's input size, normalise). A row
-whose image cannot be decoded gets a message in ``error``; the other rows are still predicted.
+whose image cannot be used gets a message in ``error`` (and null label, species, probability);
+the other rows are still predicted.
 
-Input: a DataFrame with a string column ``image`` holding a file path or a base64-encoded image
-(a ``data:image/...;base64,`` prefix is accepted), or a column ``image_b64`` holding base64 only.
+Input: a DataFrame with a string column ``image`` or ``image_b64`` holding a base64-encoded
+image (a ``data:image/...;base64,`` prefix is accepted). File paths in ``image`` are read only
+when the model is loaded with ``model_config={"allow_paths": True}`` (the ``pets predict`` CLI
+and the Python API); a served model never opens files on the server, so a path there is
+refused without looking at the disk (the answer cannot tell a client which files exist).
+
+Limits (``model_config``, stored with the model; defaults below): ``max_bytes`` per encoded
+image or file, ``max_pixels`` per image, checked from the header before any pixel is decoded.
+
+The model is self-contained: the ``petsml`` package travels inside it (``code_paths``) and its
+requirements name only PyPI distributions, so it loads where the project is not installed
+(``mlflow models serve`` without ``--env-manager local``, ``mlflow models build-docker``).
 """
 
 from __future__ import annotations
@@ -16,6 +27,9 @@ import io
 import json
 import logging
 import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,8 +37,12 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, Schema
+
+from petsml.errors import PetsError
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +52,14 @@ OUTPUT_COLUMNS = ("label", "species", "probability", "top5", "error")
 TOP_K = 5
 BATCH_SIZE = 32
 _MAX_PATH = 4096
-# Distributions the model needs at load time; pinned to what is installed when it is logged.
-REQUIREMENTS = ("mlflow", "torch", "torchvision", "timm", "pillow", "numpy", "pandas")
-PROJECT_DISTRIBUTION = "pets-pipeline"
+# Default input limits (model_config keys max_pixels / max_bytes): a 40-megapixel photo decodes
+# to 120 MB of RGB; 20 MiB covers any camera JPEG. A 13000x13000 PNG "bomb" is refused.
+MAX_PIXELS = 40_000_000
+MAX_BYTES = 20 * 1024 * 1024
+# Distributions the model imports when loaded and predicting, pinned to the installed versions
+# when it is logged (all on PyPI). The project itself is not one: its code is inside the model.
+REQUIREMENTS = ("mlflow", "torch", "torchvision", "timm", "pillow", "numpy", "pandas", "tqdm")
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # petsml/, logged as the model's code
 
 SIGNATURE = ModelSignature(
     inputs=Schema(
@@ -57,44 +80,130 @@ SIGNATURE = ModelSignature(
 )
 
 
+class InputColumnsError(PetsError, MlflowException):
+    """No accepted input column: the scoring server answers 400 with this message, no trace."""
+
+    def __init__(self, message: str) -> None:
+        MlflowException.__init__(self, message, error_code=INVALID_PARAMETER_VALUE)
+
+
+class RowError(ValueError):
+    """One row's image cannot be used; reported in that row's ``error``."""
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What the model accepts; stored as the pyfunc's ``model_config`` when it is logged."""
+
+    allow_paths: bool = False  # read file paths (local CLI / Python API only, never served)
+    max_pixels: int = MAX_PIXELS
+    max_bytes: int = MAX_BYTES
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | None) -> InputLimits:
+        config = dict(config or {})
+        limits = cls(
+            allow_paths=config.get("allow_paths", False) is True,
+            max_pixels=int(config.get("max_pixels", MAX_PIXELS)),
+            max_bytes=int(config.get("max_bytes", MAX_BYTES)),
+        )
+        if limits.max_pixels <= 0 or limits.max_bytes <= 0:
+            raise PetsError(f"model_config {config}: max_pixels and max_bytes must be positive")
+        return limits
+
+    def as_config(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def _missing(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
 
 
-def _b64_bytes(text: str) -> bytes:
+def _check_size(size: int, what: str, limits: InputLimits) -> None:
+    if size > limits.max_bytes:
+        raise RowError(
+            f"{what} is {size} bytes, over the limit of {limits.max_bytes} (model_config max_bytes)"
+        )
+
+
+def _b64_bytes(text: str, limits: InputLimits) -> bytes:
     if text.startswith("data:") and "," in text:
         text = text.split(",", 1)[1]
+    _check_size(len(text) // 4 * 3, "the base64 image", limits)  # before decoding it
     return base64.b64decode("".join(text.split()), validate=True)
 
 
-def _source(value: Any, base64_only: bool) -> str | io.BytesIO:
-    """What ``load_rgb`` should open for one cell: a path, or the decoded bytes."""
+def _read_file(path: str, limits: InputLimits) -> bytes:
+    _check_size(os.path.getsize(path), f"file {path}", limits)
+    with open(path, "rb") as handle:
+        return handle.read(limits.max_bytes + 1)
+
+
+def _image_bytes(value: Any, base64_only: bool, limits: InputLimits) -> bytes:
+    """The encoded image of one cell: base64 decoded, or (paths allowed) the file's bytes."""
     if isinstance(value, bytes | bytearray | memoryview):
-        return io.BytesIO(bytes(value))
+        _check_size(len(value), "the image", limits)
+        return bytes(value)
     if _missing(value):
-        raise ValueError("no image given")
+        raise RowError("no image given")
     if not isinstance(value, str):
-        raise ValueError(f"expected a file path or base64 string, got {type(value).__name__}")
+        raise RowError(f"expected a base64 string, got {type(value).__name__}")
     text = value.strip()
     if not text:
-        raise ValueError("empty image value")
-    if not base64_only and len(text) < _MAX_PATH and os.path.isfile(text):
-        return text
+        raise RowError("empty image value")
+    paths = limits.allow_paths and not base64_only
+    if paths and len(text) < _MAX_PATH and os.path.isfile(text):
+        return _read_file(text, limits)
     try:
-        return io.BytesIO(_b64_bytes(text))
+        return _b64_bytes(text, limits)
+    except RowError:
+        raise
     except (binascii.Error, ValueError):
         if base64_only:
-            raise ValueError("image_b64 is not valid base64") from None
-        raise ValueError("neither an existing file path nor valid base64 image data") from None
+            raise RowError("image_b64 is not valid base64") from None
+        if paths:
+            raise RowError("neither an existing file nor valid base64 image data") from None
+        # decided without touching the disk: the answer is the same whether a path exists or not
+        raise RowError(
+            "not valid base64 image data (this model reads no files: send the image's bytes "
+            "base64-encoded)"
+        ) from None
+
+
+def _decode(data: bytes, size: int, limits: InputLimits) -> np.ndarray:
+    """``load_rgb`` on the bytes, after checking the pixel count from the header alone."""
+    from PIL import Image, UnidentifiedImageError
+
+    from petsml.data.decode import load_rgb
+
+    with warnings.catch_warnings():  # our max_pixels is the limit, not PIL's bomb heuristics
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as img:  # reads the header only
+                width, height = img.size
+        except UnidentifiedImageError:
+            raise RowError("not an image file (JPEG, PNG, ...)") from None
+        except Image.DecompressionBombError as error:
+            raise RowError(f"image has too many pixels: {error}") from None
+        if width * height > limits.max_pixels:
+            raise RowError(
+                f"image is {width}x{height} = {width * height} pixels, over the limit of "
+                f"{limits.max_pixels} (model_config max_pixels)"
+            )
+        return load_rgb(io.BytesIO(data), size)
 
 
 def _image_cells(frame: pd.DataFrame) -> list[tuple[Any, bool]]:
     """(value, base64_only) per row; ``image`` wins where both columns are filled."""
     present = [c for c in INPUT_COLUMNS if c in frame.columns]
     if not present:
-        raise ValueError(
-            f"input needs a column 'image' (file path or base64) or 'image_b64'; "
-            f"got columns {list(frame.columns)}"
+        # the pyfunc signature drops unknown columns before predict sees them: name what is
+        # accepted rather than what arrived
+        got = f" (got {list(map(str, frame.columns))})" if len(frame.columns) else ""
+        raise InputColumnsError(
+            "input needs a column 'image' or 'image_b64' holding base64-encoded images"
+            f"{got}; other columns are ignored. Example: "
+            '{"dataframe_split": {"columns": ["image"], "data": [["<base64 JPEG>"]]}}'
         )
     cells = []
     for _, row in frame.iterrows():
@@ -108,6 +217,10 @@ def _image_cells(frame: pd.DataFrame) -> list[tuple[Any, bool]]:
     return cells
 
 
+def _failed(message: str) -> dict[str, Any]:
+    return {"label": None, "species": None, "probability": None, "top5": None, "error": message}
+
+
 class PetClassifierModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper around ``petsml.models.classifier`` (artifact ``model`` = model.pt)."""
 
@@ -116,6 +229,7 @@ class PetClassifierModel(mlflow.pyfunc.PythonModel):
 
         from petsml.models.classifier import load_classifier
 
+        self.limits = InputLimits.from_config(getattr(context, "model_config", None))
         model, spec = load_classifier(context.artifacts[ARTIFACT], map_location="cpu")
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.eval().to(self.device)
@@ -156,9 +270,17 @@ class PetClassifierModel(mlflow.pyfunc.PythonModel):
             "error": "",
         }
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from petsml.data.decode import load_rgb
+    def _image(self, value: Any, base64_only: bool) -> np.ndarray:
+        try:
+            return _decode(
+                _image_bytes(value, base64_only, self.limits), self.decode_size, self.limits
+            )
+        except RowError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a decoder failure is this row's error
+            raise RowError(f"cannot decode image: {error}") from None
 
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame({"image": list(np.atleast_1d(model_input))})
         cells = _image_cells(model_input)
@@ -169,21 +291,16 @@ class PetClassifierModel(mlflow.pyfunc.PythonModel):
             decoded: list[np.ndarray] = []
             for value, base64_only in cells[start : start + BATCH_SIZE]:
                 try:
-                    decoded.append(load_rgb(_source(value, base64_only), self.decode_size))
+                    decoded.append(self._image(value, base64_only))
                     chunk.append(None)
-                except Exception as error:  # noqa: BLE001 - a decoder failure is this row's error
-                    chunk.append(
-                        {
-                            "label": "",
-                            "species": "",
-                            "probability": 0.0,
-                            "top5": "[]",
-                            "error": f"cannot decode image: {error}",
-                        }
-                    )
+                except RowError as error:
+                    chunk.append(_failed(str(error)))
             probs = iter(self._probabilities(np.stack(decoded)) if decoded else [])
             records += [item if item is not None else self._record(next(probs)) for item in chunk]
-        return pd.DataFrame.from_records(records, columns=list(OUTPUT_COLUMNS))
+        out = pd.DataFrame.from_records(records, columns=list(OUTPUT_COLUMNS)).astype(object)
+        # a failed row's label, species, probability and top5 are null (JSON null when served),
+        # not NaN (invalid JSON) or 0.0
+        return out.where(out.notna(), None)
 
 
 def _pinned(distribution: str) -> str:
@@ -195,8 +312,8 @@ def _pinned(distribution: str) -> str:
 
 
 def pip_requirements() -> list[str]:
-    """Pinned requirements of the served model, the project itself included."""
-    return [_pinned(name) for name in (*REQUIREMENTS, PROJECT_DISTRIBUTION)]
+    """Pinned PyPI requirements of the served model (the project's code travels inside it)."""
+    return [_pinned(name) for name in REQUIREMENTS]
 
 
 def encode_image(path: str | Path, max_side: int = 256) -> str:
@@ -235,20 +352,23 @@ def log_pyfunc_model(
     *,
     step: int = 0,
     tags: dict[str, Any] | None = None,
+    limits: InputLimits | None = None,
 ):
     """Log ``model_pt`` as a pyfunc model in the active run; returns MLflow's ``ModelInfo``.
 
     ``step``: MLflow 3 links the run's metrics logged at this step to the new LoggedModel.
+    ``limits``: stored as the model_config; paths stay off whatever is given (the loader opts in).
     """
     model_pt = Path(model_pt)
     if not model_pt.is_file():
-        from petsml.errors import PetsError
-
         raise PetsError(f"{model_pt}: model file missing; run `dvc repro train` first.")
+    config = InputLimits(**{**asdict(limits or InputLimits()), "allow_paths": False})
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=PetClassifierModel(),
         artifacts={ARTIFACT: str(model_pt)},
+        code_paths=[str(PACKAGE_DIR)],
+        model_config=config.as_config(),
         signature=SIGNATURE,
         input_example=input_example(input_example_image),
         pip_requirements=pip_requirements(),

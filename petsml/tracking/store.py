@@ -52,12 +52,16 @@ def sqlite_path(uri: str) -> Path | None:
 def artifact_root(uri: str) -> str | None:
     """Artifact location for new experiments: ``artifacts/`` beside a SQLite database.
 
-    Returns an absolute ``file://`` URI (MLflow stores it verbatim), or ``None`` for a tracking
+    Addressed like the database: relative (to the cwd, the project root) for a relative
+    ``sqlite:///mlruns/mlflow.db``, so the project folder can be moved or copied with its
+    ``mlruns/``; an absolute ``file://`` URI for an absolute database; ``None`` for a tracking
     server, which chooses its own artifact store.
     """
     db = sqlite_path(uri)
     if db is None:
         return None
+    if not db.is_absolute():
+        return (db.parent / ARTIFACTS).as_posix()
     return (db.parent / ARTIFACTS).resolve().as_uri()
 
 
@@ -88,6 +92,19 @@ def get_or_create_experiment(name: str, uri: str | None = None) -> str:
             log.info("restoring deleted MLflow experiment %r", name)
             client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
-    experiment_id = client.create_experiment(name, artifact_location=artifact_root(uri))
+    location = artifact_root(uri)
+    experiment_id = client.create_experiment(name, artifact_location=location)
+    db = sqlite_path(uri)
+    if location is not None and db is not None and not db.is_absolute():
+        # MLflow stores every local location absolute; keep this one relative so the runs'
+        # and models' artifact URIs (derived from it) survive moving the project folder
+        import sqlite3
+        from contextlib import closing
+
+        with closing(sqlite3.connect(db)) as connection, connection:
+            connection.execute(
+                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                (location, int(experiment_id)),
+            )
     log.info("created MLflow experiment %r (id %s) in %s", name, experiment_id, uri)
     return experiment_id

@@ -1,0 +1,92 @@
+"""``pets predict``: every file is answered, failures per file, one exit status for both modes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from petsml.data.breeds import BREEDS
+from tests.test_pyfunc import make_tiny_model, write_jpeg
+
+NAME = "oxford-pets-breed"
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory):
+    """A store whose ``oxford-pets-breed@champion`` is the tiny model; yields its URI."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from petsml.tracking import store
+    from petsml.tracking.pyfunc import log_pyfunc_model
+
+    root = tmp_path_factory.mktemp("cli")
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    previous = mlflow.get_tracking_uri()
+    try:
+        store.configure(root)
+        experiment_id = store.get_or_create_experiment("pets-cli-test", uri)
+        with mlflow.start_run(experiment_id=experiment_id):
+            log_pyfunc_model(make_tiny_model(root / "model.pt"), registered_model_name=NAME)
+        MlflowClient(uri).set_registered_model_alias(NAME, "champion", "1")
+        yield {"uri": uri, "root": root}
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+    from petsml.cli import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_missing_file_is_reported_and_the_others_still_answered_with_one_exit_status(
+    champion, tmp_path, capsys
+):
+    good = [str(write_jpeg(tmp_path / f"pet{i}.jpg", class_index=i, seed=i)) for i in range(2)]
+    missing = str(tmp_path / "missing.jpg")
+    text_file = tmp_path / "notes.jpg"
+    text_file.write_text("not an image")
+    files = [good[0], missing, str(text_file), good[1]]
+    common = ["--model-name", NAME, "--tracking-uri", champion["uri"]]
+
+    code, out, err = _run(["predict", *files, "--json", *common], capsys)
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert [r["file"] for r in rows] == files
+    for row in (rows[0], rows[3]):
+        assert row["error"] is None and row["label"] in BREEDS
+        assert 0.0 < row["probability"] <= 1.0 and len(row["top5"]) == 5
+    for row in (rows[1], rows[2]):
+        assert row["error"] and row["probability"] is None and row["label"] is None
+        assert row["top5"] is None and row["species"] is None
+    assert "no such file" in rows[1]["error"] and "not an image" in rows[2]["error"]
+    assert code == 1 and "2 of 4 file(s) not classified" in err
+
+    code_text, out, err = _run(["predict", *files, *common], capsys)
+    assert code_text == code == 1  # the same failures, the same exit status in both modes
+    assert f"{missing}: ERROR no such file" in out and f"{text_file}: ERROR" in out
+    assert f"{good[0]}: {rows[0]['label']}" in out and f"{good[1]}: {rows[3]['label']}" in out
+
+    for mode in ([], ["--json"]):  # all classified: 0 in both modes
+        assert _run(["predict", *good, *mode, *common], capsys)[0] == 0
+
+
+def test_predict_help_documents_the_exit_status(capsys):
+    code, out, _ = _run(["predict", "--help"], capsys)
+    assert code == 0
+    assert "exit status (the same with and without --json)" in out
+    assert "at least one file not classified" in out and "null" in out

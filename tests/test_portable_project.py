@@ -1,0 +1,85 @@
+"""A project folder (mlruns/ included) keeps working after it is copied or moved.
+
+The registry's champion is logged from the project root with the project's own relative store
+(``sqlite:///mlruns/mlflow.db``); the folder is then copied, the original renamed away, and the
+champion is loaded from the copy in an interpreter that has only the model's requirements.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+from petsml.data.breeds import BREEDS
+from tests.test_pyfunc import (
+    _check_row,
+    clean_site,
+    isolated_predict,
+    make_tiny_model,
+    model_requirements,
+    requirement_closure,
+    sample_photo,
+)
+
+NAME = "oxford-pets-breed"
+RELATIVE_URI = "sqlite:///mlruns/mlflow.db"
+LOCATIONS = (  # every stored artifact location (MLflow's unused "Default" experiment aside)
+    "SELECT artifact_location FROM experiments WHERE name != 'Default'",
+    "SELECT artifact_uri FROM runs",
+    "SELECT artifact_location FROM logged_models",
+    "SELECT storage_location FROM model_versions",
+)
+
+
+def _log_champion(project: Path) -> None:
+    """In ``project`` as the cwd: log the tiny model, register it, alias it champion."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from petsml.tracking import store
+    from petsml.tracking.pyfunc import log_pyfunc_model
+
+    model_pt = make_tiny_model(project / "models" / "finetune_top" / "model.pt")
+    uri = store.configure(".")
+    assert uri == RELATIVE_URI
+    experiment_id = store.get_or_create_experiment("pets-portable-test", uri)
+    with mlflow.start_run(experiment_id=experiment_id):
+        log_pyfunc_model(model_pt, registered_model_name=NAME)
+    MlflowClient(uri).set_registered_model_alias(NAME, "champion", "1")
+
+
+def _stored_locations(db: Path) -> list[str]:
+    with sqlite3.connect(db) as connection:
+        return [value for query in LOCATIONS for (value,) in connection.execute(query) if value]
+
+
+def test_champion_loads_from_a_copied_project_after_the_original_is_gone(tmp_path, monkeypatch):
+    import mlflow
+
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(project)
+    previous = mlflow.get_tracking_uri()
+    try:
+        _log_champion(project)
+        pinned = model_requirements(f"models:/{NAME}@champion")
+    finally:
+        mlflow.set_tracking_uri(previous)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    monkeypatch.chdir(tmp_path)
+
+    locations = _stored_locations(project / "mlruns" / "mlflow.db")
+    assert locations and not [x for x in locations if str(tmp_path) in x], locations
+
+    copy = tmp_path / "somewhere" / "else" / "pets"
+    shutil.copytree(project, copy, symlinks=True)
+    project.rename(tmp_path / "original-gone")
+    site = clean_site(requirement_closure(pinned), tmp_path / "site-packages")
+    out = isolated_predict(
+        f"models:/{NAME}@champion", sample_photo(tmp_path), copy, RELATIVE_URI, site
+    )
+    _check_row(out["row"], BREEDS)
+    assert out["petsml"].startswith(str(copy / "mlruns" / "artifacts")), out["petsml"]
