@@ -142,6 +142,14 @@ class RegistryParams(_Section):
     max_p_value: float = Field(0.05, gt=0, le=1)
 
 
+class ServeParams(_Section):
+    """Input limits stored with every logged model (its ``model_config``), checked per row."""
+
+    # A 40-megapixel photo decodes to 120 MB of RGB; 20 MiB covers any camera JPEG.
+    max_pixels: int = Field(40_000_000, ge=1)
+    max_bytes: int = Field(20 * 1024 * 1024, ge=1)
+
+
 class Params(_Section):
     data: DataParams
     validate_: ValidateParams = Field(alias="validate")
@@ -158,6 +166,7 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     mlflow: MlflowParams = MlflowParams()
     registry: RegistryParams = RegistryParams()
+    serve: ServeParams = ServeParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

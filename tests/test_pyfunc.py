@@ -456,3 +456,15 @@ def test_model_card_states_the_served_input_contract():
     intended = card.split("## Intended use")[1].split("## Limits")[0]
     assert "base64-encoded" in intended and "reads no files" in intended
     assert "40,000,000 pixels" in intended and "max_pixels" in intended
+
+
+def test_served_input_limit_defaults_are_params_yaml_serve_defaults():
+    from petsml.config import ServeParams, load_params
+    from petsml.tracking import pyfunc
+
+    assert (pyfunc.MAX_PIXELS, pyfunc.MAX_BYTES) == (
+        ServeParams().max_pixels,
+        ServeParams().max_bytes,
+    )
+    serve = load_params(REPO / "params.yaml").serve
+    assert (serve.max_pixels, serve.max_bytes) == (pyfunc.MAX_PIXELS, pyfunc.MAX_BYTES)

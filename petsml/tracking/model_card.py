@@ -93,8 +93,11 @@ def top_confusions(pairs: pd.DataFrame, k: int = 5) -> list[tuple[str, str, int]
 
 
 def _serving_lines() -> list[str]:
-    """The served input contract (pyfunc's defaults; the model's model_config has the values)."""
-    from petsml.tracking.pyfunc import MAX_BYTES, MAX_PIXELS
+    """The served input contract (the defaults of params.yaml `serve`; the model's
+    model_config has the values it was logged with)."""
+    from petsml.config import ServeParams
+
+    MAX_PIXELS, MAX_BYTES = ServeParams().max_pixels, ServeParams().max_bytes  # noqa: N806
 
     return [
         "- Served (`mlflow models serve`): send the image bytes base64-encoded in a column "

@@ -52,8 +52,9 @@ OUTPUT_COLUMNS = ("label", "species", "probability", "top5", "error")
 TOP_K = 5
 BATCH_SIZE = 32
 _MAX_PATH = 4096
-# Default input limits (model_config keys max_pixels / max_bytes): a 40-megapixel photo decodes
-# to 120 MB of RGB; 20 MiB covers any camera JPEG. A 13000x13000 PNG "bomb" is refused.
+# Default input limits (model_config keys max_pixels / max_bytes) for a model logged without
+# them; the pipeline logs params.yaml's `serve` values. Kept as literals (the model's code must not
+# need the config loader); a test holds them equal to petsml.config.ServeParams.
 MAX_PIXELS = 40_000_000
 MAX_BYTES = 20 * 1024 * 1024
 # Distributions the model imports when loaded and predicting, pinned to the installed versions
