@@ -21,6 +21,7 @@ import argparse
 import contextvars
 import itertools
 import json
+import logging
 import math
 import sys
 import tempfile
@@ -35,15 +36,11 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run as current_flow_run
 
 from petsml.config import ConfigError
+from pipelines.cli import SET_PARAM_OPTION, add_flow_arguments
 from pipelines.dvc_graph import apply_overrides
-from pipelines.train import (
-    DEFAULT_STAGE_TIMEOUT_S,
-    build_overrides,
-    check_params,
-    resolve_project,
-    slug,
-    train_pipeline,
-)
+from pipelines.dvc_stage import DEFAULT_STAGE_TIMEOUT_S
+from pipelines.train import build_overrides, check_params, train_pipeline
+from pipelines.workspace import resolve_project, slug
 
 FLOW_NAME = "pets-sweep"
 DEFAULT_TARGETS = ("track",)  # members log to MLflow; registering is the weekly retrain's job
@@ -151,6 +148,54 @@ def check_members(
                 ) from None
 
 
+def run_member(
+    member: str,
+    backbone: str,
+    strategy: str,
+    parameters: dict[str, Any],
+    deployment: str | None,
+    logger: logging.Logger | logging.LoggerAdapter,
+) -> dict[str, Any]:
+    """One member: a ``pets-train`` subflow here, or a run of ``deployment`` on a work pool."""
+    started = time.time()
+    result: Any = None
+    if deployment:
+        from prefect.deployments import run_deployment
+
+        # None values stay unset; project_dir is the worker's own checkout
+        parameters = {k: v for k, v in parameters.items() if v is not None and k != "project_dir"}
+        flow_run = run_deployment(
+            name=deployment, parameters=parameters, flow_run_name=member, timeout=None
+        )
+        state = flow_run.state
+        try:
+            result = state.result(raise_on_failure=False) if state else None
+        except Exception as error:  # noqa: BLE001 - results need shared result storage
+            logger.warning("member %s: result not readable here (%s)", member, error)
+    else:
+        run = train_pipeline.with_options(flow_run_name=member)
+        state = run(**parameters, return_state=True)
+        result = state.result(raise_on_failure=False)
+    result = result if isinstance(result, Mapping) else {}
+    result = {**result, "started": started, "finished": time.time()}
+    return member_row(member, backbone, strategy, state, result, time.time() - started)
+
+
+def report(rows: list[dict[str, Any]], backbones: list[str], strategies: list[str]) -> None:
+    """Print the comparison, keep it as a table artifact; fail naming every failed member."""
+    table = format_table(rows)
+    print(f"\n{FLOW_NAME} comparison\n{table}")
+    create_table_artifact(
+        table=[{c: row.get(c) for c in COLUMNS} for row in rows],
+        key="pets-sweep-comparison",
+        description=f"{len(rows)} member(s): backbones {backbones} x strategies {strategies}",
+    )
+    failed = [row for row in rows if row["state"] != "Completed"]
+    if failed:
+        names = ", ".join(f"{row['member']} ({row['message']})" for row in failed)
+        raise RuntimeError(f"{len(failed)} of {len(rows)} sweep member(s) failed: {names}")
+
+
 @flow(name=FLOW_NAME, log_prints=True)
 def sweep(
     backbones: list[str] | None = None,
@@ -169,6 +214,9 @@ def sweep(
     project_dir: str | None = None,
 ) -> list[dict[str, Any]]:
     """Train every backbone x strategy as its own ``pets-train`` run; compare them.
+
+    (Longer than most functions by its signature and this docstring: they are the one
+    declaration of the flow's parameters, the command line and Prefect's schema read them.)
 
     Args:
         backbones: ``model.backbone`` values; default the one in params.yaml.
@@ -212,7 +260,7 @@ def sweep(
         "project_dir": str(project),
     }
 
-    def run_member(backbone: str, strategy: str) -> dict[str, Any]:
+    def run_one(backbone: str, strategy: str) -> dict[str, Any]:
         member = slug(f"{prefix}-{backbone}-{strategy}")
         parameters = {
             **common,
@@ -220,75 +268,36 @@ def sweep(
             "strategies": [strategy],
             "experiment_name": member,
         }
-        started = time.time()
-        result: Any = None
-        if deployment:
-            from prefect.deployments import run_deployment
-
-            # None values stay unset; project_dir is the worker's own checkout
-            parameters = {
-                k: v for k, v in parameters.items() if v is not None and k != "project_dir"
-            }
-            flow_run = run_deployment(
-                name=deployment, parameters=parameters, flow_run_name=member, timeout=None
-            )
-            state = flow_run.state
-            try:
-                result = state.result(raise_on_failure=False) if state else None
-            except Exception as error:  # noqa: BLE001 - results need shared result storage
-                logger.warning("member %s: result not readable here (%s)", member, error)
-        else:
-            run = train_pipeline.with_options(flow_run_name=member)
-            state = run(**parameters, return_state=True)
-            result = state.result(raise_on_failure=False)
-        result = result if isinstance(result, Mapping) else {}
-        result = {**result, "started": started, "finished": time.time()}
-        return member_row(member, backbone, strategy, state, result, time.time() - started)
+        return run_member(member, backbone, strategy, parameters, deployment, logger)
 
     with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
         futures = [
             # each member's subflow must see this flow run as its parent: copy the context
-            pool.submit(contextvars.copy_context().run, run_member, backbone, strategy)
+            pool.submit(contextvars.copy_context().run, run_one, backbone, strategy)
             for backbone, strategy in grid
         ]
         rows = [future.result() for future in futures]
     rows = rank_members(rows)
-    table = format_table(rows)
-    print(f"\n{FLOW_NAME} comparison\n{table}")
-    create_table_artifact(
-        table=[{c: row.get(c) for c in COLUMNS} for row in rows],
-        key="pets-sweep-comparison",
-        description=f"{len(rows)} member(s): backbones {backbones} x strategies {strategies}",
-    )
-    failed = [row for row in rows if row["state"] != "Completed"]
-    if failed:
-        names = ", ".join(f"{row['member']} ({row['message']})" for row in failed)
-        raise RuntimeError(f"{len(failed)} of {len(rows)} sweep member(s) failed: {names}")
+    report(rows, backbones, strategies)
     return rows
 
 
+CLI_OPTIONS = {  # what the flow's signature cannot say
+    "backbones": {"metavar": "BACKBONE"},
+    "strategies": {"metavar": "STRATEGY"},
+    "targets": {"metavar": "STAGE"},
+    "set_params": SET_PARAM_OPTION,
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Command-line options mirroring the flow's parameters."""
+    """Command-line options: the flow's parameters, from its signature."""
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.sweep",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add = parser.add_argument
-    add("--backbones", nargs="+", help="default: model.backbone of params.yaml")
-    add("--strategies", nargs="+", help="default: train.strategies of params.yaml")
-    add("--targets", nargs="+", metavar="STAGE", help="DVC targets of every member (track)")
-    add("--task", choices=["breed", "species"])
-    add("--epochs", type=int)
-    add("--base-url")
-    add("-S", "--set-param", dest="set_params", action="append", metavar="KEY=VALUE")
-    add("--max-parallel", type=int, default=2)
-    add("--deployment", help="<flow>/<deployment> to run members through a work pool")
-    add("--stage-timeout-s", type=float, default=DEFAULT_STAGE_TIMEOUT_S)
-    add("--retries", type=int, default=3)
-    add("--retry-delay-s", type=float, default=10.0)
-    add("--keep-workspaces", action="store_true")
-    add("--project-dir")
+    add_flow_arguments(parser, sweep.fn, CLI_OPTIONS)
     return parser
 
 

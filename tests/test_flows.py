@@ -28,13 +28,11 @@ from pipelines.train import (
     FLOW_NAME,
     SERVE_ONLY,
     WEEKLY_CRON,
-    WORKSPACES,
     build_parser,
-    create_workspace,
     main,
-    remove_workspace,
     train_pipeline,
 )
+from pipelines.workspace import WORKSPACES, create_workspace, remove_workspace
 from tests.fakedata import MirrorServer, make_dataset, pack_archives
 from tests.project import REPO, dvc, fake_data_params, make_project, run, set_params, tool_env
 
