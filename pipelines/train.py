@@ -88,13 +88,13 @@ def build_overrides(
 def check_params(params_file: Path) -> Any:
     """Validate the whole ``params.yaml`` a run will use, before it spends time on any stage.
 
-    Raises :class:`petsml.config.ConfigError` naming the bad key. The one place flows validate
-    parameters (``petsml.config.load_params`` for now; a stricter whole-file check can take
-    its place here).
+    Raises :class:`petsml.config.ConfigError` naming the bad key (and the nearest valid one) or
+    an unknown ``model.backbone``: the same check as the DVC ``params`` stage, so a flow fails
+    before the first stage task instead of inside it.
     """
-    from petsml.config import load_params
+    from petsml.params_check import check_params_file
 
-    return load_params(params_file)
+    return check_params_file(params_file)
 
 
 def tracking_env(project: Path, isolated: bool) -> dict[str, str]:
