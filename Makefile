@@ -18,6 +18,7 @@ run: install
 	dvc repro
 
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 lint: install
