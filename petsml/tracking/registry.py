@@ -292,7 +292,7 @@ class ModelRegistry:
     def __init__(self, name: str, tracking_uri: str | None = None) -> None:
         from mlflow import MlflowClient
 
-        from petsml.tracking.store import sqlite_path
+        from petsml.tracking.store import ensure_store, sqlite_path
         from petsml.tracking.store import tracking_uri as default_uri
 
         tracking_uri = tracking_uri or default_uri()
@@ -302,6 +302,7 @@ class ModelRegistry:
                 f"no MLflow database at {db} ({tracking_uri}): run the pipeline (`dvc repro`) "
                 "from the project root, or point MLFLOW_TRACKING_URI at the registry."
             )
+        ensure_store(tracking_uri)  # a store another process is still creating: wait for it
         self.name = name
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
