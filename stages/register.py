@@ -3,7 +3,9 @@
 The strategy with the best VALIDATION accuracy becomes a new version of
 ``<registry.model_prefix>-<data.task>`` with alias ``challenger``; it takes ``champion`` only
 if it beats the champion on the same test images (McNemar p < ``registry.max_p_value``).
-Re-running for the same runs registers nothing new. Writes ``reports/registry.json``.
+Re-running for the same runs registers nothing new. Writes ``reports/registry.json``; the
+previous one (kept by DVC, ``persist: true``) says which champion the store held, so a rebuilt
+store does not crown a model that lost to it.
 """
 
 import logging
@@ -18,6 +20,16 @@ from petsml.tracking.registry import register_execution
 log = logging.getLogger("petsml.stages.register")
 
 
+def _previous_report() -> dict | None:
+    try:
+        previous = read_json(paths.REGISTRY_REPORT) if paths.REGISTRY_REPORT.is_file() else None
+    except (OSError, ValueError) as error:
+        log.warning("%s unreadable (%s): no earlier champion on record", paths.REGISTRY_REPORT,
+                    error)  # fmt: skip
+        return None
+    return previous if isinstance(previous, dict) else None
+
+
 def main() -> None:
     params = load_params()
     if not paths.MLFLOW_RUNS.is_file():
@@ -28,6 +40,7 @@ def main() -> None:
         params.registered_model_name,
         params.registry.max_p_value,
         task=params.data.task,
+        previous=_previous_report(),
     )
     write_json(paths.REGISTRY_REPORT, report)
     log.info(

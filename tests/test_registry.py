@@ -592,3 +592,222 @@ def test_register_stage_writes_the_report(tracking, model_pt, tmp_path, monkeypa
     with pytest.raises(SystemExit) as exit_info:
         run_stage("register", stage.main)
     assert exit_info.value.code == 1 and "dvc repro track" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- a lost store
+
+
+def test_rebuilt_registry_does_not_crown_a_model_that_lost_to_the_recorded_champion(
+    tracking, model_pt, tmp_path, monkeypatch, empty_store
+):
+    """The probe: champion A (test 55/60); B's best-by-validation model (38/60) was rejected
+    against it; then the store is lost and B is tracked again into an empty registry. B must
+    not become "the first champion": it is judged against A's recorded test predictions (the
+    artifacts outlive the database) and stays challenger; A, tracked again, is re-crowned."""
+    from petsml.tracking import store
+    from stages import register as stage
+
+    project = tmp_path / "project"
+    (project / "reports").mkdir(parents=True)
+    (project / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    monkeypatch.chdir(project)
+
+    def register(runs: dict) -> dict:  # what `dvc repro register` runs
+        (project / "reports" / "mlflow_runs.json").write_text(json.dumps(runs))
+        stage.main()
+        return json.loads((project / "reports" / "registry.json").read_text())
+
+    index = np.arange(N_TEST)
+    a = {"feature_extractor": (0.90, _predictions(index < 55))}
+    b = {  # finetune_top has the best validation accuracy, svm_early the better test score
+        "finetune_top": (0.95, _predictions(index < 38)),
+        "svm_early": (0.70, _predictions(index < 50)),
+    }
+    assert register(execution(tracking, model_pt, a, "a"))["decision"] == "champion"
+    rejected = register(execution(tracking, model_pt, b, "b"))
+    assert (rejected["version"], rejected["strategy"], rejected["decision"]) == (
+        "2", "finetune_top", "rejected",
+    )  # fmt: skip
+
+    # the store is lost: a new, empty database (the old artifacts stay where they were)
+    rebuilt = tmp_path / "rebuilt" / "mlflow.db"
+    rebuilt.parent.mkdir()
+    shutil.copyfile(empty_store, rebuilt)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{rebuilt}")
+    uri = store.configure(project)
+    fresh = {"uri": uri, "experiment_id": store.get_or_create_experiment("pets-test", uri)}
+
+    report = register(execution(fresh, model_pt, b, "b"))
+    registry = ModelRegistry(NAME)
+    assert report["strategy"] == "finetune_top"  # the best by validation is the candidate
+    assert report["decision"] == "rejected" and report["champion"] is None
+    assert registry.aliases() == {CHALLENGER: "1"}  # no champion rather than a worse one
+    assert report["reason"].startswith("v1 vs lost champion v1 (feature_extractor")
+    assert "not better" in report["reason"] and "pets promote 1" in report["reason"]
+    assert report["comparison"]["champion_accuracy"] == pytest.approx(55 / 60)
+    assert rejected["champion_record"]["strategy"] == "feature_extractor"
+    assert report["lost_champion"]["run_id"] == rejected["champion_record"]["run_id"]
+    assert json.loads(registry.version(1).tags["gate.lost_champion"])["version"] == "1"
+
+    # the lost champion's pipeline state is tracked again: the same model is crowned again
+    crowned = register(execution(fresh, model_pt, a, "a"))
+    assert crowned["decision"] == "champion" and crowned["version"] == "2"
+    assert crowned["reason"].startswith("re-crowned: the same model was champion v1")
+    assert registry.aliases() == {CHAMPION: "2", CHALLENGER: "2"}
+    assert "lost_champion" not in crowned
+
+
+# --------------------------------------------------------------------------- racing gates
+
+
+def _race_member(uri: str, runs: dict, delay_s: float, barrier, out: str) -> None:
+    """One `register` in its own process; the gate is slowed down to widen the window between
+    reading the champion and moving the alias (the comparison itself is unchanged)."""
+    import time
+
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    from petsml.tracking import registry
+
+    real_gate = registry.gate
+
+    def slow_gate(*args, **kwargs):
+        time.sleep(delay_s)
+        return real_gate(*args, **kwargs)
+
+    registry.gate = slow_gate
+    barrier.wait(timeout=300)
+    report = registry.register_execution(runs, NAME, 0.05)
+    Path(out).write_text(json.dumps(report))
+
+
+def test_two_concurrent_registrations_compare_against_each_other(tracking, model_pt, tmp_path):
+    import multiprocessing
+
+    index = np.arange(N_TEST)
+    weak = _one(tracking, model_pt, index < 20, "weak")
+    better = _one(tracking, model_pt, index < 35, "better")  # beats weak (15 for, 0 against)
+    best = _one(tracking, model_pt, index < 55, "best")  # beats better (20 for, 0 against)
+    assert register_execution(weak, NAME, 0.05)["decision"] == "champion"
+
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    # without a lock both would read v1 as champion; the slower (worse) one would win
+    members = {
+        "best": (best, 2.0),
+        "better": (better, 4.0),
+    }
+    processes = {
+        name: context.Process(
+            target=_race_member,
+            args=(tracking["uri"], runs, delay, barrier, str(tmp_path / f"{name}.json")),
+        )
+        for name, (runs, delay) in members.items()
+    }
+    for process in processes.values():
+        process.start()
+    for process in processes.values():
+        process.join(timeout=600)
+        assert process.exitcode == 0
+    reports = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in members}
+
+    registry = ModelRegistry(NAME)
+    assert str(registry.champion().version) == reports["best"]["version"]
+    compared = {
+        name: registry.version(report["version"]).tags["gate.champion_version"]
+        for name, report in reports.items()
+    }
+    # one gate ran against v1, the other against the winner of that first gate
+    first, second = sorted(compared, key=lambda name: compared[name] != "1")
+    assert compared[first] == "1"
+    assert compared[second] == reports[first]["version"]
+    for name, report in reports.items():
+        assert report["reason"].startswith(f"v{report['version']} vs champion v{compared[name]}")
+    if second == "better":  # the loser was judged against the champion it lost to
+        assert reports["better"]["decision"] == "rejected"
+        assert "not better" in reports["better"]["reason"]
+
+
+# --------------------------------------------------------------------------- store fingerprint
+
+
+def test_store_fingerprint_changes_only_when_the_store_loses_what_the_reports_name(
+    tracking, model_pt, tmp_path, monkeypatch, empty_store
+):
+    from mlflow import MlflowClient
+
+    from petsml.tracking import store
+
+    project = tmp_path / "project"
+    (project / "reports").mkdir(parents=True)
+    runs = _one(tracking, model_pt, _masks(30, 5, 5)[0], "fp")
+    (project / "reports" / "mlflow_runs.json").write_text(json.dumps(runs))
+    report = register_execution(runs, NAME, 0.05)
+    (project / "reports" / "registry.json").write_text(json.dumps(report))
+
+    def fingerprint() -> str:
+        record = store.refresh_fingerprint("pets-test", project)
+        written = json.loads((project / "reports" / "mlflow_store.json").read_text())
+        assert written == record and record["tracking_uri"] == store.tracking_uri(project)
+        return record["store_id"]
+
+    first = fingerprint()
+    assert fingerprint() == first  # a healthy store: nothing changes downstream
+    client = MlflowClient(tracking_uri=tracking["uri"], registry_uri=tracking["uri"])
+    client.delete_model_version(NAME, report["version"])
+    lost_version = fingerprint()
+    assert lost_version != first
+    # `register` runs again (its dependency changed) and writes a report the store holds
+    report = register_execution(runs, NAME, 0.05)
+    assert report["version"] == "2"
+    (project / "reports" / "registry.json").write_text(json.dumps(report))
+    assert fingerprint() == lost_version  # one new id per loss, then stable again
+    client.delete_run(runs["children"]["finetune_top"])
+    lost_run = fingerprint()
+    assert lost_run not in (first, lost_version)
+
+    # another store (a new server or database): the reports name runs it does not hold
+    other = tmp_path / "other" / "mlflow.db"
+    other.parent.mkdir()
+    shutil.copyfile(empty_store, other)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{other}")
+    moved = fingerprint()
+    assert moved not in (first, lost_version, lost_run)
+    assert MlflowClient(tracking_uri=f"sqlite:///{other}").get_experiment_by_name("pets-test")
+
+
+def test_store_check_reads_sqlite_without_mlflow_and_agrees_with_the_client(
+    tracking, model_pt, tmp_path
+):
+    from petsml.tracking import store
+
+    project = tmp_path / "project"
+    (project / "reports").mkdir(parents=True)
+    runs = _one(tracking, model_pt, _masks(30, 5, 5)[0], "read")
+    report = register_execution(runs, NAME, 0.05)
+    (project / "reports" / "registry.json").write_text(json.dumps(report))
+    stale = {**runs, "children": {**runs["children"], "svm_early": "0" * 32}}
+    (project / "reports" / "mlflow_runs.json").write_text(json.dumps(stale))
+    claims = store.read_claims(project)
+    db = store.sqlite_path(tracking["uri"])
+    answers = []
+    for reader in (store._SqliteReader(db), store._ClientReader(tracking["uri"])):
+        answers.append(store._inspect(reader, "pets-test", claims, tracking["uri"]))
+        reader.close()
+    assert answers[0] == answers[1]
+    assert answers[0][1] == [f"run {'0' * 32}"]
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    code = (
+        "import sys; from petsml.tracking import store; "
+        f"store.refresh_fingerprint('pets-test', {str(project)!r}, out=None); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'sqlalchemy')))"
+    )
+    (project / "reports" / "mlflow_runs.json").write_text(json.dumps(runs))
+    store.refresh_fingerprint("pets-test", project)  # first contact tags the store
+    checked = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    assert checked.stdout.strip() == "[]"  # the healthy path never imports MLflow

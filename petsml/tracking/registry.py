@@ -255,6 +255,13 @@ def _user() -> str:
         return "unknown"
 
 
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return None if value in (None, "", "None") else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _version_str(version: Any) -> str:
     text = str(version).strip()
     if text.lower().startswith("v") and text[1:].isdigit():
@@ -285,7 +292,7 @@ class ModelRegistry:
     def __init__(self, name: str, tracking_uri: str | None = None) -> None:
         from mlflow import MlflowClient
 
-        from petsml.tracking.store import sqlite_path
+        from petsml.tracking.store import ensure_store, sqlite_path
         from petsml.tracking.store import tracking_uri as default_uri
 
         tracking_uri = tracking_uri or default_uri()
@@ -295,6 +302,7 @@ class ModelRegistry:
                 f"no MLflow database at {db} ({tracking_uri}): run the pipeline (`dvc repro`) "
                 "from the project root, or point MLFLOW_TRACKING_URI at the registry."
             )
+        ensure_store(tracking_uri)  # a store another process is still creating: wait for it
         self.name = name
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -405,6 +413,41 @@ class ModelRegistry:
                         log.warning("version %s: unreadable tag %s", v.version, key)
         return sorted(events, key=lambda e: (e.time, int(e.version)))
 
+    def champion_record(self) -> dict[str, Any] | None:
+        """What ``reports/registry.json`` remembers of the champion, to recover it if the
+        store is lost: its version, run, strategy, run key, scores and the resolved location
+        of its test predictions (artifacts usually outlive a deleted database)."""
+        holder = self.by_alias(CHAMPION)
+        if holder is None:
+            return None
+        run_id = holder.tags.get(RUN_ID_TAG) or holder.run_id
+        predictions_uri = None
+        if run_id:
+            try:
+                artifact_uri = self.client.get_run(run_id).info.artifact_uri
+                predictions_uri = f"{artifact_uri.rstrip('/')}/{PREDICTIONS_ARTIFACT}"
+            except Exception as error:  # the run is gone: record what is left
+                log.warning("champion v%s: run %s unreadable (%s)", holder.version, run_id, error)
+        tags = holder.tags
+        return {
+            "version": str(holder.version),
+            "run_id": run_id,
+            "strategy": tags.get("strategy"),
+            "run_key": tags.get("run_key"),
+            "git_commit": tags.get("git_commit"),
+            "val_accuracy": _float_or_none(tags.get("val_accuracy")),
+            "test_accuracy": _float_or_none(tags.get("test_accuracy")),
+            "predictions_uri": predictions_uri,
+        }
+
+    @contextmanager
+    def promotion_lock(self) -> Iterator[None]:
+        """Serialise champion gates on this store (a file lock beside a SQLite database)."""
+        from petsml.tracking.store import store_lock
+
+        with store_lock(self.tracking_uri, "promote"):
+            yield
+
     # ---- writing
     def register(
         self,
@@ -477,9 +520,164 @@ class ModelRegistry:
 
 # --------------------------------------------------------------------------- the stage
 
+METRIC_KEYS = ("val_accuracy", "test_accuracy", "test_top5", "test_macro_f1", "test_ece")
+CAS_ATTEMPTS = 5  # re-gates when a tracking server's champion moved during a gate
+
 
 def _metrics(client, run_id: str) -> dict[str, float]:
     return dict(client.get_run(run_id).data.metrics)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: GateDecision
+    label: str  # champion | promoted | rejected
+    against: str | None  # the champion version it was compared with (None: none)
+    lost: dict[str, Any] | None = None  # the lost champion it was held against
+
+
+def lost_champion(registry: ModelRegistry, previous: Mapping[str, Any] | None) -> dict | None:
+    """The champion an earlier ``registry.json`` recorded that this store no longer holds.
+
+    ``None`` when there is no such record, it is of another model, or its run is still a
+    version here (then the alias was taken away on purpose, not lost).
+    """
+    if not previous or previous.get("model_name") != registry.name:
+        return None
+    record = previous.get("lost_champion") or previous.get("champion_record")
+    if not isinstance(record, Mapping) or not record.get("run_id"):
+        return None
+    if registry.find_by_run(str(record["run_id"])) is not None:
+        return None
+    return dict(record)
+
+
+def _lost_predictions(lost: Mapping[str, Any]) -> pd.DataFrame:
+    import mlflow
+
+    uri = lost.get("predictions_uri")
+    if not uri:
+        raise RegistryError("reports/registry.json recorded no location of its test predictions")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+        except Exception as error:  # gone with the store: MlflowException or OSError
+            raise RegistryError(f"its test predictions {uri} cannot be read: {error}") from None
+        return pd.read_csv(local)
+
+
+def _judge_against_lost(
+    registry: ModelRegistry,
+    version,
+    number: str,
+    candidate: tuple[str | None, str],
+    lost: dict[str, Any],
+    max_p_value: float,
+) -> Verdict:
+    """A rebuilt registry has no champion, but the last report named one: do not crown the
+    first version that comes along. The same model (run key and strategy) is crowned again;
+    another must beat the lost champion's recorded test predictions through the usual gate."""
+    run_key, strategy = candidate
+    who = (
+        f"champion v{lost.get('version')} ({lost.get('strategy')}, test accuracy "
+        f"{lost.get('test_accuracy')}, git commit {lost.get('git_commit')})"
+    )
+    if run_key and lost.get("run_key") == run_key and lost.get("strategy") == strategy:
+        why = f"re-crowned: the same model was {who} before the MLflow store lost it"
+        return Verdict(GateDecision(True, why), "champion", None, lost)
+    try:
+        decision = gate(_lost_predictions(lost), registry.predictions(version), max_p_value)
+    except RegistryError as error:
+        decision = GateDecision(False, f"not comparable: {error}")
+    prefix = f"v{number} vs lost {who}, recorded in reports/registry.json"
+    if not decision.promote:
+        prefix += (
+            f" (not crowned; to restore that champion check out its commit and `dvc repro`, "
+            f"or crown this one with `pets promote {number} --reason ...`)"
+        )
+    decision = GateDecision(
+        decision.promote, f"{prefix}: {decision.reason}", decision.p_value,
+        decision.comparison, decision.test,
+    )  # fmt: skip
+    return Verdict(decision, "promoted" if decision.promote else "rejected", None, lost)
+
+
+def _judge(registry, version, number, candidate, previous, max_p_value) -> Verdict:
+    """The gate against the current champion (or a lost one, or none: first champion)."""
+    champion = registry.by_alias(CHAMPION)
+    if champion is None:
+        lost = lost_champion(registry, previous)
+        if lost is not None:
+            return _judge_against_lost(registry, version, number, candidate, lost, max_p_value)
+        return Verdict(
+            GateDecision(True, "first champion: the registry had no champion"), "champion", None
+        )
+    if str(champion.version) == number:  # promoted before an interruption
+        return Verdict(GateDecision(False, f"v{number} already holds {CHAMPION}"), "champion", None)
+    try:
+        decision = gate(registry.predictions(champion), registry.predictions(version),
+                        max_p_value)  # fmt: skip
+    except RegistryError as error:
+        decision = GateDecision(False, f"not comparable: {error}")
+    decision = GateDecision(
+        decision.promote,
+        f"v{number} vs champion v{champion.version}: {decision.reason}",
+        decision.p_value,
+        decision.comparison,
+        decision.test,
+    )
+    return Verdict(decision, "promoted" if decision.promote else "rejected", str(champion.version))
+
+
+def gate_and_promote(
+    registry: ModelRegistry,
+    version,
+    candidate: tuple[str | None, str],
+    max_p_value: float,
+    previous: Mapping[str, Any] | None = None,
+) -> Verdict:
+    """Compare-and-set: judge ``version`` against the champion and promote it, atomically.
+
+    Under the store's promotion lock (SQLite) no other gate can move ``champion`` between the
+    comparison and the promotion. A tracking server has no such lock: the champion is read
+    again just before promoting, and a change means judging again against the new one.
+    """
+    number = str(version.version)
+    with registry.promotion_lock():
+        for _ in range(CAS_ATTEMPTS):
+            verdict = _judge(registry, version, number, candidate, previous, max_p_value)
+            if not verdict.decision.promote:
+                return verdict
+            if registry.aliases().get(CHAMPION) != verdict.against:
+                log.info("champion moved during the gate of v%s: judging again", number)
+                continue
+            registry.promote(number, verdict.decision.reason, action="gate")
+            return verdict
+    raise RegistryError(
+        f"{registry.name}@{CHAMPION} kept moving while v{number} was being judged "
+        f"({CAS_ATTEMPTS} tries); re-run `dvc repro register`."
+    )
+
+
+def _report(registry, number, strategy, label, decision_reason, p_value, run_id, comparison,
+            lost=None) -> dict[str, Any]:  # fmt: skip
+    record = registry.champion_record()
+    report = {
+        "model_name": registry.name,
+        "version": number,
+        "strategy": strategy,
+        "aliases": registry.aliases_of(number),
+        "decision": label,
+        "p_value": p_value,
+        "reason": decision_reason,
+        "champion": None if record is None else record["version"],
+        "run_id": run_id,
+        "comparison": comparison,
+        "champion_record": record,
+    }
+    if record is None and lost is not None:
+        report["lost_champion"] = lost  # remembered until a champion is crowned
+    return report
 
 
 def register_execution(
@@ -489,13 +687,16 @@ def register_execution(
     tracking_uri: str | None = None,
     task: str | None = None,
     project_root: str | Path = ".",
+    previous: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Register this execution's best strategy and run the promotion gate.
 
     ``runs`` is ``reports/mlflow_runs.json``; its ``tracking_uri`` (where the runs live) is
     used unless ``tracking_uri`` is given. ``task``, when given, must match the runs' ``task``
-    tag. Returns the ``reports/registry.json`` content. Re-running for a run that is already a
-    version changes nothing and reports that version.
+    tag. ``previous`` is the last ``reports/registry.json``: if it names a champion this store
+    no longer holds, that champion is not forgotten (:func:`lost_champion`). Returns the new
+    ``reports/registry.json`` content. Re-running for a run that is already a version changes
+    nothing and reports that version.
     """
     from petsml.tracking.model_card import build_model_card, gather_card_inputs
 
@@ -527,22 +728,17 @@ def register_execution(
     if existing is not None and existing.tags.get("gate.decision"):
         log.info("run %s is already %s version %s", run_id, model_name, existing.version)
         stored_p = existing.tags.get("gate.p_value")
-        return {
-            "model_name": model_name,
-            "version": str(existing.version),
-            "strategy": existing.tags.get("strategy", best),
-            "aliases": registry.aliases_of(existing.version),
-            "decision": "already_registered",
-            "p_value": float(stored_p) if stored_p not in (None, "", "None") else None,
-            "reason": (
-                f"run {run_id} is already version {existing.version}; not registered again "
-                f"(its gate decision: {existing.tags['gate.decision']}: "
-                f"{existing.tags.get('gate.reason', '')})"
-            ),
-            "champion": registry.aliases().get(CHAMPION),
-            "run_id": run_id,
-            "comparison": json.loads(existing.tags.get("gate.comparison", "null")),
-        }
+        reason = (
+            f"run {run_id} is already version {existing.version}; not registered again "
+            f"(its gate decision: {existing.tags['gate.decision']}: "
+            f"{existing.tags.get('gate.reason', '')})"
+        )
+        return _report(
+            registry, str(existing.version), existing.tags.get("strategy", best),
+            "already_registered", reason, _float_or_none(stored_p), run_id,
+            json.loads(existing.tags.get("gate.comparison", "null")),
+            lost_champion(registry, previous),
+        )  # fmt: skip
 
     if existing is not None:  # registered by an interrupted earlier run: finish its gate
         log.info("run %s is %s version %s without a gate decision", run_id, model_name,
@@ -564,37 +760,16 @@ def register_execution(
         version = registry.register(model_uri, run_id, tags)
     number = str(version.version)
 
-    champion = registry.by_alias(CHAMPION)
-    if champion is None:
-        decision = GateDecision(True, "first champion: the registry had no champion")
-        label = "champion"
-    elif str(champion.version) == number:  # promoted before an interruption
-        champion = None
-        decision = GateDecision(False, f"v{number} already holds {CHAMPION}")
-        label = "champion"
-    else:
-        try:
-            decision = gate(registry.predictions(champion), registry.predictions(version),
-                            max_p_value)  # fmt: skip
-        except RegistryError as error:
-            decision = GateDecision(False, f"not comparable: {error}")
-        decision = GateDecision(
-            decision.promote,
-            f"v{number} vs champion v{champion.version}: {decision.reason}",
-            decision.p_value,
-            decision.comparison,
-            decision.test,
-        )
-        label = "promoted" if decision.promote else "rejected"
-
     registry.move_alias(CHALLENGER, number, "register", f"registered from run {run_id} ({best})")
-    if decision.promote:
-        registry.promote(number, decision.reason, action="gate")
+    verdict = gate_and_promote(registry, version, (runs.get("run_key"), best), max_p_value,
+                               previous)  # fmt: skip
+    decision = verdict.decision
     gate_tags = {
-        "gate.decision": label,
+        "gate.decision": verdict.label,
         "gate.reason": decision.reason,
         "gate.p_value": decision.p_value,
-        "gate.champion_version": None if champion is None else str(champion.version),
+        "gate.champion_version": verdict.against,
+        "gate.lost_champion": None if verdict.lost is None else json.dumps(verdict.lost),
     }
     if decision.comparison is not None:
         gate_tags["gate.comparison"] = json.dumps(decision.comparison.as_dict(), sort_keys=True)
@@ -609,18 +784,6 @@ def register_execution(
     registry.describe(number, card)
     registry.set_tags(number, {"model_card": f"runs:/{run_id}/model_card.md"})
 
-    return {
-        "model_name": model_name,
-        "version": number,
-        "strategy": best,
-        "aliases": registry.aliases_of(number),
-        "decision": label,
-        "p_value": decision.p_value,
-        "reason": decision.reason,
-        "champion": registry.aliases().get(CHAMPION),
-        "run_id": run_id,
-        "comparison": None if decision.comparison is None else decision.comparison.as_dict(),
-    }
-
-
-METRIC_KEYS = ("val_accuracy", "test_accuracy", "test_top5", "test_macro_f1", "test_ece")
+    comparison = None if decision.comparison is None else decision.comparison.as_dict()
+    return _report(registry, number, best, verdict.label, decision.reason, decision.p_value,
+                   run_id, comparison, verdict.lost)  # fmt: skip

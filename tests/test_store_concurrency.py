@@ -1,0 +1,79 @@
+"""Several processes on one SQLite MLflow store, as sweep members are.
+
+Each member logs a pipeline execution (parent run, child run with metrics, artifacts and a
+real pyfunc model) and registers a version, all at once, starting from a store that does not
+exist yet (the first contact creates its tables). Everything is read back with MlflowClient.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_pyfunc import make_tiny_model
+from tests.test_registry import N_TEST, _predictions, execution
+
+MEMBERS = 3
+NAME = "pets-sweep-breed"
+
+
+def _member(index: int, uri: str, model_pt: str, root: str, barrier) -> None:
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    from petsml.tracking import store
+    from petsml.tracking.registry import register_execution
+
+    barrier.wait(timeout=300)
+    uri = store.configure(root)
+    tracking = {"uri": uri, "experiment_id": store.get_or_create_experiment("sweep", uri)}
+    correct = np.arange(N_TEST) < 20 + 10 * index
+    runs = execution(tracking, Path(model_pt), {"finetune_top": (0.5, _predictions(correct))},
+                     key=f"member{index}")  # fmt: skip
+    report = register_execution(runs, NAME, 0.05)
+    Path(root, f"member{index}.json").write_text(json.dumps({"runs": runs, "report": report}))
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    model_pt = make_tiny_model(root / "model.pt", strategy="finetune_top")
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"  # not there yet
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(MEMBERS)
+    processes = [
+        context.Process(target=_member, args=(i, uri, str(model_pt), str(root), barrier))
+        for i in range(MEMBERS)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=900)
+    return root, uri, [p.exitcode for p in processes]
+
+
+def test_concurrent_members_all_complete_on_one_sqlite_store(swept):
+    from mlflow import MlflowClient
+
+    root, uri, exitcodes = swept
+    assert exitcodes == [0] * MEMBERS
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    records = [json.loads((root / f"member{i}.json").read_text()) for i in range(MEMBERS)]
+    experiment = client.get_experiment_by_name("sweep")
+    assert len(client.search_runs([experiment.experiment_id])) == 2 * MEMBERS
+    versions = {v.version: v for v in client.search_model_versions(f"name = '{NAME}'")}
+    assert sorted(int(v) for v in versions) == list(range(1, MEMBERS + 1))
+    for record in records:
+        runs, report = record["runs"], record["report"]
+        for run_id in [runs["parent_run_id"], *runs["children"].values()]:
+            assert client.get_run(run_id).info.status == "FINISHED"
+        version = versions[int(report["version"])]
+        assert version.run_id == runs["children"]["finetune_top"]
+        assert version.tags["gate.decision"] in ("champion", "promoted", "rejected")
+    # the members gate one after another: exactly one champion, and it is the best one
+    champion = client.get_model_version_by_alias(NAME, "champion")
+    best = max(records, key=lambda r: int(r["runs"]["run_key"].removeprefix("member")))
+    assert champion.version == int(best["report"]["version"])
