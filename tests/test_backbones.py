@@ -1,5 +1,8 @@
 """Backbones, offline weights and the Classifier: built small (pretrained=False, tiny inputs),
-except one real-weights check of the offline EfficientNet-Lite0 on real pet photos."""
+except one real-weights check of the offline EfficientNet-Lite0 on real pet photos.
+
+One file over ~400 lines on purpose: every family (built-in and a registered toy one) is held to
+the same Backbone contract through the shared ``built`` fixture and hook helpers below."""
 
 from __future__ import annotations
 
