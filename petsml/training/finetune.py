@@ -318,10 +318,11 @@ def train_epoch_full(
     desc: str,
     prefetch_depth: int = 2,
     precision: str = "auto",
+    keep_norm_stats: bool = False,
 ) -> tuple[float, float]:
     """One epoch through the whole network: uint8 batches read ahead, augmented on the device,
     bf16 autocast on CUDA; the short last batch is dropped. Returns (mean loss, accuracy)."""
-    cached_top.set_train_mode(model, frozen_blocks)
+    cached_top.set_train_mode(model, frozen_blocks, keep_norm_stats)
     bf16 = use_bf16(device, precision)
     n = len(data.labels)
     steps = _steps_per_epoch(n, batch_size)
@@ -487,6 +488,10 @@ def train_strategy(
             if top_forward is not None:
                 top_forward = torch.compile(top_forward)
 
+    # LP-FT: the probe head was fitted on eval-mode features; trainable BatchNorm in train mode
+    # would normalise with batch statistics instead and hand the probe different features at
+    # the first step (on generated photos: loss ~100, val 0.86 -> 0.22). Keep running stats.
+    from_probe = getattr(settings, "head_init", "random") == "probe"
     fp = fingerprint(strategy, params, train_data, val_data, decoded.size)
     history: list[dict[str, Any]] = []
     best = {"accuracy": -1.0, "epoch": 0, "state": None}
@@ -531,7 +536,7 @@ def train_strategy(
     if top_forward is not None and start_epoch <= t.epochs and not stopped_early:
         # The frozen trunk's outputs, once: whole train images (+ mirrors), val centre crops.
         started = time.perf_counter()
-        cached_top.set_train_mode(model, groups.frozen_blocks)
+        cached_top.set_train_mode(model, groups.frozen_blocks, from_probe)
         eval_batch = params.evaluate.batch_size
         caches = (
             cached_top.build_cache(
@@ -558,10 +563,25 @@ def train_strategy(
             (caches[0].maps.nbytes + caches[1].maps.nbytes) / 2**20,
             setup_seconds,
         )
-    if resumed_from is None and getattr(settings, "head_init", "random") == "probe":
+
+    def validate() -> tuple[float, float]:
+        if caches is not None:
+            return cached_top.evaluate(
+                top_forward, model, caches[1], device, params.evaluate.batch_size, precision
+            )
+        return evaluate(
+            forward, model, val_data, prep, device, params.evaluate.batch_size, t.prefetch,
+            precision,
+        )  # fmt: skip
+
+    if resumed_from is None and from_probe:
         started = time.perf_counter()
         probe = _probe_features(model, split, caches, train_data, val_data, prep, device, params)
         init_head_from_probe(model, *probe, settings.probe_C)
+        # The probe competes as epoch 0: fine-tuning keeps its weights unless an epoch beats it.
+        _, probe_acc = validate()
+        best = {"accuracy": probe_acc, "epoch": 0, "state": _cpu_state(model)}
+        log.info("%s: the probe-initialised model scores val accuracy %.4f", strategy, probe_acc)
         setup_seconds += time.perf_counter() - started
     for epoch in range(start_epoch, t.epochs + 1):
         if stopped_early:
@@ -572,15 +592,12 @@ def train_strategy(
         shuffle_seed = t.seed * 100_003 + epoch
         desc = f"{strategy} {epoch}/{t.epochs}"
         if caches is not None:
-            cached_top.set_train_mode(model, groups.frozen_blocks)
+            cached_top.set_train_mode(model, groups.frozen_blocks, from_probe)
             train_loss, train_acc = cached_top.train_epoch(
                 top_forward, caches[0], optimizer, scheduler, device, t.batch_size,
                 seed=shuffle_seed, desc=desc, precision=precision,
             )  # fmt: skip
             _check_loss(train_loss)
-            val_loss, val_acc = cached_top.evaluate(
-                top_forward, model, caches[1], device, params.evaluate.batch_size, precision
-            )
         else:
             train_loss, train_acc = train_epoch_full(
                 forward,
@@ -597,11 +614,9 @@ def train_strategy(
                 desc=desc,
                 prefetch_depth=t.prefetch,
                 precision=precision,
+                keep_norm_stats=from_probe,
             )
-            val_loss, val_acc = evaluate(
-                forward, model, val_data, prep, device, params.evaluate.batch_size, t.prefetch,
-                precision,
-            )  # fmt: skip
+        val_loss, val_acc = validate()
         record = {
             "epoch": epoch,
             "train_loss": train_loss,
