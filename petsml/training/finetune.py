@@ -63,7 +63,12 @@ from petsml.training.probe_init import init_head_from_probe, pooled_features
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "last.pt"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the fingerprint covers the code and the decoded pixels
+
+# The petsml sources the trained weights depend on (relative to PACKAGE_ROOT): a checkpoint made
+# by other code is not resumed. Tracking, evaluation and the stages cannot change the weights.
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+CODE = ("training", "models", "data", "config.py", "errors.py", "io.py", "paths.py")
 
 # Called after every epoch, once its checkpoint is on disk: (epoch, model, history record).
 EpochCallback = Callable[[int, nn.Module, dict[str, Any]], None]
@@ -71,6 +76,18 @@ EpochCallback = Callable[[int, nn.Module, dict[str, Any]], None]
 
 class TrainingError(PetsError):
     """A trained strategy cannot run with the given settings or data."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; ``saved`` says in one sentence what is on disk to resume from.
+
+    A KeyboardInterrupt still (so nothing treats it as a failure to report), which
+    :func:`petsml.stage.run_stage` turns into that sentence and exit code 130.
+    """
+
+    def __init__(self, saved: str) -> None:
+        super().__init__(saved)
+        self.saved = saved
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,8 +206,27 @@ def _load_data(split: str, task: str, splits_dir: Path, decoded: DecodedImages) 
     return SplitData(ids, decoded.take(ids), np.array(frame["label"], dtype=np.int64))
 
 
-def fingerprint(strategy: str, params: Params, train: SplitData, val: SplitData, size: int) -> str:
-    """Hash of every setting and input the trained weights depend on (not device or workers)."""
+def code_digest(root: Path | None = None) -> str:
+    """sha256 of the petsml sources training runs (:data:`CODE` under ``root``, default the
+    installed package): names and bytes, so an edit, a new or a deleted module changes it."""
+    root = Path(root or PACKAGE_ROOT)
+    digest = hashlib.sha256()
+    for name in CODE:
+        path = root / name
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.exists() else []
+        for file in files:
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def fingerprint(
+    strategy: str, params: Params, train: SplitData, val: SplitData, size: int, code: str = ""
+) -> str:
+    """Hash of every setting and input the trained weights depend on (not device or workers):
+    params, ``code`` (:func:`code_digest`), image ids, labels and the decoded pixels themselves
+    (sha256 of the in-memory arrays: ~1 s per GB with SHA extensions, against minutes of
+    training; a re-decoded or replaced photo changes it even when its id does not)."""
     t = params.train
     relevant = {
         "version": CHECKPOINT_VERSION,
@@ -206,11 +242,13 @@ def fingerprint(strategy: str, params: Params, train: SplitData, val: SplitData,
             "warmup_epochs": t.warmup_epochs,
         },
         "decode_size": size,
+        "code": code,
     }
     digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
     for data in (train, val):
         digest.update("\n".join(data.image_ids).encode())
         digest.update(data.labels.tobytes())
+        digest.update(memoryview(np.ascontiguousarray(data.images)).cast("B"))
     return digest.hexdigest()
 
 
@@ -414,11 +452,42 @@ def train_strategy(
     directory is written. With ``resume=True`` an existing checkpoint whose fingerprint
     matches is continued from the epoch after it; otherwise training starts fresh.
     ``on_epoch_end(epoch, model, record)`` runs after each epoch's checkpoint is saved.
-    Returns the summary written to ``summary.json``.
+    Returns the summary written to ``summary.json``. Ctrl-C raises
+    :class:`TrainingInterrupted` saying which checkpoint (if any) a resumed run continues from.
     """
     _check_strategy(strategy)
-    out_dir = Path(out_dir)
-    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT
+    saved: dict[str, int] = {}  # {"epoch": e} once a resumable checkpoint holds epoch e
+    try:
+        return _train_strategy(
+            strategy, params, Path(out_dir), resume, Path(checkpoint_dir), Path(splits_dir),
+            Path(decoded_dir), on_epoch_end, saved,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        if "epoch" in saved:
+            note = (
+                f"{strategy} interrupted: {checkpoint_path} holds epoch {saved['epoch']} of "
+                f"{params.train.epochs}; `dvc repro` resumes from it"
+            )
+        else:
+            note = (
+                f"{strategy} interrupted before its first epoch was saved; `dvc repro` "
+                "starts it again"
+            )
+        raise TrainingInterrupted(note) from None
+
+
+def _train_strategy(
+    strategy: str,
+    params: Params,
+    out_dir: Path,
+    resume: bool,
+    checkpoint_dir: Path,
+    splits_dir: Path,
+    decoded_dir: Path,
+    on_epoch_end: EpochCallback | None,
+    saved: dict[str, int],
+) -> dict[str, Any]:
     checkpoint_path = checkpoint_dir / CHECKPOINT
     t = params.train
     task = params.data.task
@@ -492,7 +561,9 @@ def train_strategy(
     # would normalise with batch statistics instead and hand the probe different features at
     # the first step (on generated photos: loss ~100, val 0.86 -> 0.22). Keep running stats.
     from_probe = getattr(settings, "head_init", "random") == "probe"
-    fp = fingerprint(strategy, params, train_data, val_data, decoded.size)
+    started = time.perf_counter()
+    fp = fingerprint(strategy, params, train_data, val_data, decoded.size, code_digest())
+    log.debug("fingerprint %.12s in %.2fs", fp, time.perf_counter() - started)
     history: list[dict[str, Any]] = []
     best = {"accuracy": -1.0, "epoch": 0, "state": None}
     bad_epochs = 0
@@ -515,6 +586,7 @@ def train_strategy(
         stopped_early = state["stopped_early"]
         start_epoch = state["epoch"] + 1
         resumed_from = state["epoch"]
+        saved["epoch"] = resumed_from
         log.info("%s: resuming after epoch %d from %s", strategy, state["epoch"], checkpoint_path)
         del state
 
@@ -671,6 +743,7 @@ def train_strategy(
                 },
                 tmp,
             )
+        saved["epoch"] = epoch
         if on_epoch_end is not None:
             on_epoch_end(epoch, model, record)
 
@@ -711,6 +784,7 @@ def train_strategy(
         write_json(tmp / "history.json", {"epochs": history, "search": []})
         write_json(tmp / "summary.json", summary)
     checkpoint_path.unlink(missing_ok=True)
+    saved.clear()
     try:
         checkpoint_dir.rmdir()  # only when nothing else lives there
     except OSError:
