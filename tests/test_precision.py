@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from petsml.config import ConfigError, parse_params
+from petsml.data.tensors import to_input
 from petsml.models import precision
+from petsml.models.backbones import create_backbone
+from petsml.training.heads import fit_logistic
+from petsml.training.probe_init import pooled_features
+from tests.fakedata import class_image
+
+# bf16 keeps 8 bits of mantissa (~0.4% per rounding); through a 16-block network the pooled
+# features move by a few percent (measured on this test's photos: median 0.022, max 0.037).
+TOLERANCE_MEDIAN = 0.05
+TOLERANCE_MAX = 0.15
 
 
 def test_explicit_precision_wins():
@@ -37,3 +48,26 @@ def test_unknown_precision_is_refused_with_the_key():
         precision.use_bf16(torch.device("cpu"), "fp16")
     with pytest.raises(ConfigError, match="model.precision"):
         parse_params({"model": {"precision": "fp16"}})
+
+
+def test_bf16_features_stay_close_to_fp32_and_a_probe_predicts_the_same():
+    """The bf16 path's tolerance: pretrained Lite0 features of generated photos, bf16 autocast
+    against fp32 (emulated where the CPU lacks bf16 instructions: slower, same numbers)."""
+    cpu = torch.device("cpu")
+    backbone = create_backbone("efficientnet_lite0", pretrained=True, image_size=96).eval()
+    prep = backbone.preprocessing
+    rng = np.random.default_rng(0)
+    classes, per_class = 8, 8
+    labels = np.repeat(np.arange(classes), per_class)
+    photos = np.stack([np.asarray(class_image(int(c), rng, (96, 96))) for c in labels])
+    x = to_input(torch.from_numpy(photos), prep.mean, prep.std, size=prep.input_size)
+    batches = list(x.split(32))
+    fp32 = pooled_features(backbone.forward_features, batches, cpu, "fp32")
+    bf16 = pooled_features(backbone.forward_features, batches, cpu, "bf16")
+
+    relative = np.linalg.norm(bf16 - fp32, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert np.median(relative) < TOLERANCE_MEDIAN and relative.max() < TOLERANCE_MAX, relative
+    train = np.arange(len(labels)) % per_class < per_class // 2
+    fit = fit_logistic(fp32[train], labels[train], fp32[~train], labels[~train], [0.1])
+    agree = (fit.predict(bf16) == fit.predict(fp32)).mean()
+    assert agree >= 0.9, agree

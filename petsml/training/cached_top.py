@@ -403,7 +403,18 @@ def score(
     return loss_sum.item() / max(1, n), correct.item() / max(1, n)
 
 
-def set_train_mode(model: nn.Module, frozen_blocks: Sequence[nn.Module]) -> None:
+def set_train_mode(
+    model: nn.Module, frozen_blocks: Sequence[nn.Module], keep_norm_stats: bool = False
+) -> None:
+    """Train mode for what trains, eval mode for the frozen blocks (their BatchNorm keeps its
+    pretrained running statistics). ``keep_norm_stats`` puts every BatchNorm in eval mode: the
+    trainable blocks then normalise with their running statistics too (their scale and shift
+    still train), so the features at the first step are exactly the eval-mode features a
+    linear probe was fitted on (LP-FT; see :mod:`petsml.training.finetune`)."""
     model.train()
     for block in frozen_blocks:
-        block.eval()  # frozen BatchNorm keeps its pretrained running statistics
+        block.eval()
+    if keep_norm_stats:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()

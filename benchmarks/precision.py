@@ -1,0 +1,164 @@
+"""bf16 against fp32 on this machine: speed and accuracy of what ``model.precision`` switches.
+
+For each precision: images/s of frozen feature extraction (the featurize stage) and of a
+``finetune_top`` run (the train stage, its one-off frozen-block cache included), the probe's
+validation accuracy on those features and the ``finetune_top`` run's, on the real photos, over
+repeated seeded train/val splits. One line per measurement names the CPU, its bf16 flags, the
+threads, the precision and the memory format, then a ``pick:`` line says what ``auto`` picks
+here and whether that is the faster one at equal accuracy.
+
+    python benchmarks/precision.py [FOLDER] [--splits 3] [--epochs 3]
+
+FOLDER defaults to ../shared/pets-sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from petsml.config import load_params
+from petsml.data.breeds import CLASS_ID, SPECIES, breed_of, species_of
+from petsml.data.decode import DecodedImages, decode_images
+from petsml.models.backbones import create_backbone
+from petsml.models.precision import cpu_has_native_bf16, use_bf16
+from petsml.training.features import extract_features
+from petsml.training.finetune import train_strategy
+from petsml.training.heads import fit_logistic
+
+ROOT = Path(__file__).resolve().parents[1]
+PRECISIONS = ("fp32", "bf16")
+
+
+def machine() -> str:
+    """CPU model, its bf16-related flags and the torch thread count."""
+    model, flags = platform.processor() or "?", []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = [f for f in line.split(":", 1)[1].split() if "bf16" in f or "amx" in f]
+                break
+    except OSError:
+        pass
+    return (
+        f"cpu {model!r} bf16 flags [{' '.join(flags) or 'none'}] threads {torch.get_num_threads()}"
+    )
+
+
+def photo_frame(folder: Path) -> pd.DataFrame:
+    files = sorted((folder / "images").glob("*.jpg"))
+    rows = []
+    for path in files:
+        breed = breed_of(path.stem)
+        rows.append(
+            {
+                "image_id": path.stem,
+                "file": f"images/{path.name}",
+                "breed": breed,
+                "class_id": CLASS_ID[breed],
+                "species": species_of(breed),
+                "species_id": SPECIES.index(species_of(breed)),
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def seeded_splits(frame: pd.DataFrame, n: int) -> list[np.ndarray]:
+    """``n`` random 2:1 train/val masks (True = val), one seed each."""
+    return [np.random.default_rng(seed).random(len(frame)) < 1 / 3 for seed in range(n)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folder", nargs="?", default=str(ROOT.parent / "shared" / "pets-sample"))
+    parser.add_argument("--splits", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    params = load_params(ROOT / "params.yaml")
+    frame = photo_frame(Path(args.folder))
+    cpu = torch.device("cpu")
+    head = f"{machine()} | memory channels_last | backbone {params.model.backbone}"
+    print(f"{len(frame)} photos from {args.folder}; {args.splits} seeded 2:1 splits")
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        decode_images(frame, args.folder, tmp / "decoded", size=params.decode.size, workers=2)
+        decoded = DecodedImages.open(tmp / "decoded")
+        ids = frame["image_id"].tolist()
+        labels = frame["class_id"].to_numpy()
+        masks = seeded_splits(frame, args.splits)
+        for precision in PRECISIONS:
+            torch.manual_seed(0)
+            backbone = create_backbone(params.model.backbone, pretrained=params.model.pretrained)
+            extract_features(backbone, decoded, ids[:16], 16, cpu, precision=precision)  # warm
+            started = time.perf_counter()
+            feats = extract_features(backbone, decoded, ids, 64, cpu, precision=precision)
+            feat_speed = len(ids) / (time.perf_counter() - started)
+            probe_acc = [
+                fit_logistic(
+                    feats["penultimate"][~m], labels[~m], feats["penultimate"][m], labels[m],
+                    params.feature_extractor.C,
+                ).val_accuracy
+                for m in masks
+            ]  # fmt: skip
+            tuned = params.model_copy(deep=True)
+            tuned.model.precision = precision
+            tuned.train.device = "cpu"
+            tuned.train.epochs = args.epochs
+            ft_speed, ft_acc = [], []
+            for i, mask in enumerate(masks):
+                splits = tmp / f"splits{i}"
+                splits.mkdir(exist_ok=True)
+                frame[~mask].to_csv(splits / "train.csv", index=False)
+                frame[mask].to_csv(splits / "val.csv", index=False)
+                summary = train_strategy(
+                    "finetune_top", tuned, tmp / f"model-{precision}-{i}",
+                    checkpoint_dir=tmp / "checkpoints", splits_dir=splits,
+                    decoded_dir=tmp / "decoded",
+                )  # fmt: skip
+                seen = int((~mask).sum()) * summary["epochs_run"]
+                ft_speed.append(seen / summary["train_seconds"])
+                ft_acc.append(summary["val_accuracy"])
+            results[precision] = {
+                "features": feat_speed,
+                "probe": float(np.mean(probe_acc)),
+                "finetune": float(np.mean(ft_speed)),
+                "finetune_acc": float(np.mean(ft_acc)),
+            }
+            r = results[precision]
+            print(
+                f"{head} | precision {precision} | features {r['features']:.1f} img/s, probe val "
+                f"acc {r['probe']:.3f} ({' '.join(f'{a:.3f}' for a in probe_acc)}) | "
+                f"finetune_top {r['finetune']:.1f} img/s, val acc {r['finetune_acc']:.3f} "
+                f"({' '.join(f'{a:.3f}' for a in ft_acc)})",
+                flush=True,
+            )
+    auto = "bf16" if use_bf16(cpu, "auto") else "fp32"
+    bf, fp = results["bf16"], results["fp32"]
+    fast = max(PRECISIONS, key=lambda p: results[p]["finetune"] + results[p]["features"])
+    print(
+        f"pick: auto -> {auto} here (native bf16: {cpu_has_native_bf16()}); faster: {fast} "
+        f"(bf16/fp32: features x{bf['features'] / fp['features']:.2f}, "
+        f"finetune_top x{bf['finetune'] / fp['finetune']:.2f}); "
+        f"accuracy bf16-fp32: probe {bf['probe'] - fp['probe']:+.3f}, "
+        f"finetune_top {bf['finetune_acc'] - fp['finetune_acc']:+.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

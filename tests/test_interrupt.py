@@ -1,0 +1,101 @@
+"""Ctrl-C during a training stage: one line saying what was saved, exit 130, then a clean resume."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from petsml.data.breeds import CLASS_ID, SPECIES, breed_of, species_of
+from petsml.data.decode import decode_images
+from petsml.io import read_json
+from tests.fakedata import make_dataset
+from tests.project import REPO, apply_overrides, tool_env
+
+STRATEGY = "scratch"
+
+
+def _tiny_project(root: Path) -> Path:
+    """params.yaml, data/splits and data/decoded: what `python -m stages.train` reads."""
+    ds = make_dataset(root / "src", per_breed=8, test_per_breed=0, size=(48, 44), quirks=False)
+    rows = []
+    for image_id in ds.ids:
+        breed = breed_of(image_id)
+        file = f"images/{image_id}.jpg"
+        rows.append(
+            {
+                "image_id": image_id,
+                "file": file,
+                "breed": breed,
+                "class_id": CLASS_ID[breed],
+                "species": species_of(breed),
+                "species_id": SPECIES.index(species_of(breed)),
+                "sha256": hashlib.sha256((root / "src" / file).read_bytes()).hexdigest(),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    is_val = frame["image_id"].str.endswith(("_1", "_2"))
+    project = root / "project"
+    splits = project / "data" / "splits"
+    splits.mkdir(parents=True)
+    frame[~is_val].to_csv(splits / "train.csv", index=False)
+    frame[is_val].to_csv(splits / "val.csv", index=False)
+    decode_images(frame, root / "src", project / "data" / "decoded", size=40, workers=1)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    settings = {
+        "model.backbone": "test_efficientnet",
+        "model.pretrained": False,
+        "model.image_size": 32,
+        "model.precision": "fp32",
+        "decode.size": 40,
+        "train.device": "cpu",
+        "train.epochs": 12,  # long enough to be interrupted after the first checkpoint
+        "train.patience": 12,
+        "train.batch_size": 8,
+    }
+    (project / "params.yaml").write_text(yaml.safe_dump(apply_overrides(raw, settings)))
+    return project
+
+
+def _train(project: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "stages.train", STRATEGY, "--resume"],
+        cwd=project,
+        env=tool_env(OMP_NUM_THREADS="1", PETS_LOG_LEVEL="INFO"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_ctrl_c_says_what_was_saved_in_one_line_exits_130_and_the_rerun_resumes(tmp_path):
+    project = _tiny_project(tmp_path)
+    checkpoint = project / "data" / "checkpoints" / STRATEGY / "last.pt"
+    proc = _train(project)
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert checkpoint.exists(), proc.communicate(timeout=60)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    notes = [line for line in stderr.splitlines() if "INTERRUPTED" in line]
+    assert len(notes) == 1, stderr[-3000:]
+    assert "data/checkpoints/scratch/last.pt holds epoch" in notes[0]
+    assert "`dvc repro` resumes" in notes[0]
+    assert checkpoint.exists() and not (project / "models" / STRATEGY).exists()
+
+    rerun = _train(project)
+    _, stderr = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, stderr[-3000:]
+    summary = read_json(project / "models" / STRATEGY / "summary.json")
+    assert summary["resumed_from_epoch"] >= 1 and summary["epochs_run"] == 12
+    assert not checkpoint.exists()
