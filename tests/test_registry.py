@@ -549,7 +549,7 @@ def test_store_fingerprint_changes_only_when_the_store_loses_what_the_reports_na
 ):
     from mlflow import MlflowClient
 
-    from petsml.tracking import store
+    from petsml.tracking import store, store_check
 
     project = tmp_path / "project"
     (project / "reports").mkdir(parents=True)
@@ -559,7 +559,7 @@ def test_store_fingerprint_changes_only_when_the_store_loses_what_the_reports_na
     (project / "reports" / "registry.json").write_text(json.dumps(report))
 
     def fingerprint() -> str:
-        record = store.refresh_fingerprint("pets-test", project)
+        record = store_check.refresh_fingerprint("pets-test", project)
         written = json.loads((project / "reports" / "mlflow_store.json").read_text())
         assert written == record and record["tracking_uri"] == store.tracking_uri(project)
         return record["store_id"]
@@ -592,7 +592,7 @@ def test_store_fingerprint_changes_only_when_the_store_loses_what_the_reports_na
 def test_store_check_reads_sqlite_without_mlflow_and_agrees_with_the_client(
     tracking, model_pt, tmp_path
 ):
-    from petsml.tracking import store
+    from petsml.tracking import store, store_check
 
     project = tmp_path / "project"
     (project / "reports").mkdir(parents=True)
@@ -601,11 +601,11 @@ def test_store_check_reads_sqlite_without_mlflow_and_agrees_with_the_client(
     (project / "reports" / "registry.json").write_text(json.dumps(report))
     stale = {**runs, "children": {**runs["children"], "svm_early": "0" * 32}}
     (project / "reports" / "mlflow_runs.json").write_text(json.dumps(stale))
-    claims = store.read_claims(project)
+    claims = store_check.read_claims(project)
     db = store.sqlite_path(tracking["uri"])
     answers = []
-    for reader in (store._SqliteReader(db), store._ClientReader(tracking["uri"])):
-        answers.append(store._inspect(reader, "pets-test", claims, tracking["uri"]))
+    for reader in (store_check._SqliteReader(db), store_check._ClientReader(tracking["uri"])):
+        answers.append(store_check._inspect(reader, "pets-test", claims, tracking["uri"]))
         reader.close()
     assert answers[0] == answers[1]
     assert answers[0][1] == [f"run {'0' * 32}"]
@@ -613,12 +613,12 @@ def test_store_check_reads_sqlite_without_mlflow_and_agrees_with_the_client(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     code = (
-        "import sys; from petsml.tracking import store; "
-        f"store.refresh_fingerprint('pets-test', {str(project)!r}, out=None); "
+        "import sys; from petsml.tracking import store_check; "
+        f"store_check.refresh_fingerprint('pets-test', {str(project)!r}, out=None); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'sqlalchemy')))"
     )
     (project / "reports" / "mlflow_runs.json").write_text(json.dumps(runs))
-    store.refresh_fingerprint("pets-test", project)  # first contact tags the store
+    store_check.refresh_fingerprint("pets-test", project)  # first contact tags the store
     checked = subprocess.run(
         [sys.executable, "-c", code], cwd=project, env=env, capture_output=True, text=True,
         timeout=120,
