@@ -3,6 +3,9 @@
 Each "execution" is what the track stage leaves behind: a parent run, one child run per
 strategy with metrics, tags, ``eval/predictions.csv`` and a real pyfunc model (a tiny
 random-init timm network), and the ``mlflow_runs.json`` record that points at them.
+Everything that needs such a store stays here, sharing these fixtures: the registry wrapper,
+the promotion, the register recipe and the store check. The pure statistics are tested in
+test_gate.py, the model card in test_model_card.py.
 """
 
 from __future__ import annotations
