@@ -49,7 +49,7 @@ def _model_name(args: argparse.Namespace) -> str:
 
 
 def _registry(args: argparse.Namespace):
-    from petsml.tracking.registry import ModelRegistry
+    from petsml.tracking.model_registry import ModelRegistry
 
     return ModelRegistry(_model_name(args), args.tracking_uri)
 

@@ -9,7 +9,7 @@ MLFLOW_TRACKING_URI, deleted runs or versions), so a healthy store costs one qui
 
 from petsml.config import load_params
 from petsml.stage import run_stage
-from petsml.tracking.store import FINGERPRINT, refresh_fingerprint
+from petsml.tracking.store_check import FINGERPRINT, refresh_fingerprint
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from petsml.config import load_params
 from petsml.errors import PetsError
 from petsml.io import read_json, write_json
 from petsml.stage import run_stage
-from petsml.tracking.registry import register_execution
+from petsml.tracking.registration import register_execution
 
 log = logging.getLogger("petsml.stages.register")
 

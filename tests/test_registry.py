@@ -3,12 +3,14 @@
 Each "execution" is what the track stage leaves behind: a parent run, one child run per
 strategy with metrics, tags, ``eval/predictions.csv`` and a real pyfunc model (a tiny
 random-init timm network), and the ``mlflow_runs.json`` record that points at them.
+Everything that needs such a store stays here, sharing these fixtures: the registry wrapper,
+the promotion, the register recipe and the store check. The pure statistics are tested in
+test_gate.py, the model card in test_model_card.py.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -21,216 +23,31 @@ import pytest
 
 from petsml.data.breeds import BREEDS
 from petsml.errors import PetsError
-from petsml.tracking.model_card import CardInputs, build_model_card, weak_spots
-from petsml.tracking.registry import (
+from petsml.tracking.errors import RegistryError
+from petsml.tracking.gate import mcnemar
+from petsml.tracking.model_registry import (
     CHALLENGER,
     CHAMPION,
     PREVIOUS_CHAMPION_TAG,
     ModelRegistry,
-    RegistryError,
-    TestSetMismatch,
-    gate,
-    mcnemar,
-    pair_predictions,
-    pick_best,
-    register_execution,
 )
+from petsml.tracking.registration import VERSION_SCORE_KEYS, register_execution
+from tests.test_gate import N_TEST, _masks, _predictions
 
 REPO = Path(__file__).resolve().parents[1]
 BACKBONE = "test_efficientnet"  # timm's tiny test network, random init: no download
-N_TEST = 60
 NAME = "oxford-pets-breed"
 
 
-# --------------------------------------------------------------------------- McNemar
+# --------------------------------------------------------------------------- version tags
 
 
-def test_mcnemar_exact_matches_hand_computed_binomial_tails():
-    # b=1, c=9: P[X <= 1] for Binom(10, 1/2) = (1 + 10) / 1024, two-sided doubles it.
-    result = mcnemar(1, 9)
-    assert result.method == "exact"
-    assert result.p_value == pytest.approx(22 / 1024)
-    # b=3, c=5: P[X <= 3] for Binom(8, 1/2) = (1 + 8 + 28 + 56) / 256.
-    assert mcnemar(3, 5).p_value == pytest.approx(2 * 93 / 256)
-    # symmetric in b and c
-    assert mcnemar(9, 1).p_value == pytest.approx(mcnemar(1, 9).p_value)
-    # b = c: the two tails overlap, p is capped at 1
-    assert mcnemar(5, 5).p_value == 1.0
-    # all 6 discordant pairs one way: 2 / 2^6
-    assert mcnemar(0, 6).p_value == pytest.approx(2 / 64)
+def test_version_scores_are_the_metrics_json_scores_without_the_training_time():
+    """A version is tagged with the model's scores: every metrics.json key but train_seconds
+    (a cost of training, not a quality of the model), in the card's table order."""
+    from petsml.evaluation.report import METRIC_KEYS
 
-
-def test_mcnemar_chi_square_with_continuity_correction_for_many_discordant_pairs():
-    result = mcnemar(10, 30)  # b + c = 40 >= 25
-    assert result.method == "chi2"
-    assert result.statistic == pytest.approx((20 - 1) ** 2 / 40)  # 9.025
-    # chi-square with 1 dof: P[X > s] = erfc(sqrt(s / 2)) ~= 0.00266
-    assert result.p_value == pytest.approx(math.erfc(math.sqrt(9.025 / 2)))
-    assert result.p_value == pytest.approx(0.002663, abs=2e-6)
-    # the switch point: 24 discordant pairs are tested exactly, 25 by chi-square
-    assert mcnemar(10, 14).method == "exact"
-    assert mcnemar(10, 15).method == "chi2"
-    assert mcnemar(10, 15).p_value == pytest.approx(math.erfc(math.sqrt(16 / 25 / 2)))
-
-
-def test_mcnemar_without_discordant_pairs_is_not_significant():
-    result = mcnemar(0, 0)
-    assert result.p_value == 1.0 and result.method == "none"
-    with pytest.raises(ValueError):
-        mcnemar(-1, 3)
-
-
-# --------------------------------------------------------------------------- pairing and gate
-
-
-def _labels(n: int = N_TEST) -> np.ndarray:
-    return np.arange(n) % len(BREEDS)
-
-
-def _predictions(correct: np.ndarray, ids: list[str] | None = None) -> pd.DataFrame:
-    """Per-image test predictions with the given correctness mask (wrong = next class)."""
-    labels = _labels(len(correct))
-    preds = np.where(correct, labels, (labels + 1) % len(BREEDS))
-    return pd.DataFrame(
-        {
-            "image_id": ids or [f"img_{i:03d}" for i in range(len(correct))],
-            "label": labels,
-            "pred": preds,
-            "correct": correct.astype(bool),
-            "probability": 0.5,
-        }
-    )
-
-
-def _masks(both: int, champ_only: int, chall_only: int, n: int = N_TEST):
-    """Champion and challenger correctness with exactly these 2x2 counts (rest: neither)."""
-    neither = n - both - champ_only - chall_only
-    assert neither >= 0
-    champion = np.array([1] * both + [1] * champ_only + [0] * chall_only + [0] * neither, bool)
-    challenger = np.array([1] * both + [0] * champ_only + [1] * chall_only + [0] * neither, bool)
-    return champion, challenger
-
-
-def test_pair_predictions_joins_on_image_id_not_row_order():
-    champ, chall = _masks(both=30, champ_only=4, chall_only=11)
-    a = _predictions(champ)
-    b = _predictions(chall).sample(frac=1.0, random_state=0)  # shuffled rows
-    pair = pair_predictions(a, b)
-    assert (pair.n, pair.both, pair.champion_only, pair.challenger_only, pair.neither) == (
-        60, 30, 4, 11, 15,
-    )  # fmt: skip
-    assert pair.champion_accuracy == pytest.approx(34 / 60)
-    assert pair.challenger_accuracy == pytest.approx(41 / 60)
-    # without a `correct` column, correctness is label == pred
-    pair2 = pair_predictions(a.drop(columns="correct"), b.drop(columns="correct"))
-    assert pair2 == pair
-
-
-def test_pair_predictions_refuses_different_test_sets():
-    champ, chall = _masks(both=30, champ_only=4, chall_only=11)
-    a = _predictions(champ)
-    other_ids = [f"img_{i:03d}" for i in range(1, N_TEST)] + ["someone_else"]
-    with pytest.raises(TestSetMismatch, match="test sets differ"):
-        pair_predictions(a, _predictions(chall, other_ids))
-    relabelled = _predictions(chall)
-    relabelled.loc[0, "label"] = 36
-    with pytest.raises(TestSetMismatch, match="different labels"):
-        pair_predictions(a, relabelled)
-    with pytest.raises(RegistryError, match="image_id"):
-        pair_predictions(a.drop(columns="image_id"), a)
-
-
-def test_gate_promotes_only_a_better_and_significant_challenger():
-    significant = gate(*map(_predictions, _masks(30, 2, 20)), max_p_value=0.05)
-    assert significant.promote and significant.p_value < 0.001
-    assert "better and significant" in significant.reason
-
-    worse = gate(*map(_predictions, _masks(30, 20, 2)), max_p_value=0.05)
-    assert not worse.promote and worse.reason.startswith("not better")
-
-    close = gate(*map(_predictions, _masks(30, 3, 6)), max_p_value=0.05)
-    assert not close.promote and close.reason.startswith("not significant")
-    assert close.p_value == pytest.approx(mcnemar(3, 6).p_value)
-    assert close.comparison.challenger_accuracy > close.comparison.champion_accuracy
-    # the same counts pass a looser threshold
-    assert gate(*map(_predictions, _masks(30, 3, 6)), max_p_value=0.6).promote
-
-    tie = gate(*map(_predictions, _masks(30, 5, 5)), max_p_value=0.9)
-    assert not tie.promote  # equal accuracy is not better, whatever the threshold
-
-    champ, chall = _masks(30, 0, 30)
-    moved = gate(_predictions(champ), _predictions(chall, [f"x{i}" for i in range(N_TEST)]), 0.05)
-    assert not moved.promote and "test sets differ" in moved.reason
-
-
-def test_pick_best_uses_validation_accuracy_only():
-    assert pick_best({"feature_extractor": 0.81, "svm_early": 0.86}) == "svm_early"
-    assert pick_best({"b": 0.8, "a": 0.8, "c": float("nan")}) == "a"  # ties by name
-    with pytest.raises(RegistryError, match="val_accuracy"):
-        pick_best({"a": None})
-
-
-# --------------------------------------------------------------------------- model card
-
-
-def _card(per_class: pd.DataFrame | None, pairs: pd.DataFrame | None = None) -> str:
-    return build_model_card(
-        CardInputs(
-            model_name=NAME,
-            version="4",
-            task="breed",
-            strategy="svm_early",
-            run_id="abc123",
-            metrics={
-                "feature_extractor": {"val_accuracy": 0.8, "test_accuracy": 0.79},
-                "svm_early": {"val_accuracy": 0.85, "test_accuracy": 0.78, "test_ece": 0.031},
-            },
-            backbone="efficientnet_lite0",
-            git_commit="deadbeef",
-            dvc_data_hash="0123abcd",
-            split_sizes={"train": 2944, "val": 736, "test": 3669},
-            per_class=per_class,
-            confused_pairs=pairs,
-        )
-    )
-
-
-def test_model_card_lists_every_strategy_weak_spots_and_limits():
-    # the layout of reports/eval/<strategy>/per_class.csv (petsml.evaluation.report)
-    names = ["pug", "beagle", "Bengal", "Sphynx", "boxer", "samoyed", "Birman", "Persian"]
-    per_class = pd.DataFrame(
-        {
-            "class_id": range(len(names)),
-            "class_name": names,
-            "support": [30, 30, 30, 30, 30, 30, 30, 0],  # Persian: not in this test set
-            "correct": [27, 12, 24, 29, 15, 29, 13, 0],
-            "accuracy": [0.9, 0.4, 0.8, 0.97, 0.5, 0.98, 0.45, 0.0],
-            "precision": [0.9, 0.5, 0.7, 0.95, 0.6, 0.99, 0.4, float("nan")],
-            "f1": [0.9, 0.44, 0.75, 0.96, 0.55, 0.985, 0.42, 0.0],
-        }
-    )
-    assert list(weak_spots(per_class, 3)["class_name"]) == ["Birman", "beagle", "boxer"]
-    pairs = pd.DataFrame(
-        {
-            "actual": [1, 4, 2],
-            "actual_name": ["beagle", "boxer", "Bengal"],
-            "predicted": [4, 1, 6],
-            "predicted_name": ["boxer", "beagle", "Birman"],
-            "count": [3, 7, 0],
-        }
-    )
-    card = _card(per_class, pairs)
-    assert card.startswith(f"# Model card: {NAME} version 4")
-    assert "| **svm_early** (registered) | 0.8500 | 0.7800 | n/a | n/a | 0.0310 |" in card
-    assert "| feature_extractor | 0.8000 | 0.7900 |" in card
-    assert "| test | 3669 |" in card and "`deadbeef`" in card and "`0123abcd`" in card
-    weak = card.split("## Weak spots")[1].split("## Intended use")[0]
-    assert weak.index("Birman") < weak.index("beagle") < weak.index("boxer")
-    assert "samoyed" not in weak and "Persian" not in weak
-    assert weak.index("- boxer -> beagle: 7") < weak.index("- beagle -> boxer: 3")
-    assert "Bengal -> Birman" not in weak  # zero-count pairs are not mistakes
-    assert "## Intended use" in card and "## Limits" in card
-    assert "not available" in _card(None).split("## Weak spots")[1]
+    assert VERSION_SCORE_KEYS == tuple(k for k in METRIC_KEYS if k != "train_seconds")
 
 
 # --------------------------------------------------------------------------- real registry
@@ -666,17 +483,17 @@ def _race_member(uri: str, runs: dict, delay_s: float, barrier, out: str) -> Non
     import time
 
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    from petsml.tracking import registry
+    from petsml.tracking import promotion, registration
 
-    real_gate = registry.gate
+    real_gate = promotion.gate
 
     def slow_gate(*args, **kwargs):
         time.sleep(delay_s)
         return real_gate(*args, **kwargs)
 
-    registry.gate = slow_gate
+    promotion.gate = slow_gate
     barrier.wait(timeout=300)
-    report = registry.register_execution(runs, NAME, 0.05)
+    report = registration.register_execution(runs, NAME, 0.05)
     Path(out).write_text(json.dumps(report))
 
 
@@ -735,7 +552,7 @@ def test_store_fingerprint_changes_only_when_the_store_loses_what_the_reports_na
 ):
     from mlflow import MlflowClient
 
-    from petsml.tracking import store
+    from petsml.tracking import store, store_check
 
     project = tmp_path / "project"
     (project / "reports").mkdir(parents=True)
@@ -745,7 +562,7 @@ def test_store_fingerprint_changes_only_when_the_store_loses_what_the_reports_na
     (project / "reports" / "registry.json").write_text(json.dumps(report))
 
     def fingerprint() -> str:
-        record = store.refresh_fingerprint("pets-test", project)
+        record = store_check.refresh_fingerprint("pets-test", project)
         written = json.loads((project / "reports" / "mlflow_store.json").read_text())
         assert written == record and record["tracking_uri"] == store.tracking_uri(project)
         return record["store_id"]
@@ -778,7 +595,7 @@ def test_store_fingerprint_changes_only_when_the_store_loses_what_the_reports_na
 def test_store_check_reads_sqlite_without_mlflow_and_agrees_with_the_client(
     tracking, model_pt, tmp_path
 ):
-    from petsml.tracking import store
+    from petsml.tracking import store, store_check
 
     project = tmp_path / "project"
     (project / "reports").mkdir(parents=True)
@@ -787,11 +604,11 @@ def test_store_check_reads_sqlite_without_mlflow_and_agrees_with_the_client(
     (project / "reports" / "registry.json").write_text(json.dumps(report))
     stale = {**runs, "children": {**runs["children"], "svm_early": "0" * 32}}
     (project / "reports" / "mlflow_runs.json").write_text(json.dumps(stale))
-    claims = store.read_claims(project)
+    claims = store_check.read_claims(project)
     db = store.sqlite_path(tracking["uri"])
     answers = []
-    for reader in (store._SqliteReader(db), store._ClientReader(tracking["uri"])):
-        answers.append(store._inspect(reader, "pets-test", claims, tracking["uri"]))
+    for reader in (store_check._SqliteReader(db), store_check._ClientReader(tracking["uri"])):
+        answers.append(store_check._inspect(reader, "pets-test", claims, tracking["uri"]))
         reader.close()
     assert answers[0] == answers[1]
     assert answers[0][1] == [f"run {'0' * 32}"]
@@ -799,12 +616,12 @@ def test_store_check_reads_sqlite_without_mlflow_and_agrees_with_the_client(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     code = (
-        "import sys; from petsml.tracking import store; "
-        f"store.refresh_fingerprint('pets-test', {str(project)!r}, out=None); "
+        "import sys; from petsml.tracking import store_check; "
+        f"store_check.refresh_fingerprint('pets-test', {str(project)!r}, out=None); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'sqlalchemy')))"
     )
     (project / "reports" / "mlflow_runs.json").write_text(json.dumps(runs))
-    store.refresh_fingerprint("pets-test", project)  # first contact tags the store
+    store_check.refresh_fingerprint("pets-test", project)  # first contact tags the store
     checked = subprocess.run(
         [sys.executable, "-c", code], cwd=project, env=env, capture_output=True, text=True,
         timeout=120,

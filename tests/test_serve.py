@@ -51,8 +51,8 @@ def _champion(tmp_path: Path, uri: str) -> str:
     from petsml.models.backbones import create_backbone
     from petsml.models.classifier import Classifier, save_classifier
     from petsml.tracking import store
+    from petsml.tracking.model_registry import ModelRegistry
     from petsml.tracking.pyfunc import log_pyfunc_model
-    from petsml.tracking.registry import ModelRegistry
 
     torch.manual_seed(0)
     backbone = create_backbone(BACKBONE, pretrained=False, early_block=-3, image_size=32)

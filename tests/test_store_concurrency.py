@@ -25,7 +25,7 @@ NAME = "pets-sweep-breed"
 def _member(index: int, uri: str, model_pt: str, root: str, barrier) -> None:
     os.environ["MLFLOW_TRACKING_URI"] = uri
     from petsml.tracking import store
-    from petsml.tracking.registry import register_execution
+    from petsml.tracking.registration import register_execution
 
     barrier.wait(timeout=300)
     uri = store.configure(root)
