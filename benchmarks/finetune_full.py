@@ -42,8 +42,8 @@ from petsml.data.tensors import augment, pick_device, to_input  # noqa: E402
 from petsml.models.backbones import create_backbone  # noqa: E402
 from petsml.models.classifier import Classifier  # noqa: E402
 from petsml.models.precision import use_bf16  # noqa: E402
-from petsml.training.cached_top import train_step  # noqa: E402
-from petsml.training.finetune import SplitData, build_param_groups, train_epoch_full  # noqa: E402
+from petsml.training.loop import SplitData, train_epoch_full, train_step  # noqa: E402
+from petsml.training.param_groups import build_param_groups  # noqa: E402
 
 CLASSES = 37
 

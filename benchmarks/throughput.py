@@ -35,12 +35,12 @@ from petsml.models.classifier import Classifier
 from petsml.training.cached_top import (
     TopModel,
     build_cache,
-    set_train_mode,
     split_backbone,
     train_epoch,
 )
 from petsml.training.features import extract_features
-from petsml.training.finetune import build_param_groups
+from petsml.training.loop import set_train_mode
+from petsml.training.param_groups import build_param_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,10 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from petsml.errors import PetsError
 
+# The strategy names train.strategies accepts. The registry (petsml/training/strategies.py)
+# is where a strategy is defined; config sits below training and cannot import it, so the names
+# are repeated here and tests/test_strategies.py checks that both lists agree.
 STRATEGIES = ("feature_extractor", "svm_early", "finetune_top", "finetune_full", "scratch")
-Strategy = Literal["feature_extractor", "svm_early", "finetune_top", "finetune_full", "scratch"]
-FEATURE_STRATEGIES = ("feature_extractor", "svm_early")
-TRAINED_STRATEGIES = ("finetune_top", "finetune_full", "scratch")
+Strategy = Literal[STRATEGIES]  # type: ignore[valid-type]  # the same names, one list
+FEATURE_STRATEGIES = ("feature_extractor", "svm_early")  # consume the cached features
+TRAINED_STRATEGIES = ("finetune_top", "finetune_full", "scratch")  # consume decoded images
 
 DEFAULT_PARAMS = Path("params.yaml")
 

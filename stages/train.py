@@ -2,20 +2,50 @@
 
 Frozen-feature strategies fit a head on the cached features; the others train the network
 from the decoded cache, checkpointing each epoch so ``--resume`` continues an interrupted run.
+Which is which, and the function that fits each, is the strategy's row in
+:mod:`petsml.training.strategies`: this stage only dispatches through it.
 """
 
 import argparse
+from pathlib import Path
 
 from petsml import paths
-from petsml.config import FEATURE_STRATEGIES, STRATEGIES, load_params
+from petsml.config import Params, load_params
 from petsml.stage import run_stage
 
 CHECKPOINTS = paths.DATA / "checkpoints"
 
 
+def train(
+    strategy: str,
+    params: Params,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    features_dir: Path = paths.FEATURES,
+    splits_dir: Path = paths.SPLITS,
+    decoded_dir: Path = paths.DECODED,
+    checkpoints: Path = CHECKPOINTS,
+) -> dict:
+    """Fit ``strategy`` through the registry; returns the summary written to ``out_dir``."""
+    from petsml.training import strategies
+    from petsml.training.spec import Inputs
+
+    inputs = Inputs(
+        features_dir=features_dir,
+        splits_dir=splits_dir,
+        decoded_dir=decoded_dir,
+        checkpoint_dir=checkpoints / strategy,
+        resume=resume,
+    )
+    return strategies.fit(strategy, params, out_dir, inputs)
+
+
 def main() -> None:
+    from petsml.training import strategies
+
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("strategy", choices=STRATEGIES)
+    parser.add_argument("strategy", choices=strategies.names())
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -23,21 +53,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     params = load_params()
-    out_dir = paths.model_dir(args.strategy)
-    if args.strategy in FEATURE_STRATEGIES:
-        from petsml.training.frozen import train_feature_strategy
-
-        train_feature_strategy(args.strategy, params, out_dir)
-    else:
-        from petsml.training.finetune import train_strategy
-
-        train_strategy(
-            args.strategy,
-            params,
-            out_dir,
-            resume=args.resume,
-            checkpoint_dir=CHECKPOINTS / args.strategy,
-        )
+    train(args.strategy, params, paths.model_dir(args.strategy), resume=args.resume)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,11 @@ from petsml.data.decode import DecodedImages, decode_images
 from petsml.io import read_json
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import load_classifier
-from petsml.training import cached_top, finetune
-from petsml.training.finetune import (
-    CHECKPOINT,
-    build_model,
-    build_param_groups,
-    lr_factor,
-    train_strategy,
-)
+from petsml.training import cached_top, checkpoint, finetune, loop
+from petsml.training.checkpoint import CHECKPOINT
+from petsml.training.finetune import train_strategy
+from petsml.training.loop import lr_factor
+from petsml.training.param_groups import build_model, build_param_groups
 from tests.fakedata import make_dataset
 from tests.project import apply_overrides
 
@@ -269,7 +266,7 @@ def test_changed_params_or_resume_off_start_fresh(data_dirs, tmp_path, caplog):
 
     changed = _params(**{"train.epochs": 2, "finetune_top.lr": 5e-4})
     seen.clear()
-    with caplog.at_level(logging.INFO, logger="petsml.training.finetune"):
+    with caplog.at_level(logging.INFO, logger="petsml.training"):
         with pytest.raises(Crash):
             _run(
                 data_dirs,
@@ -297,16 +294,16 @@ def _copy_package(dest: Path) -> Path:
 
 def test_code_digest_changes_with_any_training_source_and_nothing_else(tmp_path):
     copy = _copy_package(tmp_path)
-    assert finetune.code_digest(copy) == finetune.code_digest()  # content, not location
+    assert checkpoint.code_digest(copy) == checkpoint.code_digest()  # content, not location
     (copy / "tracking" / "runs.py").write_text("# tracking cannot change the weights\n")
-    assert finetune.code_digest(copy) == finetune.code_digest()
+    assert checkpoint.code_digest(copy) == checkpoint.code_digest()
     for edit in ("training/heads.py", "models/backbones.py", "data/tensors.py", "config.py"):
         edited = _copy_package(tmp_path / edit.replace("/", "_"))
         with (edited / edit).open("a") as f:
             f.write("# a fix\n")
-        assert finetune.code_digest(edited) != finetune.code_digest(), edit
+        assert checkpoint.code_digest(edited) != checkpoint.code_digest(), edit
     (copy / "training" / "new_module.py").write_text("")
-    assert finetune.code_digest(copy) != finetune.code_digest()
+    assert checkpoint.code_digest(copy) != checkpoint.code_digest()
 
 
 def test_checkpoint_is_not_resumed_after_a_code_edit_or_a_changed_photo(
@@ -333,7 +330,7 @@ def test_checkpoint_is_not_resumed_after_a_code_edit_or_a_changed_photo(
         seen.clear()
         with monkeypatch.context() as patch:
             if package_root is not None:
-                patch.setattr(finetune, "PACKAGE_ROOT", package_root)
+                patch.setattr(checkpoint, "PACKAGE_ROOT", package_root)
             train_strategy(
                 "scratch", params, tmp_path / "out" / "scratch", resume=True,
                 checkpoint_dir=tmp_path / "checkpoints" / "scratch", splits_dir=splits,
@@ -341,7 +338,7 @@ def test_checkpoint_is_not_resumed_after_a_code_edit_or_a_changed_photo(
             )  # fmt: skip
         return seen
 
-    with caplog.at_level(logging.INFO, logger="petsml.training.finetune"):
+    with caplog.at_level(logging.INFO, logger="petsml.training"):
         assert interrupted_then(decoded) == [2]
         assert "resuming after epoch 1" in caplog.text
         caplog.clear()
@@ -424,7 +421,7 @@ def test_cached_val_metrics_match_the_full_forward(data_dirs):
     model = build_model("finetune_top", params, NUM_CLASSES)
     build_param_groups("finetune_top", model, params)
     decoded = DecodedImages.open(decoded_dir)
-    val = finetune._load_data("val", "breed", splits, decoded)
+    val = loop.load_split_data("val", "breed", splits, decoded)
     prep = model.backbone.preprocessing
     cpu = torch.device("cpu")
     full = finetune.evaluate(model, model, val, prep, cpu, 64, precision="fp32")
@@ -493,7 +490,7 @@ def test_finetune_top_runs_the_cached_path(data_dirs, tmp_path, caplog, monkeypa
 
     monkeypatch.setattr(finetune, "train_epoch_full", no_full_forward)
     params = _params(**{"train.epochs": 2, "finetune_top.cache_flip": flip})
-    with caplog.at_level(logging.INFO, logger="petsml.training.finetune"):
+    with caplog.at_level(logging.INFO, logger="petsml.training"):
         summary, out = _run(data_dirs, tmp_path, "finetune_top", params)
     assert "cached the frozen blocks' outputs" in caplog.text
     # 40 px decoded images, a 32 px model: the whole-image map is wider than the crop's.
@@ -524,7 +521,7 @@ def test_finetune_top_falls_back_to_the_full_forward_when_it_cannot_split(
 ):
     monkeypatch.setattr(cached_top, "split_backbone", lambda *a, **k: None)
     params = _params(**{"train.epochs": 1})
-    with caplog.at_level(logging.INFO, logger="petsml.training.finetune"):
+    with caplog.at_level(logging.INFO, logger="petsml.training"):
         summary, _ = _run(data_dirs, tmp_path, "finetune_top", params)
     assert "cannot be split" in caplog.text and "cached the frozen" not in caplog.text
     assert summary["epochs_run"] == 1

@@ -19,24 +19,28 @@ Measured on 372 real photos (3 random 2:1 splits, Lite0, 8 epochs, unfreeze_bloc
 validation accuracy: fresh random-resized crops through the full network 0.739 (90 s a split);
 windows + map flips 0.748 (34 s); windows + image mirrors 0.741 (58 s); windows only 0.731
 (44 s). Validation uses the exact centre crop, so its numbers match the full model's.
+
+Why ~420 lines in one module: every function here (split, cache, draw, train, score) reads the
+same cache layout (:class:`FeatureCache`); the generic step and scoring are in
+:mod:`petsml.training.loop`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from petsml.data.tensors import to_input
 from petsml.models.backbones import Backbone
 from petsml.models.precision import autocast, use_bf16
+from petsml.training.loop import SplitData, score, steps_per_epoch, train_step
 
 log = logging.getLogger(__name__)
 
@@ -297,28 +301,6 @@ def centre(cache: FeatureCache, start: int, stop: int) -> torch.Tensor:
     return maps[..., top : top + cache.window[0], left : left + cache.window[1]]
 
 
-def train_step(
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    device: torch.device,
-    bf16: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step on a batch (the forward pass under ``bf16`` autocast, the loss in
-    float32). Returns the detached loss and logits, left on the device (no sync)."""
-    with autocast(device, bf16):
-        logits = forward(x)
-    loss = F.cross_entropy(logits.float(), y)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    if scheduler is not None:
-        scheduler.step()
-    return loss.detach(), logits.detach()
-
-
 def train_epoch(
     forward: Callable[[torch.Tensor], torch.Tensor],
     cache: FeatureCache,
@@ -336,7 +318,7 @@ def train_epoch(
     n = len(cache.labels)
     rng = np.random.default_rng(seed)
     order = torch.from_numpy(rng.permutation(n))
-    steps = max(1, n // batch_size) if n >= 2 else 1
+    steps = steps_per_epoch(n, batch_size)
     bf16 = use_bf16(device, precision)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -384,37 +366,61 @@ def centre_batches(
         yield h, cache.labels[start:stop].to(device, non_blocking=True)
 
 
-def score(
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    inputs: Iterable[tuple[torch.Tensor, torch.Tensor]],
+def split_for(model: nn.Module, unfreeze_blocks: int, backbone_name: str) -> TopSplit | None:
+    """The model's backbone cut below its trainable blocks; None (logged) when it cannot be."""
+    split = split_backbone(model.backbone, unfreeze_blocks)
+    if split is None:
+        log.info(
+            "finetune_top: backbone %r cannot be split at the frozen blocks; running the "
+            "full forward pass every step (no cached frozen outputs)",
+            backbone_name,
+        )
+    return split
+
+
+def build_caches(
+    split: TopSplit,
+    train: SplitData,
+    val: SplitData,
+    prep,
     device: torch.device,
-    n: int,
+    *,
+    flip: str,
+    batch_size: int,
+    name: str,
     precision: str = "auto",
-) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``forward`` over (input, label) batches; one sync."""
-    bf16 = use_bf16(device, precision)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    for x, y in inputs:
-        with autocast(device, bf16):
-            logits = forward(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-    return loss_sum.item() / max(1, n), correct.item() / max(1, n)
+) -> tuple[FeatureCache, FeatureCache]:
+    """The frozen trunk's outputs, once: whole train images (+ mirrors), val centre crops."""
+    train_cache = build_cache(
+        split,
+        train.images,
+        train.labels,
+        prep,
+        device,
+        shifts=True,
+        flip=flip,
+        batch_size=batch_size,
+        desc=f"{name} cache train",
+        precision=precision,
+    )
+    val_cache = build_cache(
+        split, val.images, val.labels, prep, device,
+        batch_size=batch_size, desc=f"{name} cache val", precision=precision,
+    )  # fmt: skip
+    return train_cache, val_cache
 
 
-def set_train_mode(
-    model: nn.Module, frozen_blocks: Sequence[nn.Module], keep_norm_stats: bool = False
-) -> None:
-    """Train mode for what trains, eval mode for the frozen blocks (their BatchNorm keeps its
-    pretrained running statistics). ``keep_norm_stats`` puts every BatchNorm in eval mode: the
-    trainable blocks then normalise with their running statistics too (their scale and shift
-    still train), so the features at the first step are exactly the eval-mode features a
-    linear probe was fitted on (LP-FT; see :mod:`petsml.training.finetune`)."""
-    model.train()
-    for block in frozen_blocks:
-        block.eval()
-    if keep_norm_stats:
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
+def log_caches(name: str, caches: tuple[FeatureCache, FeatureCache], seconds: float) -> None:
+    rows, cols = caches[0].positions
+    log.info(
+        "%s: cached the frozen blocks' outputs %s (%d view(s), %dx%d window offsets, "
+        "%.0f KiB/train image, %.0f MiB in all) in %.1fs",
+        name,
+        tuple(caches[0].maps.shape[2:]),
+        caches[0].maps.shape[1],
+        rows,
+        cols,
+        caches[0].bytes_per_image / 1024,
+        (caches[0].maps.nbytes + caches[1].maps.nbytes) / 2**20,
+        seconds,
+    )

@@ -1,6 +1,7 @@
 """The frozen-feature strategies: a linear probe and an SVM on an earlier block.
 
-Both train on the cached features in seconds; the fitted linear map is folded into a
+Both train on the cached features in seconds (which feature, which head fitter: the strategy's
+row in :mod:`petsml.training.strategies`); the fitted linear map is folded into a
 :class:`Classifier` so every strategy ships the same kind of model (image in, logits out).
 """
 
@@ -9,30 +10,31 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from petsml import paths
 from petsml.config import Params
 from petsml.data.breeds import labels_for
 from petsml.data.split import load_split
 from petsml.errors import PetsError
-from petsml.io import write_json
 from petsml.models.backbones import create_backbone
-from petsml.models.classifier import Classifier, save_classifier
+from petsml.models.classifier import Classifier
+from petsml.models.model_dir import write_model_dir
 from petsml.training.features import load_features
-from petsml.training.heads import fit_linear_svm, fit_logistic, pad_classes
+from petsml.training.heads import pad_classes
+
+if TYPE_CHECKING:
+    from petsml.training.spec import Inputs, Strategy
 
 log = logging.getLogger(__name__)
 
-FEATURE_OF = {"feature_extractor": "penultimate", "svm_early": "early"}
-
 
 def _aligned(
-    features_dir: Path, split: str, task: str
+    features_dir: Path, splits_dir: Path, split: str, task: str
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Features and labels of a split, matched by image id (never by row order)."""
-    frame = load_split(paths.split_csv(split), task)
+    frame = load_split(Path(splits_dir) / f"{split}.csv", task)
     feats = load_features(features_dir, split)
     row = {image_id: i for i, image_id in enumerate(feats["image_id"].tolist())}
     missing = [i for i in frame["image_id"] if i not in row]
@@ -45,23 +47,22 @@ def _aligned(
     return feats, order, frame["label"].to_numpy()
 
 
-def train_feature_strategy(
-    strategy: str, params: Params, out_dir: str | Path, features_dir: str | Path = paths.FEATURES
-) -> dict:
-    """Fit the head for ``strategy`` on cached features; write the model directory contract."""
-    feature = FEATURE_OF[strategy]
-    features_dir = Path(features_dir)
+def fit(strategy: Strategy, params: Params, out_dir: Path, inputs: Inputs) -> dict:
+    """Fit ``strategy.head`` on its cached ``strategy.feature``; write the model folder."""
+    feature = strategy.feature
+    features_dir = Path(inputs.features_dir)
     task = params.data.task
     started = time.perf_counter()
-    train_feats, train_rows, y_train = _aligned(features_dir, "train", task)
-    val_feats, val_rows, y_val = _aligned(features_dir, "val", task)
+    train_feats, train_rows, y_train = _aligned(features_dir, inputs.splits_dir, "train", task)
+    val_feats, val_rows, y_val = _aligned(features_dir, inputs.splits_dir, "val", task)
     x_train = train_feats[feature][train_rows]
     x_val = val_feats[feature][val_rows]
-    fit = fit_logistic if strategy == "feature_extractor" else fit_linear_svm
-    cs = getattr(params, strategy).C
-    head = fit(x_train, y_train, x_val, y_val, cs)
+    cs = strategy.settings(params).C
+    head = strategy.head(x_train, y_train, x_val, y_val, cs)
     seconds = time.perf_counter() - started
-    log.info("%s: C=%s val accuracy %.4f (%.1fs)", strategy, head.C, head.val_accuracy, seconds)
+    log.info(
+        "%s: C=%s val accuracy %.4f (%.1fs)", strategy.name, head.C, head.val_accuracy, seconds
+    )
 
     backbone = create_backbone(
         params.model.backbone,
@@ -72,21 +73,15 @@ def train_feature_strategy(
     class_names = list(labels_for(task))
     W, b = pad_classes(head.W, head.b, len(class_names))
     model = Classifier.from_linear(backbone, W, b, feature=feature)
-    out_dir = Path(out_dir)
-    save_classifier(
-        model,
-        out_dir / "model.pt",
-        {
-            "strategy": strategy,
-            "task": task,
-            "class_names": class_names,
-            "decode_size": params.decode.size,
-            "backbone": params.model.backbone,
-        },
-    )
-    write_json(out_dir / "history.json", {"epochs": [], "search": head.search})
+    meta = {
+        "strategy": strategy.name,
+        "task": task,
+        "class_names": class_names,
+        "decode_size": params.decode.size,
+        "backbone": params.model.backbone,
+    }
     summary = {
-        "strategy": strategy,
+        "strategy": strategy.name,
         "task": task,
         "backbone": params.model.backbone,
         "val_accuracy": float(head.val_accuracy),
@@ -96,5 +91,5 @@ def train_feature_strategy(
         "device": "cpu",
         "params": {"C": head.C, "C_grid": list(cs), "feature": feature},
     }
-    write_json(out_dir / "summary.json", summary)
+    write_model_dir(out_dir, model, meta, summary=summary, search=head.search)
     return summary
