@@ -161,18 +161,8 @@ def _print_rows(rows: list[dict], uri: str, version: str, as_json: bool) -> None
             print(f"{row['file']}: ERROR {row['error']}")
             continue
         print(f"{row['file']}: {row['label']} ({row['species']}) p={row['probability']:.3f}")
-        for item in row["top5"] or []:
-            print(f"    {_top5_item(item)}")
-
-
-def _top5_item(item) -> str:
-    if isinstance(item, dict):
-        label = item.get("label", item.get("name", "?"))
-        prob = item.get("probability", item.get("p"))
-        return f"{label:<28} {prob:.3f}" if isinstance(prob, float | int) else f"{label} {prob}"
-    if isinstance(item, list | tuple) and len(item) == 2:
-        return f"{item[0]:<28} {float(item[1]):.3f}"
-    return str(item)
+        for item in row["top5"] or []:  # the pyfunc's ranked {"label", "probability"} list
+            print(f"    {item['label']:<28} {item['probability']:.3f}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,8 +8,6 @@ from pathlib import Path
 DATA = Path("data")
 DOWNLOADS = DATA / "downloads"  # archives and partial transfers; survives stage re-runs
 RAW = DATA / "raw"  # extracted official layout: images/, annotations/
-RAW_IMAGES = RAW / "images"
-RAW_ANNOTATIONS = RAW / "annotations"
 MANIFEST = DATA / "manifest.csv"
 QUARANTINE = DATA / "quarantine.csv"
 SPLITS = DATA / "splits"  # train.csv, val.csv, test.csv
@@ -32,7 +30,3 @@ def split_csv(name: str) -> Path:
 
 def model_dir(strategy: str) -> Path:
     return MODELS / strategy
-
-
-def strategy_reports(strategy: str) -> Path:
-    return REPORTS / "eval" / strategy

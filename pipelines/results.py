@@ -19,33 +19,20 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def find_parent_run_id(runs: Any) -> str | None:
-    """The MLflow parent run id in ``reports/mlflow_runs.json``, whatever its exact layout."""
-    if isinstance(runs, Mapping):
-        for key in ("parent_run_id", "parent_id", "run_id"):
-            if isinstance(runs.get(key), str):
-                return runs[key]
-        parent = runs.get("parent")
-        if isinstance(parent, str):
-            return parent
-        if isinstance(parent, Mapping):
-            return find_parent_run_id(parent)
-    return None
-
-
 def collect_results(workspace: Path) -> dict[str, Any]:
     """What a run produced, read from the workspace before it goes away."""
     from petsml import paths
+    from petsml.models.model_dir import SUMMARY_FILE
 
     summaries = {}
     models = workspace / paths.MODELS
     if models.is_dir():
-        for summary in sorted(models.glob("*/summary.json")):
+        for summary in sorted(models.glob(f"*/{SUMMARY_FILE}")):
             summaries[summary.parent.name] = _read_json(summary)
     runs = _read_json(workspace / paths.MLFLOW_RUNS)
     return {
         "metrics": _read_json(workspace / paths.METRICS),
         "summaries": summaries,
-        "mlflow_parent_run_id": find_parent_run_id(runs),
+        "mlflow_parent_run_id": runs.get("parent_run_id") if isinstance(runs, Mapping) else None,
         "registry": _read_json(workspace / paths.REGISTRY_REPORT),
     }
