@@ -15,12 +15,12 @@ import yaml
 from petsml import config
 from petsml.config import Params, parse_params
 from petsml.data.breeds import CLASS_ID, labels_for
+from petsml.data.feature_file import read_features
 from petsml.data.split import load_split
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier
 from petsml.models.model_dir import ModelDirError, read_model_dir, write_model_dir
 from petsml.training import strategies
-from petsml.training.features import load_features
 from petsml.training.spec import Inputs, Strategy
 from stages import train as train_stage
 from tests.project import apply_overrides
@@ -100,7 +100,7 @@ def _nearest_class_mean(strategy: Strategy, params: Params, out_dir: Path, input
 
     def rows(split: str) -> tuple[np.ndarray, np.ndarray]:
         frame = load_split(Path(inputs.splits_dir) / f"{split}.csv", task)
-        feats = load_features(inputs.features_dir, split)
+        feats = read_features(inputs.features_dir, split)
         at = {image_id: i for i, image_id in enumerate(feats["image_id"].tolist())}
         order = [at[i] for i in frame["image_id"]]
         return feats[strategy.feature][order], frame["label"].to_numpy()
@@ -151,7 +151,7 @@ def test_a_strategy_added_through_the_registry_alone_trains_via_the_stage(featur
     assert folder.summary == summary and summary["val_accuracy"] == 1.0
     assert folder.history == {"epochs": [], "search": []}
     assert folder.spec["strategy"] == "nearest_mean" and folder.spec["feature"] == "early"
-    val = load_features(features, "val")
+    val = read_features(features, "val")
     labels = load_split(splits / "val.csv", "breed")["label"].to_numpy()
     with torch.no_grad():
         logits = folder.model.head(torch.from_numpy(val["early"]))

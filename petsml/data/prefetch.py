@@ -80,3 +80,26 @@ def decoded_batches(
     )
     for (batch,) in prefetch(stream, depth):
         yield batch.to(device, non_blocking=True)
+
+
+def input_batches(
+    images,
+    image_ids: list[str],
+    batch_size: int,
+    device: torch.device,
+    prep,
+    desc: str,
+) -> Iterator[torch.Tensor]:
+    """Normalised float32 centre crops (channels_last) of ``image_ids`` by batch, read ahead,
+    with a progress bar: the one input stream of every frozen pass (features, evaluation)."""
+    import math
+
+    from tqdm import tqdm
+
+    from petsml.data.tensors import to_input
+
+    steps = math.ceil(len(image_ids) / batch_size)
+    stream = decoded_batches(images, image_ids, batch_size, device)
+    bar = tqdm(stream, total=steps, desc=desc, unit="batch", mininterval=2, disable=steps < 5)
+    for batch in bar:
+        yield to_input(batch, prep.mean, prep.std, size=int(prep.input_size), channels_last=True)

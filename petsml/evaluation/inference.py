@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from petsml.data.decode import DecodedImages
-from petsml.data.prefetch import decoded_batches
-from petsml.data.tensors import to_input
+from petsml.data.feature_file import FeatureFileError, read_features, rows_for
+from petsml.data.prefetch import input_batches
 from petsml.errors import PetsError
 
 log = logging.getLogger(__name__)
@@ -40,11 +38,7 @@ class EvaluationError(PetsError):
 
 
 def load_feature_split(features_dir: str | Path, split: str = "test") -> dict[str, np.ndarray]:
-    path = Path(features_dir) / f"{split}.npz"
-    if not path.exists():
-        raise EvaluationError(f"{path}: cached features missing. Run `dvc repro featurize` first.")
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+    return read_features(features_dir, split)
 
 
 def head_weights(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
@@ -68,14 +62,11 @@ def feature_logits(
     kind = str(model.feature)
     if kind not in features:
         raise EvaluationError(f"{source} holds no {kind!r} features; re-run `dvc repro featurize`.")
-    row = {image_id: i for i, image_id in enumerate(features["image_id"].tolist())}
-    missing = [i for i in image_ids if i not in row]
-    if missing:
-        raise EvaluationError(
-            f"{source} lacks {len(missing)} test image(s) (e.g. {missing[0]}); the features are "
-            "older than data/splits. Re-run `dvc repro featurize`."
-        )
-    x = np.asarray(features[kind], dtype=np.float64)[[row[i] for i in image_ids]]
+    try:
+        rows = rows_for(features, image_ids, source)
+    except FeatureFileError as error:  # evaluation's callers handle their own error type
+        raise EvaluationError(str(error)) from None
+    x = np.asarray(features[kind], dtype=np.float64)[rows]
     weight, bias = head_weights(model)
     if x.shape[1] != weight.shape[1]:
         raise EvaluationError(
@@ -103,11 +94,7 @@ def _inputs(
             f"{images.size} images: raise decode.size in params.yaml (or lower model.image_size "
             "and retrain)."
         )
-    steps = math.ceil(len(image_ids) / batch_size)
-    stream = decoded_batches(images, image_ids, batch_size, device)
-    bar = tqdm(stream, total=steps, desc=desc, unit="batch", mininterval=2, disable=steps < 5)
-    for batch in bar:
-        yield to_input(batch, prep.mean, prep.std, size=size, channels_last=True)
+    yield from input_batches(images, image_ids, batch_size, device, prep, desc)
 
 
 def _stack(out: list[np.ndarray], n_classes: int) -> np.ndarray:

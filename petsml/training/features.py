@@ -8,17 +8,16 @@ feature sets come from one forward pass.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from petsml.data.decode import DecodedImages
-from petsml.data.prefetch import decoded_batches
-from petsml.data.tensors import pick_device, to_input
+from petsml.data.feature_file import write_features
+from petsml.data.prefetch import input_batches
+from petsml.data.tensors import pick_device
 from petsml.io import atomic_dir
 from petsml.models.precision import autocast, use_bf16
 
@@ -41,10 +40,7 @@ def extract_features(
     prep = backbone.preprocessing
     bf16 = use_bf16(device, precision)
     penultimate, early = [], []
-    steps = math.ceil(len(image_ids) / batch_size)
-    stream = decoded_batches(images, image_ids, batch_size, device)
-    for batch in tqdm(stream, total=steps, desc=desc, unit="batch", mininterval=2):
-        x = to_input(batch, prep.mean, prep.std, size=prep.input_size)
+    for x in input_batches(images, image_ids, batch_size, device, prep, desc):
         with autocast(device, bf16):
             pen, ear = backbone.forward_both(x)
         penultimate.append(pen.float().cpu().numpy())
@@ -75,11 +71,6 @@ def featurize_splits(
             )
             seconds = time.perf_counter() - started
             speeds[name] = len(ids) / max(seconds, 1e-9)
-            np.savez(tmp / f"{name}.npz", **arrays)
+            write_features(tmp, name, arrays)
             log.info("%s: %d images, %.1f images/s", name, len(ids), speeds[name])
     return speeds
-
-
-def load_features(out_dir: str | Path, split: str) -> dict[str, np.ndarray]:
-    with np.load(Path(out_dir) / f"{split}.npz", allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}

@@ -16,12 +16,11 @@ import numpy as np
 
 from petsml.config import Params
 from petsml.data.breeds import labels_for
+from petsml.data.feature_file import feature_path, read_features, rows_for
 from petsml.data.split import load_split
-from petsml.errors import PetsError
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier
 from petsml.models.model_dir import write_model_dir
-from petsml.training.features import load_features
 from petsml.training.heads import pad_classes
 
 if TYPE_CHECKING:
@@ -35,15 +34,8 @@ def _aligned(
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Features and labels of a split, matched by image id (never by row order)."""
     frame = load_split(Path(splits_dir) / f"{split}.csv", task)
-    feats = load_features(features_dir, split)
-    row = {image_id: i for i, image_id in enumerate(feats["image_id"].tolist())}
-    missing = [i for i in frame["image_id"] if i not in row]
-    if missing:
-        raise PetsError(
-            f"{features_dir}/{split}.npz lacks {len(missing)} images of data/splits/{split}.csv "
-            f"(e.g. {missing[0]}); re-run `dvc repro featurize`."
-        )
-    order = np.array([row[i] for i in frame["image_id"]], dtype=np.int64)
+    feats = read_features(features_dir, split)
+    order = rows_for(feats, frame["image_id"].tolist(), str(feature_path(features_dir, split)))
     return feats, order, frame["label"].to_numpy()
 
 
