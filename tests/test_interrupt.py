@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import subprocess
 import sys
@@ -63,11 +64,38 @@ def _tiny_project(root: Path) -> Path:
     return project
 
 
-def _train(project: Path) -> subprocess.Popen:
+# Loaded by the first run only (a sitecustomize on its PYTHONPATH): after the first checkpoint
+# is saved, training waits for the test's Ctrl-C instead of racing it, so the interrupt lands
+# after the checkpoint on any machine, however loaded; the real handler does the rest.
+WAIT_AFTER_FIRST_CHECKPOINT = """
+import time
+import petsml.training.finetune as finetune
+
+_epoch = finetune._train_epoch
+_calls = []
+
+
+def _wait_before_epoch_two(*args, **kwargs):
+    _calls.append(1)
+    if len(_calls) == 2:  # epoch 1 is trained, checkpointed and recorded
+        time.sleep(300)  # interrupted by the test's SIGINT
+    return _epoch(*args, **kwargs)
+
+
+finetune._train_epoch = _wait_before_epoch_two
+"""
+
+
+def _train(project: Path, hook: Path | None = None) -> subprocess.Popen:
+    env = tool_env(OMP_NUM_THREADS="1", PETS_LOG_LEVEL="INFO")
+    if hook is not None:
+        hook.mkdir(parents=True, exist_ok=True)
+        (hook / "sitecustomize.py").write_text(WAIT_AFTER_FIRST_CHECKPOINT)
+        env["PYTHONPATH"] = f"{hook}{os.pathsep}{env['PYTHONPATH']}"
     return subprocess.Popen(
         [sys.executable, "-m", "stages.train", STRATEGY, "--resume"],
         cwd=project,
-        env=tool_env(OMP_NUM_THREADS="1", PETS_LOG_LEVEL="INFO"),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -77,7 +105,7 @@ def _train(project: Path) -> subprocess.Popen:
 def test_ctrl_c_says_what_was_saved_in_one_line_exits_130_and_the_rerun_resumes(tmp_path):
     project = _tiny_project(tmp_path)
     checkpoint = project / "data" / "checkpoints" / STRATEGY / "last.pt"
-    proc = _train(project)
+    proc = _train(project, hook=tmp_path / "hook")
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

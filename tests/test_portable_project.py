@@ -7,9 +7,12 @@ champion is loaded from the copy in an interpreter that has only the model's req
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 from petsml.data.breeds import BREEDS
@@ -18,11 +21,11 @@ from tests.test_pyfunc import (
     clean_site,
     isolated_predict,
     make_tiny_model,
-    model_requirements,
     requirement_closure,
     sample_photo,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 NAME = "oxford-pets-breed"
 RELATIVE_URI = "sqlite:///mlruns/mlflow.db"
 LOCATIONS = (  # every stored artifact location (MLflow's unused "Default" experiment aside)
@@ -55,20 +58,34 @@ def _stored_locations(db: Path) -> list[str]:
         return [value for query in LOCATIONS for (value,) in connection.execute(query) if value]
 
 
-def test_champion_loads_from_a_copied_project_after_the_original_is_gone(tmp_path, monkeypatch):
-    import mlflow
+def _log_in_a_fresh_process(project: Path) -> list[str]:
+    """Log the champion as a stage would: its own process, the project root as its cwd.
 
+    MLflow caches SQLite engines by URI string for the life of a process, so a relative URI
+    opened in an earlier test's folder would still point there; a stage never changes folder.
+    Returns the logged model's requirement names.
+    """
+    code = (
+        "import json, sys; from pathlib import Path; "
+        "from tests.test_portable_project import _log_champion, NAME; "
+        "from tests.test_pyfunc import model_requirements; "
+        "_log_champion(Path('.').resolve()); "
+        "print(json.dumps(model_requirements(f'models:/{NAME}@champion')))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(REPO)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_champion_loads_from_a_copied_project_after_the_original_is_gone(tmp_path, monkeypatch):
     project = tmp_path / "project"
     project.mkdir()
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(project)
-    previous = mlflow.get_tracking_uri()
-    try:
-        _log_champion(project)
-        pinned = model_requirements(f"models:/{NAME}@champion")
-    finally:
-        mlflow.set_tracking_uri(previous)
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    pinned = _log_in_a_fresh_process(project)
     monkeypatch.chdir(tmp_path)
 
     locations = _stored_locations(project / "mlruns" / "mlflow.db")
