@@ -67,7 +67,7 @@ def test_mlflow_holds_one_child_per_strategy_under_one_parent(pipeline_run):
     from mlflow.tracking import MlflowClient
 
     project, tracking, *_ = pipeline_run
-    client = MlflowClient(tracking_uri=tracking)
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     experiment = client.get_experiment_by_name("oxford-pets")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -83,7 +83,7 @@ def test_champion_is_registered_with_strategy_tags(pipeline_run):
     from mlflow.tracking import MlflowClient
 
     _, tracking, *_ = pipeline_run
-    version = MlflowClient(tracking_uri=tracking).get_model_version_by_alias(
+    version = MlflowClient(tracking_uri=tracking, registry_uri=tracking).get_model_version_by_alias(
         "oxford-pets-breed", "champion"
     )
     assert version.tags.get("strategy") in STRATEGIES
