@@ -7,6 +7,7 @@ from the decoded cache, checkpointing each epoch so ``--resume`` continues an in
 import argparse
 
 from petsml import paths
+from petsml.advice.early_block import load_resolved
 from petsml.config import FEATURE_STRATEGIES, STRATEGIES, load_params
 from petsml.stage import run_stage
 
@@ -22,7 +23,7 @@ def main() -> None:
         help="continue from the last epoch checkpoint when its params match",
     )
     args = parser.parse_args()
-    params = load_params()
+    params = load_resolved(load_params())  # model.early_block: auto -> the advised block
     out_dir = paths.model_dir(args.strategy)
     if args.strategy in FEATURE_STRATEGIES:
         from petsml.training.frozen import train_feature_strategy
