@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.special import softmax
-from scipy.stats import spearmanr
 
 from petsml.advice.decision import decide, more_data_helps, peak_block
 from petsml.advice.logme import logme
@@ -39,7 +38,7 @@ from petsml.data.decode import DecodedImages
 from petsml.errors import PetsError
 from petsml.models.backbones import Backbone, BackboneError, WeightsUnavailableError
 from petsml.models.backbones import create_backbone as _create
-from petsml.models.offline_weights import create_offline_model
+from petsml.models.offline_weights import weights_file
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +158,13 @@ def imagenet_likeness(backbone: Backbone, penultimate: np.ndarray) -> dict[str, 
             "available": False,
             "reason": f"the ImageNet head is read for offline backbones only ({backbone.name})",
         }
-    head = create_offline_model(backbone.model_name, pretrained=True, num_classes=1000)
-    linear = head.get_classifier()
-    weight = linear.weight.detach().double().numpy()
-    bias = linear.bias.detach().double().numpy()
+    head = imagenet_classifier(backbone.model_name)
+    if head is None or head[0].shape[1] != penultimate.shape[1]:
+        return {
+            "available": False,
+            "reason": f"no ImageNet classifier in {backbone.name}'s weights",
+        }
+    weight, bias = head
     probs = softmax(penultimate.astype(np.float64) @ weight.T + bias, axis=1)
     entropy = -np.sum(probs * np.log(np.clip(probs, 1e-30, None)), axis=1)
     return {
@@ -171,6 +173,20 @@ def imagenet_likeness(backbone: Backbone, penultimate: np.ndarray) -> dict[str, 
         "mean_normalised_entropy": float(entropy.mean() / np.log(probs.shape[1])),
         "images": int(penultimate.shape[0]),
     }
+
+
+def imagenet_classifier(name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(weight, bias) of the 1000-class head shipped in an offline backbone's weights file.
+
+    Read straight from the file (its last two tensors, lukemelas' ``_fc``): building the
+    network a second time just for its head would cost seconds.
+    """
+    state = torch.load(weights_file(name), map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    head = [state[k] for k in state if k.split(".")[0] in ("_fc", "classifier")]
+    if len(head) != 2 or head[0].ndim != 2 or head[0].shape[0] != 1000:
+        return None
+    return head[0].double().numpy(), head[1].double().numpy()
 
 
 def _score_backbone(x: np.ndarray, sample: Sample, C: float) -> dict[str, float]:
@@ -214,6 +230,8 @@ def rank_backbones(
         row["logme_rank"] = rank
     rho = None
     if len(rows) >= 3:
+        from scipy.stats import spearmanr  # imported here: a second of start-up, rarely needed
+
         rho = float(
             spearmanr([r["logme"] for r in rows], [r["probe_val_accuracy"] for r in rows])[0]
         )

@@ -27,10 +27,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 MAX_ITER = 100
 RTOL = 1e-3  # relative change of alpha / beta at which the fixed point is reached
 _TINY = 1e-12
+BLAS_THREADS = 1  # as the probes: small problems, a shared CPU
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,21 @@ class _Spectrum:
 
 
 def _spectrum(features: np.ndarray) -> _Spectrum:
+    """U and sigma of the thin SVD, from the eigendecomposition of the smaller Gram matrix
+    (n x n or D x D): the same numbers, and far cheaper than an SVD when n and D differ."""
     f = np.asarray(features, dtype=np.float64)
     if f.ndim != 2 or not np.isfinite(f).all():
         raise ValueError(f"LogME needs a finite 2-D feature matrix, got shape {f.shape}")
-    u, s, _ = np.linalg.svd(f, full_matrices=False)
-    return _Spectrum(u=u, sigma=s * s, n=f.shape[0], d=f.shape[1])
+    n, d = f.shape
+    with threadpool_limits(BLAS_THREADS):
+        if n <= d:
+            sigma, u = np.linalg.eigh(f @ f.T)
+        else:
+            sigma, v = np.linalg.eigh(f.T @ f)
+        keep = sigma > max(float(sigma.max(initial=0.0)), 1.0) * 1e-12  # rank: drop null space
+        sigma = sigma[keep]
+        u = u[:, keep] if n <= d else (f @ v[:, keep]) / np.sqrt(sigma)
+    return _Spectrum(u=u, sigma=sigma, n=n, d=d)
 
 
 def _terms(spec: _Spectrum, z: np.ndarray, y2: float, alpha: float, beta: float):

@@ -164,6 +164,8 @@ def probe_accuracy(
     model = LogisticRegression(C=C, max_iter=MAX_ITER)
     with threadpool_limits(BLAS_THREADS), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        # one image per class is a legitimate learning-curve point, not a regression problem
+        warnings.filterwarnings("ignore", message="The number of unique classes")
         model.fit(scaler.transform(x_train), y_train)
         predicted = model.predict(scaler.transform(x_val))
     return float(np.mean(predicted == y_val))
