@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
+from petsml.advice.advise import spearman
 from petsml.advice.decision import (
     STRATEGY_OF_CELL,
     decide,
@@ -78,6 +79,15 @@ def test_logme_fixed_point_maximises_the_evidence():
         (alpha, beta / 1.3),
     ):
         assert log_evidence(features, y, a, b) < best
+
+
+def test_spearman_ranks_with_ties_and_says_nothing_on_constants():
+    from scipy.stats import spearmanr
+
+    a, b = [0.1, 0.4, 0.4, 0.9, 0.3], [1.0, 2.0, 5.0, 4.0, 0.5]
+    assert spearman(a, b) == pytest.approx(spearmanr(a, b)[0])
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2], [1, 2]) is None and spearman([1, 2, 3], [5, 5, 5]) is None
 
 
 # ------------------------------------------------------------------------------ the 2x2 table
@@ -239,6 +249,7 @@ def test_advise_stage_writes_the_advice_contract(advised):
         assert row["rich_pool_dim"] > row["mean_pool_dim"] or row["block"] == blocks - 1
     curve = advice["size"]["learning_curve"]
     assert [row["fraction"] for row in curve] == [0.1, 0.25, 0.5, 1.0]
+    assert all(np.isfinite(row["rich_pool_logme"]) for row in probe)
     assert advice["similarity"]["imagenet"]["available"]
     assert 0 < advice["similarity"]["imagenet"]["mean_max_softmax"] <= 1
     ranking = advice["backbones"]["ranking"]

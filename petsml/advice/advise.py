@@ -124,6 +124,15 @@ def learning_curve(x: np.ndarray, sample: Sample, x_val: np.ndarray, params: Par
     return rows
 
 
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """Spearman's rank correlation (ties get average ranks); None below 3 points or when
+    either side is constant, where a rank correlation says nothing."""
+    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    ranks = pd.DataFrame({"a": a, "b": b}).rank(method="average")
+    return float(np.corrcoef(ranks["a"], ranks["b"])[0, 1])
+
+
 def probe_curve(features, sample: Sample, params: Params) -> list[dict[str, Any]]:
     n_train = len(sample.train_ids)
     rows = []
@@ -140,6 +149,7 @@ def probe_curve(features, sample: Sample, params: Params) -> list[dict[str, Any]
                 "rich_pool_dim": int(rich.shape[1]),
                 "mean_pool_val_accuracy": accuracies["mean_pool"],
                 "rich_pool_val_accuracy": accuracies["rich_pool"],
+                "rich_pool_logme": logme(rich[:n_train], sample.y_train),
             }
         )
     return rows
@@ -228,13 +238,7 @@ def rank_backbones(
     rows.sort(key=lambda r: -r["logme"])
     for rank, row in enumerate(rows, 1):
         row["logme_rank"] = rank
-    rho = None
-    if len(rows) >= 3:
-        from scipy.stats import spearmanr  # imported here: a second of start-up, rarely needed
-
-        rho = float(
-            spearmanr([r["logme"] for r in rows], [r["probe_val_accuracy"] for r in rows])[0]
-        )
+    rho = spearman([r["logme"] for r in rows], [r["probe_val_accuracy"] for r in rows])
     return {
         "ranking": rows,
         "skipped": skipped,
@@ -286,6 +290,8 @@ def advise(
         "blocks": len(curve),
         "peak_block": peak_block(rich, cfg.similar_tolerance),
         "best_mean_pool_block": int(np.argmax(mean)),
+        # LogME checked where it can be: its ranking of the blocks against their probe accuracy
+        "logme_probe_rho": spearman([row["rich_pool_logme"] for row in curve], rich),
         "imagenet": imagenet_likeness(backbone, pen),
         "verdict": decision.similarity,
     }

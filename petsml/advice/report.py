@@ -81,6 +81,11 @@ def summary(advice: dict[str, Any]) -> str:
     )
 
 
+def _rho_line(what: str, rho: float | None, note: str | None = None) -> str:
+    value = f"{rho:.2f}" if rho is not None else "-" + (f" ({note})" if note else "")
+    return f"Spearman rho, {what}: {value}."
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -143,13 +148,13 @@ def _similarity_md(sim: dict[str, Any]) -> list[str]:
         "",
         "Linear probe on each block of the frozen backbone (validation accuracy):",
         "",
-        "| block | mean + std + grid | mean (svm_early's view) |",
-        "|---|---|---|",
+        "| block | mean + std + grid | mean (svm_early's view) | LogME (mean + std + grid) |",
+        "|---|---|---|---|",
     ]
     for row in sim["probe"]:
         lines.append(
             f"| {row['block']} | {_pct(row['rich_pool_val_accuracy'])} "
-            f"| {_pct(row['mean_pool_val_accuracy'])} |"
+            f"| {_pct(row['mean_pool_val_accuracy'])} | {row['rich_pool_logme']:.3f} |"
         )
     verdict = (
         "the curve peaks before the last block"
@@ -160,6 +165,8 @@ def _similarity_md(sim: dict[str, Any]) -> list[str]:
         "",
         f"Peak at block {sim['peak_block']}: {verdict}: **{sim['verdict']}**. Best mean-pooled "
         f"block (what `model.early_block: auto` takes): {sim['best_mean_pool_block']}.",
+        "",
+        _rho_line("LogME's ranking of the blocks vs their probe accuracy", sim["logme_probe_rho"]),
         "",
     ]
     imagenet = sim["imagenet"]
@@ -188,11 +195,6 @@ def _backbones_md(ranks: dict[str, Any]) -> list[str]:
             f"| {_pct(row['probe_val_accuracy'])} |"
         )
     rho = ranks["spearman_rho"]
-    lines += [
-        "",
-        f"Spearman rho (LogME vs probe accuracy): {rho:.2f}."
-        if rho is not None
-        else f"Spearman rho: - ({ranks['spearman_note']}).",
-    ]
+    lines += ["", _rho_line("LogME vs probe accuracy", rho, ranks["spearman_note"])]
     lines += [f"- skipped {skip['backbone']}: {skip['reason']}" for skip in ranks["skipped"]]
     return [*lines, ""]
