@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from petsml.advice.advise import spearman
+from petsml.advice.advise import AdviceError, draw_sample, spearman
 from petsml.advice.decision import (
     STRATEGY_OF_CELL,
     decide,
@@ -165,6 +165,16 @@ def test_samples_are_capped_per_class_seeded_and_nested():
     small, mid, full = nested_fractions(labels[picked], [0.1, 0.5, 1.0], seed=0)
     assert np.bincount(labels[picked][small]).tolist() == [1, 1, 1]  # at least one per class
     assert set(small) <= set(mid) <= set(full) and full.size == picked.size
+
+
+def test_splits_that_cannot_be_probed_are_refused_naming_the_fix(tmp_path):
+    params = _params(tmp_path, -3)
+    one_class = pd.DataFrame({"image_id": ["a_1", "a_2"], "label": [0, 0]})
+    two = pd.DataFrame({"image_id": ["a_1", "b_1"], "label": [0, 1]})
+    with pytest.raises(AdviceError, match="train.csv holds fewer than two classes"):
+        draw_sample(one_class, two, params)
+    with pytest.raises(AdviceError, match="split.val_fraction"):
+        draw_sample(two, two.iloc[:0], params)
 
 
 # ---------------------------------------------------------------------- model.early_block: auto
