@@ -75,7 +75,10 @@ class ModelParams(_Section):
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
     image_size: int | None = Field(None, ge=16)
-    early_block: int = -3
+    # An index into the backbone's blocks (negative = from the end), or "auto": the block the
+    # advise stage's probe curve found best (reports/advice.json), resolved by
+    # petsml.advice.early_block before any network is built.
+    early_block: int | Literal["auto"] = -3
     precision: Literal["auto", "bf16", "fp32"] = "auto"
 
 
@@ -136,6 +139,34 @@ class EvaluateParams(_Section):
     calibration_bins: int = Field(15, ge=2)
 
 
+class AdviseParams(_Section):
+    """The ``advise`` stage: which strategy to ship, measured on a cheap subsample before training.
+
+    Thresholds place the data in the 2x2 table (small/large x similar/unlike); the caps and
+    fractions keep the stage a small fraction of the pipeline's time.
+    """
+
+    small_below: int = Field(100, ge=1)  # median train images per class below this = small
+    similar_tolerance: float = Field(
+        0.02, ge=0, le=1
+    )  # an earlier block must beat the last by more
+    more_data_gain: float = Field(0.02, ge=0, le=1)  # last learning-curve step gaining more = helps
+    fractions: list[float] = Field([0.1, 0.25, 0.5, 1.0], min_length=2)
+    max_train_per_class: int = Field(15, ge=1)
+    max_val_per_class: int = Field(8, ge=1)
+    seed: int = 0
+    C: float = Field(0.1, gt=0)  # logistic-regression inverse regularisation of every probe
+    grid: int = Field(2, ge=1, le=8)  # spatial grid (grid x grid) pooled beside mean and std
+    backbones: list[str] = Field(default_factory=lambda: ["efficientnet_lite0"])
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        if any(not 0 < f <= 1 for f in value) or sorted(set(value)) != value:
+            raise ValueError("fractions must increase strictly, each in (0, 1]")
+        return value
+
+
 class MlflowParams(_Section):
     experiment: str = "oxford-pets"
 
@@ -167,6 +198,7 @@ class Params(_Section):
     finetune_full: FinetuneFullParams = FinetuneFullParams()
     scratch: ScratchParams = ScratchParams()
     evaluate: EvaluateParams = EvaluateParams()
+    advise: AdviseParams = AdviseParams()
     mlflow: MlflowParams = MlflowParams()
     registry: RegistryParams = RegistryParams()
     serve: ServeParams = ServeParams()

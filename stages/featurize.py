@@ -1,6 +1,11 @@
-"""DVC stage `featurize`: run the frozen backbone once over every split and cache its features."""
+"""DVC stage `featurize`: run the frozen backbone once over every split and cache its features.
+
+``model.early_block`` comes resolved from ``data/early_block.json`` (the advise stage's output),
+so ``auto`` means the block the advice's probe curve found best.
+"""
 
 from petsml import paths
+from petsml.advice.early_block import load_resolved
 from petsml.config import load_params
 from petsml.data.decode import DecodedImages
 from petsml.data.split import load_split
@@ -11,7 +16,7 @@ from petsml.training.features import featurize_splits
 
 
 def main() -> None:
-    params = load_params()
+    params = load_resolved(load_params())
     backbone = create_backbone(
         params.model.backbone,
         pretrained=params.model.pretrained,

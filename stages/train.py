@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from petsml import paths
+from petsml.advice.early_block import load_resolved
 from petsml.config import Params, load_params
 from petsml.stage import run_stage
 
@@ -52,7 +53,7 @@ def main() -> None:
         help="continue from the last epoch checkpoint when its params match",
     )
     args = parser.parse_args()
-    params = load_params()
+    params = load_resolved(load_params())  # model.early_block: auto -> the advised block
     train(args.strategy, params, paths.model_dir(args.strategy), resume=args.resume)
 
 
