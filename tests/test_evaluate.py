@@ -328,13 +328,17 @@ def test_stage_entry_point(project, tmp_path, monkeypatch):
     stage.main()
     saved = json.loads((work / paths.METRICS).read_text())
     assert saved == {"svm_early": scores["svm_early"]}
-    assert sorted(p.name for p in (work / report.EVAL_DIR).iterdir()) == ["svm_early"]
+    assert sorted(p.name for p in (work / report.EVAL_DIR).iterdir()) == [
+        report.COMPARISON_PNG,
+        "svm_early",
+    ]
+    assert [p.name for p in (work / report.STRATEGY_METRICS_DIR).iterdir()] == ["svm_early.json"]
     assert (work / report.EVAL_DIR / "svm_early" / "misclassified.png").exists()
 
 
 def test_dvc_plots_show_accepts_the_plots_config(project, tmp_path):
     """The `plots:` section of the real dvc.yaml renders the files the stage wrote."""
-    root, _, _ = project
+    root, _, scores = project
     work = tmp_path / "repo"
     shutil.copytree(root / report.PLOTS_DIR, work / report.PLOTS_DIR)
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
@@ -351,7 +355,8 @@ def test_dvc_plots_show_accepts_the_plots_config(project, tmp_path):
     assert not out.get("errors"), out.get("errors")
     data = out["data"]
     expected = [
-        "reports/plots/strategies.csv",
+        "strategies_val",
+        "strategies_test",
         *(f"reports/plots/confusion/{s}.csv" for s in STRATEGIES),
         *(f"reports/plots/reliability/{s}.csv" for s in STRATEGIES),
         "reports/plots/history/accuracy/finetune_top.csv",
@@ -365,12 +370,65 @@ def test_dvc_plots_show_accepts_the_plots_config(project, tmp_path):
     confusion = data["reports/plots/confusion/finetune_top.csv"][0]["content"]
     assert len(confusion["data"]["values"]) == 12
     assert "actual" in json.dumps(confusion["spec"]["encoding"]["y"])
-    bars = data["reports/plots/strategies.csv"][0]["content"]
-    assert bars["encoding"]["y"]["field"] == "strategy"
-    assert bars["encoding"]["x"]["field"] == "test_accuracy"
+    for plot_id, field in (
+        (f"strategies_{split}", f"{split}_accuracy") for split in ("val", "test")
+    ):
+        bars = data[plot_id][0]["content"]
+        assert bars["encoding"]["y"]["field"] == "strategy"
+        assert bars["encoding"]["x"]["field"] == field
+        shown = {row["strategy"]: float(row[field]) for row in bars["data"]["values"]}
+        assert shown == pytest.approx({s: scores[s][field] for s in STRATEGIES})
     curves = data["reports/plots/history/accuracy/finetune_top.csv"][0]["content"]
     fields = {v["field"] for v in curves["data"]["values"]}
     assert fields == {"train_accuracy", "val_accuracy"}
+
+
+def _dvc(work: Path, *args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        ["dvc", *args], cwd=work, env=tool_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"dvc {' '.join(args)}: {done.stderr[-3000:]}"
+    return done
+
+
+def test_dvc_metrics_show_and_diff_print_one_row_per_strategy(project, tmp_path):
+    """`dvc metrics show` / `diff` on the real dvc.yaml: a table of strategies, not one wide row."""
+    root, _, scores = project
+    work = tmp_path / "repo"
+    shutil.copytree(root / report.STRATEGY_METRICS_DIR, work / report.STRATEGY_METRICS_DIR)
+    shutil.copy(root / paths.METRICS, work / paths.METRICS)
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    shutil.copy(root / "params.yaml", work / "params.yaml")
+    env = tool_env()
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=work, env=env, check=True, capture_output=True, timeout=60)
+    # the combined file stays for the tools that read it; the metrics files are per strategy
+    assert json.loads((work / paths.METRICS).read_text()) == scores
+    shown = json.loads(_dvc(work, "metrics", "show", "--json").stdout)
+    files = shown[""]["data"]
+    assert {Path(f).stem for f in files} == set(STRATEGIES)
+    for name, entry in files.items():
+        assert entry["data"] == pytest.approx(scores[Path(name).stem])
+    table = _dvc(work, "metrics", "show").stdout.splitlines()
+    header = table[0].split()
+    assert header[0] == "Path" and set(header[1:]) == set(report.METRIC_KEYS)
+    rows = {line.split()[0]: line.split()[1:] for line in table[1:] if line.strip()}
+    assert set(rows) == {f"reports/metrics/{s}.json" for s in STRATEGIES}
+    column = header.index("test_accuracy") - 1
+    for strategy in STRATEGIES:
+        shown_value = float(rows[f"reports/metrics/{strategy}.json"][column])
+        assert shown_value == pytest.approx(scores[strategy]["test_accuracy"], abs=1e-3)
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    for cmd in (["add", "-A"], ["commit", "-qm", "evaluated"]):
+        subprocess.run(git + cmd, cwd=work, env=env, check=True, capture_output=True, timeout=60)
+    changed = dict(scores["svm_early"], test_accuracy=0.999)
+    write_json(work / report.STRATEGY_METRICS_DIR / "svm_early.json", changed)
+    diff = _dvc(work, "metrics", "diff").stdout.splitlines()
+    assert diff[0].split()[:4] == ["Path", "Metric", "HEAD", "workspace"]
+    assert [line.split()[:2] for line in diff[1:] if line.strip()] == [
+        ["reports/metrics/svm_early.json", "test_accuracy"]
+    ]
 
 
 def test_species_task_two_classes(project, tmp_path):

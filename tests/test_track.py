@@ -115,6 +115,7 @@ def build_project(root: Path) -> Path:
         (model_dir / "summary.json").write_text(json.dumps(summary))
         _eval_files(project / "reports" / "eval" / strategy, strategy)
     (project / "reports" / "metrics.json").write_text(json.dumps(METRICS, indent=2))
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(project / "reports/eval/strategies.png")
     validation = project / "reports" / "validation"
     (validation / "data_docs").mkdir(parents=True)
     (validation / "summary.json").write_text(json.dumps({"success": True}))
@@ -240,23 +241,72 @@ def test_children_carry_params_curves_metrics_tags(tracked):
 
     trained = children["finetune_top"]
     assert trained.data.params["finetune_top.lr"] == "0.001"
-    for key in ("train_loss", "train_accuracy", "val_loss", "lr"):
-        steps, values = _series(client, trained.info.run_id, key)
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"):
+        steps, values = _series(client, trained.info.run_id, f"epoch/{key}")
         assert steps == [e["epoch"] for e in EPOCHS], key
         assert values == pytest.approx([e[key] for e in EPOCHS]), key
-    # the three epochs, then the evaluated (restored best) model one step later
-    steps, values = _series(client, trained.info.run_id, "val_accuracy")
-    assert steps == [1, 2, 3, 4]
-    assert values == pytest.approx([0.30, 0.55, 0.50, 0.55])
     assert trained.data.metrics["best_epoch"] == 2
 
     frozen = children["feature_extractor"]
     assert frozen.data.params["feature_extractor.C"] == "[0.01, 0.03, 0.1, 0.3, 1.0, 3.0]"
     assert frozen.data.params["fit.C"] == "1.0"
-    assert _series(client, frozen.info.run_id, "search_C") == ([0, 1], [0.1, 1.0])
-    steps, values = _series(client, frozen.info.run_id, "search_val_accuracy")
+    assert _series(client, frozen.info.run_id, "search/C") == ([0, 1], [0.1, 1.0])
+    steps, values = _series(client, frozen.info.run_id, "search/val_accuracy")
     assert steps == [0, 1] and values == pytest.approx([0.4, 0.6])
-    assert client.get_metric_history(frozen.info.run_id, "train_loss") == []
+    assert client.get_metric_history(frozen.info.run_id, "epoch/train_loss") == []
+
+
+def test_final_metrics_are_single_values_at_one_step_so_the_ui_compares_strategies(tracked):
+    """Evaluated metrics: one point each, all at step 0, frozen and trained strategies alike;
+    the per-epoch val_accuracy lives under epoch/val_accuracy, not under the final key."""
+    client = tracked["client"]
+    for strategy, run_id in tracked["second"]["children"].items():
+        for key, value in METRICS[strategy].items():
+            assert _series(client, run_id, key) == ([0], [pytest.approx(value)]), (strategy, key)
+        run = client.get_run(run_id)
+        assert run.info.run_name == strategy  # one backbone in the experiment: no suffix
+
+
+def test_collapsed_parent_shows_the_chosen_strategy_and_the_comparison(tracked):
+    from mlflow.tracking.artifact_utils import _download_artifact_from_uri
+
+    client = tracked["client"]
+    parent = client.get_run(tracked["second"]["parent_run_id"])
+    chosen = max(METRICS, key=lambda s: METRICS[s]["val_accuracy"])
+    assert parent.data.tags["chosen_strategy"] == chosen == "feature_extractor"
+    assert parent.data.metrics == pytest.approx(METRICS[chosen])
+    assert chosen in parent.data.tags["mlflow.note.content"]
+    files = {f.path for f in client.list_artifacts(parent.info.run_id, "comparison")}
+    assert files == {"comparison/strategies.json", "comparison/strategies.png"}
+    table = json.loads(
+        Path(
+            _download_artifact_from_uri(f"runs:/{parent.info.run_id}/comparison/strategies.json")
+        ).read_text()
+    )
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    assert {r["strategy"]: r["test_accuracy"] for r in rows} == pytest.approx(
+        {s: m["test_accuracy"] for s, m in METRICS.items()}
+    )
+    assert {r["backbone"] for r in rows} == {BACKBONE}
+    # log_table registers the table so the UI's artifact view and evaluation tab find it
+    assert "comparison/strategies.json" in parent.data.tags["mlflow.loggedArtifacts"]
+
+
+def test_experiment_is_model_training_with_a_shared_strategies_view(tracked):
+    client = tracked["client"]
+    record = tracked["second"]
+    experiment = client.get_experiment(record["experiment_id"])
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(experiment.tags["mlflow.sharedViewState.strategies"])
+    assert view["orderByKey"] == "metrics.`test_accuracy`"
+    assert "metrics.`test_accuracy`" in view["selectedColumns"]
+    # the view's filter selects exactly this execution's strategy runs
+    found = client.search_runs([experiment.experiment_id], filter_string=view["searchFilter"])
+    assert {r.info.run_id for r in found} == set(record["children"].values())
+    assert record["ui_path"] == (
+        f"/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+        "&viewStateShareKey=strategies"
+    )
 
 
 def test_children_have_datasets_artifacts_and_model(tracked):
@@ -305,6 +355,9 @@ def test_changed_metrics_make_a_new_parent(tracked):
     changed = json.loads(metrics_path.read_text())
     changed["finetune_top"]["test_accuracy"] = 0.61
     metrics_path.write_text(json.dumps(changed))
+    # an experiment made before the kind tag existed gets it on the next track
+    experiment_id = tracked["second"]["experiment_id"]
+    client.delete_experiment_tag(experiment_id, "mlflow.experimentKind")
     os.environ["MLFLOW_TRACKING_URI"] = tracked["uri"]
     os.chdir(project)
     try:
@@ -324,6 +377,10 @@ def test_changed_metrics_make_a_new_parent(tracked):
     new = client.get_run(record["children"]["finetune_top"])
     assert new.data.metrics["test_accuracy"] == pytest.approx(0.61)
     assert new.data.tags["mlflow.parentRunId"] == record["parent_run_id"]
+    tags = client.get_experiment(experiment_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(tags["mlflow.sharedViewState.strategies"])
+    assert record["parent_run_id"] in view["searchFilter"]  # the view follows the newest run
 
 
 def test_missing_inputs_name_the_file_and_the_fix(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Evaluation figures: confusion matrix, misclassified examples, reliability diagram.
+"""Evaluation figures: confusion matrix, misclassified examples, reliability diagram, and the
+strategies compared.
 
 Figures are built with :class:`matplotlib.figure.Figure` (Agg canvas), never ``pyplot``, so no
 global backend or GUI state is touched and the functions are safe on a headless machine.
@@ -9,7 +10,7 @@ figure several times over.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -140,4 +141,32 @@ def reliability_png(bins: ReliabilityBins, target: str | Path, title: str = "") 
     bottom.set_xlim(0, 1)
     bottom.set_xlabel("confidence (max softmax probability)")
     bottom.set_ylabel("images")
+    _save(fig, target)
+
+
+def strategies_png(scores: Mapping[str, Mapping[str, float | None]], target: str | Path) -> None:
+    """Validation and test accuracy of every strategy as paired horizontal bars.
+
+    The one figure that answers "which strategy won, and did validation predict test?"; the
+    track stage puts it on the pipeline's parent run, so it shows without opening any child.
+    """
+    names = list(scores)
+    series = (("val_accuracy", "validation", "tab:blue"), ("test_accuracy", "test", "tab:orange"))
+    label_in = max((len(_short(n)) for n in names), default=8) * 9 * 0.62 / 72 + 0.4
+    height = 0.55 * len(names) + 1.3
+    fig = Figure(figsize=(label_in + 5.5, height))
+    _margins(fig, left=label_in, right=0.3, bottom=0.6, top=0.45)
+    ax = fig.add_subplot()
+    rows = np.arange(len(names))
+    bar = 0.38
+    for offset, (key, label, colour) in zip((-bar / 2, bar / 2), series, strict=True):
+        values = [float(scores[n].get(key) or 0.0) for n in names]
+        bars = ax.barh(rows + offset, values, height=bar, color=colour, label=label)
+        ax.bar_label(bars, fmt="%.3f", padding=2, fontsize=7.5)
+    ax.set_yticks(rows, [_short(n) for n in names], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.08)
+    ax.set_xlabel("accuracy")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("accuracy by strategy (validation: model selection, test: held out)", fontsize=10)
     _save(fig, target)

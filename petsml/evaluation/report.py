@@ -10,12 +10,16 @@ Layout written (paths relative to the project root):
 * ``reports/eval/<strategy>/``: ``predictions.csv`` (one row per test image), ``per_class.csv``,
   ``confused_pairs.csv``, ``metrics.json``, ``confusion.png``, ``misclassified.png``,
   ``reliability.png``;
+* ``reports/eval/strategies.png``: every strategy's validation and test accuracy side by side;
 * ``reports/metrics.json``: ``{strategy: {val_accuracy, test_accuracy, test_top5,
-  test_macro_f1, test_ece, train_seconds}}`` (the DVC metrics file);
+  test_macro_f1, test_ece, train_seconds}}``, the combined file the track stage and the flows read;
+* ``reports/metrics/<strategy>.json``: the same entry, one file per strategy: these are the DVC
+  metrics files, so ``dvc metrics show`` / ``dvc metrics diff`` print one row per strategy
+  instead of one row of strategies x metrics columns;
 * ``reports/plots/``: CSV data for ``dvc plots`` (see the ``plots:`` section of dvc.yaml).
 
-``reports/eval`` and ``reports/plots`` are each replaced as a whole, atomically, so a strategy
-dropped from ``train.strategies`` leaves no stale report behind.
+``reports/eval``, ``reports/metrics`` and ``reports/plots`` are each replaced as a whole,
+atomically, so a strategy dropped from ``train.strategies`` leaves no stale report behind.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ log = logging.getLogger(__name__)
 
 EVAL_DIR = paths.REPORTS / "eval"
 PLOTS_DIR = paths.REPORTS / "plots"
+STRATEGY_METRICS_DIR = paths.REPORTS / "metrics"  # <strategy>.json: the DVC metrics files
+COMPARISON_PNG = "strategies.png"  # in EVAL_DIR: val and test accuracy of every strategy
 TOP_K = 5
 TOP_CONFUSED = 10
 MAX_MISCLASSIFIED = 24
@@ -454,7 +460,20 @@ def evaluate_all(
                 *(scores[result.strategy][k] or float("nan") for k in METRIC_KEYS[1:5]),
                 result.logits_from,
             )
+        plots.strategies_png(scores, tmp / COMPARISON_PNG)
     with atomic_dir(root / PLOTS_DIR) as tmp:
         write_plot_data(results, scores, tmp, n_bins)
+    write_strategy_metrics(scores, root / STRATEGY_METRICS_DIR)
     write_json(root / paths.METRICS, scores)
     return scores
+
+
+def write_strategy_metrics(scores: dict[str, dict[str, Any]], out_dir: str | Path) -> None:
+    """``<out_dir>/<strategy>.json`` per strategy, the folder replaced as a whole.
+
+    DVC prints one row per metrics file: a file per strategy makes ``dvc metrics show`` a table
+    of strategies with a handful of columns rather than a single row of every pair.
+    """
+    with atomic_dir(Path(out_dir)) as tmp:
+        for strategy, values in scores.items():
+            write_json(tmp / f"{strategy}.json", values)

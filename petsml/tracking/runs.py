@@ -1,11 +1,19 @@
 """Record one pipeline execution in MLflow: a parent run, one nested child run per strategy.
 
-Each child carries its strategy's params, per-epoch curves (step = epoch), the C search
-(step = index), the evaluated metrics of ``reports/metrics.json`` (logged at step last epoch + 1,
-as MLflow's Keras autologging does for restored weights, so the run table shows the evaluated
-values while the curves stay intact), the evaluation plots and tables, the split CSVs as dataset
-inputs, and the model as a pyfunc LoggedModel. The parent carries the validation report and
-pipeline files.
+Laid out for the MLflow UI a user opens first:
+
+* the experiment is tagged a model-training experiment (``mlflow.experimentKind``), and a shared
+  view (experiment tag ``mlflow.sharedViewState.strategies``) lists this execution's strategy
+  runs sorted by test accuracy with the headline metric columns; :func:`ui_path` is its link;
+* each child (named by its strategy, plus the backbone when the experiment holds several)
+  carries its params, the evaluated metrics of ``reports/metrics.json`` as single values at
+  step 0 (so the default charts are bar charts comparing strategies), per-epoch curves under
+  ``epoch/<key>`` (step = epoch) and the C search under ``search/<key>`` (step = index), the
+  evaluation plots and tables, the split CSVs as dataset inputs, and the model as a pyfunc
+  LoggedModel;
+* the parent, collapsed, still answers "what won": the chosen strategy (highest validation
+  accuracy, the registry's rule) as a tag and note, that strategy's metrics as its own, the
+  comparison table (``mlflow.log_table``) and figure, the validation report and pipeline files.
 
 A run key (hash of metrics, model files, data hashes, splits and strategies) is stored as a tag
 on the parent; tracking an unchanged pipeline again finds that parent and logs nothing new.
@@ -45,11 +53,27 @@ TAG_RAW_HASH = "dvc_raw_hash"  # md5 of data/raw in dvc.lock
 PARENT_ROLE = "pipeline"
 CHILD_ROLE = "strategy"
 PARENT_TAG = "mlflow.parentRunId"
+TAG_CHOSEN = "chosen_strategy"  # on the parent: the strategy with the best val_accuracy
 MODEL_NAME = "model"
+# The MLflow UI reads this experiment tag to tell model-training from GenAI experiments.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# A shared runs view is an experiment tag "mlflow.sharedViewState.<key>" that the UI opens for
+# ...?viewStateShareKey=<key> (what its "Share" button writes); one fixed key, updated per run.
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+SHARED_VIEW_KEY = "strategies"
+# Metrics every child logs at step 0 and the parent logs for its chosen strategy; the first
+# four are the columns of the shared view.
+VIEW_METRICS = ("val_accuracy", "test_accuracy", "test_macro_f1", "train_seconds")
+COMPARISON_TABLE = "comparison/strategies.json"
+COMPARISON_PNG = "strategies.png"  # written by the evaluate stage into reports/eval/
 
 # params.yaml sections every strategy run depends on; the strategy's own section is added.
 COMMON_SECTIONS = ("data", "validate", "split", "decode", "model", "features", "train", "evaluate")
-CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
+CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+EPOCH_PREFIX = "epoch/"  # per-epoch curves: epoch/val_accuracy is not the final val_accuracy
+SEARCH_PREFIX = "search/"  # frozen-feature strategies: one point per C tried
+FINAL_STEP = 0  # every final metric at the same step: the UI compares them as bars
 SPLIT_CONTEXT = {"train": "training", "val": "validation", "test": "test"}
 DVC_DATA_OUTS = {TAG_DATA_HASH: paths.SPLITS.as_posix(), TAG_RAW_HASH: paths.RAW.as_posix()}
 
@@ -221,22 +245,99 @@ def _log_metrics(client, run_id: str, rows: list[tuple[str, Any, int]]) -> None:
         client.log_batch(run_id, metrics=metrics[start : start + 1000])
 
 
-def final_step(history: dict[str, Any]) -> int:
-    """Step of the evaluated metrics: the one after the last epoch (0 without epochs)."""
-    epochs = [int(e["epoch"]) for e in history.get("epochs") or [] if "epoch" in e]
-    return max(epochs) + 1 if epochs else 0
-
-
 def _curve_rows(history: dict[str, Any]) -> list[tuple[str, Any, int]]:
+    """Per-epoch and per-C series, under their own keys so no final metric gets a history."""
     rows = []
     for record in history.get("epochs") or []:
         step = int(record["epoch"])
-        rows += [(key, record[key], step) for key in CURVES if key in record]
-        if "seconds" in record:
-            rows.append(("epoch_seconds", record["seconds"], step))
+        rows += [(EPOCH_PREFIX + key, record[key], step) for key in CURVES if key in record]
     for index, record in enumerate(history.get("search") or []):
-        rows += [(f"search_{key}", value, index) for key, value in record.items()]
+        rows += [(SEARCH_PREFIX + key, value, index) for key, value in record.items()]
     return rows
+
+
+def chosen_strategy(metrics: dict[str, dict[str, Any]]) -> str | None:
+    """The strategy with the highest validation accuracy (ties: first by name), as the registry
+    picks its candidate; None when no strategy has one."""
+    scored = {s: v for s, m in metrics.items() if (v := _finite(m.get("val_accuracy"))) is not None}
+    return sorted(scored, key=lambda s: (-scored[s], s))[0] if scored else None
+
+
+def comparison_frame(files: list[StrategyFiles]):
+    """One row per strategy: its backbone and evaluated metrics (the parent's MLflow table)."""
+    import pandas as pd
+
+    rows = [
+        {
+            "strategy": f.strategy,
+            "backbone": str(f.summary.get("backbone") or UNKNOWN),
+            **{k: _finite(v) for k, v in f.metrics.items()},
+        }
+        for f in files
+    ]
+    return pd.DataFrame(rows)
+
+
+def child_run_name(strategy: str, backbone: str, name_backbone: bool) -> str:
+    return f"{strategy} ({backbone})" if name_backbone else strategy
+
+
+def _backbones_vary(client, experiment_id: str, files: list[StrategyFiles], default: str) -> bool:
+    """Whether strategy runs of more than one backbone share the experiment (a sweep)."""
+    mine = {str(f.summary.get("backbone") or default) for f in files}
+    if len(mine) > 1:
+        return True
+    (backbone,) = mine
+    other = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG_ROLE}` = '{CHILD_ROLE}' and tags.{TAG_BACKBONE} != '{backbone}'",
+        max_results=1,
+    )
+    return bool(other)
+
+
+# --------------------------------------------------------------------------- UI views
+
+
+def ensure_experiment_kind(client, experiment_id: str) -> None:
+    """Tag the experiment as model training (new and existing experiments alike)."""
+    tags = client.get_experiment(experiment_id).tags
+    if tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
+def shared_view_state(parent_run_id: str) -> dict[str, Any]:
+    """The runs view a user should see first: this execution's strategies, best test first.
+
+    Sorting by a metric lists child runs as rows of their own (sorted by time, the UI folds
+    them under their parent); the columns are the headline metrics.
+    """
+    return {
+        "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        "orderByKey": "metrics.`test_accuracy`",
+        "orderByAsc": False,
+        "selectedColumns": [f"metrics.`{key}`" for key in VIEW_METRICS]
+        + [f"tags.`{TAG_BACKBONE}`"],
+    }
+
+
+def set_shared_view(client, experiment_id: str, parent_run_id: str) -> None:
+    value = json.dumps(shared_view_state(parent_run_id), sort_keys=True)
+    key = SHARED_VIEW_PREFIX + SHARED_VIEW_KEY
+    if client.get_experiment(experiment_id).tags.get(key) != value:
+        client.set_experiment_tag(experiment_id, key, value)
+
+
+def ui_path(experiment_id: str) -> str:
+    """Path (after ``http://<mlflow ui host>``) of the shared strategies view.
+
+    ``workflowType=machine_learning`` opens the model-training side of MLflow 3's UI, whatever
+    the browser last chose in its GenAI / Model training switch.
+    """
+    return (
+        f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        f"&viewStateShareKey={SHARED_VIEW_KEY}"
+    )
 
 
 def _datasets(params: Params, root: Path) -> list[tuple[Any, str]]:
@@ -335,6 +436,39 @@ def find_existing(client, experiment_id: str, key: str, strategies: list[str]) -
     return None
 
 
+def _log_parent_summary(client, run_id: str, files: list[StrategyFiles], root: Path) -> None:
+    """The chosen strategy, its metrics as the parent's own, the comparison table and figure."""
+    import mlflow
+
+    by_strategy = {f.strategy: f.metrics for f in files}
+    chosen = chosen_strategy(by_strategy)
+    table = comparison_frame(files)
+    mlflow.log_table(table, artifact_file=COMPARISON_TABLE)
+    figure = root / paths.REPORTS / "eval" / COMPARISON_PNG
+    if figure.is_file():
+        mlflow.log_artifact(str(figure), artifact_path="comparison")
+    if chosen is None:
+        log.warning("no strategy has a val_accuracy: the parent run names no chosen strategy")
+        return
+    mlflow.set_tags({TAG_CHOSEN: chosen})
+    _log_metrics(client, run_id, [(k, v, FINAL_STEP) for k, v in by_strategy[chosen].items()])
+    lines = [
+        f"Chosen strategy: **{chosen}** (highest validation accuracy); its metrics are this "
+        "run's own. Strategies (one child run each):",
+        "",
+        "| strategy | " + " | ".join(VIEW_METRICS) + " |",
+        "| --- |" + " --- |" * len(VIEW_METRICS),
+    ]
+    for f in files:
+        cells = (_finite(f.metrics.get(k)) for k in VIEW_METRICS)
+        lines.append(
+            f"| {f.strategy} | "
+            + " | ".join("-" if c is None else f"{c:.4g}" for c in cells)
+            + " |"
+        )
+    mlflow.set_tag("mlflow.note.content", "\n".join(lines))
+
+
 def _log_parent_artifacts(root: Path) -> None:
     import mlflow
 
@@ -358,6 +492,7 @@ def _log_child(
     datasets: list[tuple[Any, str]],
     example: Path | None,
     experiment_id: str,
+    name_backbone: bool = False,
 ) -> tuple[str, str]:
     """One nested strategy run; returns (run id, model id)."""
     import mlflow
@@ -373,15 +508,16 @@ def _log_child(
         TAG_TASK: str(summary.get("task") or params.data.task),
         "device": str(summary.get("device", UNKNOWN)),
     }
+    name = child_run_name(files.strategy, child_tags[TAG_BACKBONE], name_backbone)
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=files.strategy, nested=True, tags=child_tags
+        experiment_id=experiment_id, run_name=name, nested=True, tags=child_tags
     ) as run:
         run_id = run.info.run_id
         logged = strategy_params(params, files.strategy)
         for key, value in (summary.get("params") or {}).items():
             logged[f"fit.{key}"] = str(value)
         mlflow.log_params(logged)
-        step = final_step(files.history)
+        step = FINAL_STEP
         rows = _curve_rows(files.history)
         rows += [(key, value, step) for key, value in files.metrics.items()]
         for key in ("best_epoch", "epochs_run"):
@@ -421,6 +557,7 @@ def track_pipeline(
     client = MlflowClient(tracking_uri=uri)
     strategies = list(params.train.strategies)
 
+    ensure_experiment_kind(client, experiment_id)
     found = find_existing(client, experiment_id, key, strategies)
     if found is not None:
         log.info(
@@ -456,9 +593,11 @@ def track_pipeline(
             )
             _log_datasets(datasets)
             _log_parent_artifacts(root)
+            _log_parent_summary(client, parent.info.run_id, files, root)
+            name_backbone = _backbones_vary(client, experiment_id, files, params.model.backbone)
             for item in files:
                 children[item.strategy], model_ids[item.strategy] = _log_child(
-                    client, params, item, tags, datasets, example, experiment_id
+                    client, params, item, tags, datasets, example, experiment_id, name_backbone
                 )
         found = {
             "parent_run_id": parent.info.run_id,
@@ -475,7 +614,14 @@ def track_pipeline(
         "model_uris": {s: f"models:/{m}" for s, m in found["model_ids"].items()},
         "run_model_uris": {s: f"runs:/{r}/{MODEL_NAME}" for s, r in found["children"].items()},
         "run_key": key,
+        "ui_path": ui_path(experiment_id),
     }
+    set_shared_view(client, experiment_id, found["parent_run_id"])
+    log.info(
+        "MLflow UI: `mlflow ui --backend-store-uri %s`, then open http://127.0.0.1:5000%s",
+        uri,
+        record["ui_path"],
+    )
     if out is not None:
         write_json(root / out, record)
     return record

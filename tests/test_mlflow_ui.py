@@ -1,0 +1,215 @@
+"""What a user sees first in the MLflow UI, checked in a real browser.
+
+A tiny tracked project (``tests.test_track.build_project``: two strategies, no training) is
+served by ``mlflow ui`` on a free loopback port and opened in headless Chromium (Debian's
+``chromium`` + ``chromium-driver``, driven by Selenium) at the link the track stage records
+(``reports/mlflow_runs.json`` ``ui_path``). The page is a React app: every check waits for the
+elements it needs, never for a fixed time. Without a browser the tests skip and say why.
+
+Set ``PETS_UI_SCREENSHOT=<file.png>`` to keep the runs view's screenshot (docs/mlflow-runs.png
+was made that way).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.test_track import METRICS, STRATEGIES, build_project
+
+UI_TIMEOUT_S = 240  # a cold React bundle and its first queries on a busy 2-core CI machine
+SCROLLER = "[data-testid='experiment-view-compare-runs-chart-area']"
+
+
+def _browser() -> tuple[str, str]:
+    """(chromium, chromedriver) paths, or skip with the reason and the fix."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        reason = "selenium is not installed (pip install -e '.[dev]')"
+    else:
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        driver = shutil.which("chromedriver")
+        if chromium and driver:
+            return chromium, driver
+        reason = "no chromium/chromedriver on PATH (apt-get install chromium chromium-driver)"
+    print(f"SKIP MLflow UI browser tests: {reason}", file=sys.stderr)
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + UI_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"mlflow ui exited ({server.returncode}):\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"mlflow ui not healthy after {UI_TIMEOUT_S}s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    """(browser, base URL, mlflow_runs.json record) for a tracked tiny project."""
+    chromium, chromedriver = _browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from petsml.config import load_params
+    from petsml.tracking.runs import track_pipeline
+
+    root = tmp_path_factory.mktemp("ui")
+    project = build_project(root)
+    uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
+    (root / "store").mkdir()
+    old_env, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.chdir(project)
+    try:
+        record = track_pipeline(load_params(), root=".")
+    finally:
+        os.chdir(old_cwd)
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
+
+    port = _free_port()
+    log = root / "mlflow-ui.log"
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [str(mlflow_cli), "ui", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", uri],
+            cwd=project, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    browser = None
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_healthy(base, server, log)
+        options = webdriver.ChromeOptions()
+        options.binary_location = chromium
+        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                    "--window-size=1600,1000"):  # fmt: skip
+            options.add_argument(arg)
+        browser = webdriver.Chrome(options=options, service=Service(chromedriver))
+        yield browser, base, record, root
+    finally:
+        if browser is not None:
+            browser.quit()
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _in_viewport(browser, element) -> bool:
+    """Displayed and entirely inside the window: seen without scrolling or clicking."""
+    return element.is_displayed() and browser.execute_script(
+        "const r = arguments[0].getBoundingClientRect();"
+        "return r.width > 0 && r.top >= 0 && r.left >= 0 &&"
+        " r.bottom <= window.innerHeight && r.right <= window.innerWidth;",
+        element,
+    )
+
+
+def _row_cells(browser, strategy: str, column: str):
+    """The run-name link and ``column``'s cell of the table row of run ``strategy``.
+
+    ag-grid renders a row in several containers (pinned name, scrolling metrics) that share a
+    ``row-index``; the name's row gives the index of the metrics' row.
+    """
+    from selenium.webdriver.common.by import By
+
+    links = [a for a in browser.find_elements(By.LINK_TEXT, strategy) if a.is_displayed()]
+    if not links:
+        return None
+    row = links[0].find_element(By.XPATH, "./ancestor::*[@role='row'][@row-index]")
+    index = row.get_attribute("row-index")
+    cells = browser.find_elements(
+        By.CSS_SELECTOR, f"[role='row'][row-index='{index}'] [col-id='{column}']"
+    )
+    return (links[0], cells[0]) if cells else None
+
+
+def test_runs_view_lists_every_strategy_with_its_test_accuracy_without_clicks(ui):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser, base, record, root = ui
+    browser.get(base + record["ui_path"])
+    column = "metrics.`test_accuracy`"
+
+    def all_rows(driver):
+        found = {s: _row_cells(driver, s, column) for s in STRATEGIES}
+        return found if all(v is not None and v[1].text.strip() for v in found.values()) else False
+
+    rows = WebDriverWait(browser, UI_TIMEOUT_S, poll_frequency=0.5).until(
+        all_rows, message=f"runs view never listed {STRATEGIES} with a test_accuracy column"
+    )
+    shot = Path(os.environ.get("PETS_UI_SCREENSHOT") or root / "mlflow-runs.png")
+    browser.save_screenshot(str(shot))
+    print(f"screenshot: {shot}")
+    for strategy, (link, cell) in rows.items():
+        assert float(cell.text) == pytest.approx(METRICS[strategy]["test_accuracy"], abs=5e-3)
+        assert _in_viewport(browser, link), f"{strategy} is not on the first screen"
+        assert _in_viewport(browser, cell), f"{strategy}'s test_accuracy is not on the first screen"
+    # the view is the model-training side of the UI, not MLflow 3's GenAI overview
+    assert "workflowType=machine_learning" in browser.current_url
+    assert "Token Usage" not in browser.page_source
+    # best test accuracy first, and only this execution's strategy runs (no parent row)
+    order = sorted(rows, key=lambda s: rows[s][1].location["y"])
+    assert order == sorted(STRATEGIES, key=lambda s: -METRICS[s]["test_accuracy"])
+    assert json.loads(json.dumps(record["children"])).keys() == set(STRATEGIES)
+
+
+def test_chart_view_compares_final_metrics_as_bars(ui):
+    """The runs' default charts: each final metric is one bar per strategy, not a line of
+    single points at different steps. (Charts render as they scroll into view.)"""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser, base, record, _ = ui
+    browser.get(base + record["ui_path"] + "&compareRunsMode=CHART")
+    wait = WebDriverWait(browser, UI_TIMEOUT_S, poll_frequency=1)
+    for metric in ("test_accuracy", "val_accuracy", "test_macro_f1", "train_seconds"):
+        card = (
+            f"//*[normalize-space(text())='{metric}']"
+            "/ancestor::*[.//*[contains(@class, 'js-plotly-plot')]][1]"
+        )
+
+        def bars(driver, card=card):
+            found = driver.find_elements(By.XPATH, card)
+            if not found:  # the chart grid renders rows as they scroll into view
+                for scroller in driver.find_elements(By.CSS_SELECTOR, SCROLLER):
+                    driver.execute_script(
+                        "const e = arguments[0];"
+                        "e.scrollTop = e.scrollTop + e.clientHeight / 2 >= e.scrollHeight"
+                        " - e.clientHeight ? 0 : e.scrollTop + e.clientHeight / 2;",
+                        scroller,
+                    )
+                return False
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", found[0])
+            points = found[0].find_elements(By.CSS_SELECTOR, ".barlayer .point")
+            lines = found[0].find_elements(By.CSS_SELECTOR, ".scatterlayer .trace")
+            return (len(points), len(lines)) if points or lines else False
+
+        shape = wait.until(bars, message=f"no chart of {metric} rendered")
+        assert shape == (len(STRATEGIES), 0), f"{metric}: (bars, lines) = {shape}"
