@@ -27,8 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from petsml.data.decode import DecodedImages
-from petsml.data.prefetch import decoded_batches
-from petsml.data.tensors import to_input
+from petsml.data.prefetch import input_batches
 from petsml.models.backbones import Backbone, SequentialBackbone, TimmBackbone
 from petsml.models.precision import autocast, use_bf16
 
@@ -96,12 +95,6 @@ def rich_pool(t: torch.Tensor, grid: int) -> torch.Tensor:
     return t.flatten(1)
 
 
-def _batches(backbone, images, image_ids, batch_size, device):
-    prep = backbone.preprocessing
-    for batch in decoded_batches(images, image_ids, batch_size, device):
-        yield to_input(batch, prep.mean, prep.std, size=prep.input_size)
-
-
 @torch.inference_mode()
 def block_features(
     backbone: Backbone,
@@ -118,7 +111,7 @@ def block_features(
     means: list[list[np.ndarray]] = []
     riches: list[list[np.ndarray]] = []
     pens = []
-    for x in _batches(backbone, images, image_ids, batch_size, device):
+    for x in input_batches(images, image_ids, batch_size, device, backbone.preprocessing, "advise"):
         with autocast(device, bf16):
             outs, pen = block_outputs(backbone, x)
         if not means:
@@ -147,7 +140,7 @@ def penultimate_features(
     backbone = backbone.eval().to(device, memory_format=torch.channels_last)
     bf16 = use_bf16(device, precision)
     out = []
-    for x in _batches(backbone, images, image_ids, batch_size, device):
+    for x in input_batches(images, image_ids, batch_size, device, backbone.preprocessing, "advise"):
         with autocast(device, bf16):
             out.append(backbone.forward_features(x).float().cpu().numpy())
     return np.concatenate(out)
