@@ -109,8 +109,13 @@ def _serving_lines() -> list[str]:
 
 def build_model_card(inputs: CardInputs) -> str:
     """Markdown: identity, data, metrics of every strategy, weak spots, intended use, limits."""
+    sections = (_identity, _data, _metrics, _weak_spots, _use_and_limits)
+    return "\n".join(line for section in sections for line in section(inputs))
+
+
+def _identity(inputs: CardInputs) -> list[str]:
     n_classes = {"breed": "37 breeds", "species": "2 species (cat, dog)"}.get(inputs.task, "")
-    lines = [
+    return [
         f"# Model card: {inputs.model_name} version {inputs.version}",
         "",
         f"Oxford-IIIT Pet {inputs.task} classifier ({n_classes}): transfer strategy "
@@ -126,6 +131,11 @@ def build_model_card(inputs: CardInputs) -> str:
         f"| git commit | `{_fmt(inputs.git_commit)}` |",
         f"| DVC data hash | `{_fmt(inputs.dvc_data_hash)}` |",
         "",
+    ]
+
+
+def _data(inputs: CardInputs) -> list[str]:
+    lines = [
         "## Data",
         "",
         "Oxford-IIIT Pet (Parkhi et al., 2012): photos of 37 cat and dog breeds, about 200 per "
@@ -138,7 +148,11 @@ def build_model_card(inputs: CardInputs) -> str:
         lines += ["| split | images |", "| --- | --- |"]
         lines += [f"| {name} | {count} |" for name, count in inputs.split_sizes.items()]
         lines.append("")
-    lines += [
+    return lines
+
+
+def _metrics(inputs: CardInputs) -> list[str]:
+    lines = [
         "## Metrics",
         "",
         "All strategies of this pipeline execution on the same splits. The registered model "
@@ -153,7 +167,11 @@ def build_model_card(inputs: CardInputs) -> str:
         mark = f"**{strategy}** (registered)" if strategy == inputs.strategy else strategy
         cells = " | ".join(_fmt(values.get(key)) for key, _ in TABLE_METRICS)
         lines.append(f"| {mark} | {cells} |")
-    lines += ["", "## Weak spots", ""]
+    return lines
+
+
+def _weak_spots(inputs: CardInputs) -> list[str]:
+    lines = ["", "## Weak spots", ""]
     weak = None if inputs.per_class is None else weak_spots(inputs.per_class, inputs.weak_k)
     if weak is None or weak.empty:
         lines.append("Per-class scores were not available for this model.")
@@ -169,7 +187,11 @@ def build_model_card(inputs: CardInputs) -> str:
     if confusions:
         lines += ["", "Most frequent test mistakes (actual -> predicted, count):", ""]
         lines += [f"- {actual} -> {predicted}: {count}" for actual, predicted, count in confusions]
-    lines += [
+    return lines
+
+
+def _use_and_limits(inputs: CardInputs) -> list[str]:
+    return [
         "",
         "## Intended use",
         "",
@@ -190,7 +212,6 @@ def build_model_card(inputs: CardInputs) -> str:
         "distribution. Not for decisions about animals' health, ownership or pedigree.",
         "",
     ]
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- gathering
