@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from petsml.data import download
+from petsml.data import transfer as download  # CHUNK_BYTES, time: the HTTP transfer
 from petsml.data.download import (
     ARCHIVES,
     ArchiveError,

@@ -1,0 +1,163 @@
+"""The parent run and the MLflow UI views over one pipeline execution.
+
+The parent, collapsed, still answers "what won": the chosen strategy (highest validation
+accuracy, the registry's rule) as a tag and note, that strategy's metrics as its own, the
+comparison table (``mlflow.log_table``) and figure, the validation report and pipeline files.
+The experiment is tagged a model-training experiment (``mlflow.experimentKind``), and a shared
+view (experiment tag ``mlflow.sharedViewState.strategies``) lists this execution's strategy runs
+sorted by test accuracy with the headline metric columns; :func:`ui_path` is its link.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from petsml import paths
+from petsml.tracking.child_run import finite, log_metrics
+from petsml.tracking.run_inputs import StrategyFiles
+from petsml.tracking.run_tags import (
+    CHILD_ROLE,
+    COMPARISON_PNG,
+    COMPARISON_TABLE,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    FINAL_STEP,
+    PARENT_TAG,
+    SHARED_VIEW_KEY,
+    SHARED_VIEW_PREFIX,
+    TAG_BACKBONE,
+    TAG_CHOSEN,
+    TAG_ROLE,
+    UNKNOWN,
+    VIEW_METRICS,
+)
+
+log = logging.getLogger(__name__)
+
+
+def chosen_strategy(metrics: dict[str, dict[str, Any]]) -> str | None:
+    """The strategy with the highest validation accuracy (ties: first by name), as the registry
+    picks its candidate; None when no strategy has one."""
+    scored = {s: v for s, m in metrics.items() if (v := finite(m.get("val_accuracy"))) is not None}
+    return sorted(scored, key=lambda s: (-scored[s], s))[0] if scored else None
+
+
+def comparison_frame(files: list[StrategyFiles]):
+    """One row per strategy: its backbone and evaluated metrics (the parent's MLflow table)."""
+    import pandas as pd
+
+    rows = [
+        {
+            "strategy": f.strategy,
+            "backbone": str(f.summary.get("backbone") or UNKNOWN),
+            **{k: finite(v) for k, v in f.metrics.items()},
+        }
+        for f in files
+    ]
+    return pd.DataFrame(rows)
+
+
+def backbones_vary(client, experiment_id: str, files: list[StrategyFiles], default: str) -> bool:
+    """Whether strategy runs of more than one backbone share the experiment (a sweep)."""
+    mine = {str(f.summary.get("backbone") or default) for f in files}
+    if len(mine) > 1:
+        return True
+    (backbone,) = mine
+    other = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG_ROLE}` = '{CHILD_ROLE}' and tags.{TAG_BACKBONE} != '{backbone}'",
+        max_results=1,
+    )
+    return bool(other)
+
+
+def ensure_experiment_kind(client, experiment_id: str) -> None:
+    """Tag the experiment as model training (new and existing experiments alike)."""
+    tags = client.get_experiment(experiment_id).tags
+    if tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
+def shared_view_state(parent_run_id: str) -> dict[str, Any]:
+    """The runs view a user should see first: this execution's strategies, best test first.
+
+    Sorting by a metric lists child runs as rows of their own (sorted by time, the UI folds
+    them under their parent); the columns are the headline metrics.
+    """
+    return {
+        "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        "orderByKey": "metrics.`test_accuracy`",
+        "orderByAsc": False,
+        "selectedColumns": [f"metrics.`{key}`" for key in VIEW_METRICS]
+        + [f"tags.`{TAG_BACKBONE}`"],
+    }
+
+
+def set_shared_view(client, experiment_id: str, parent_run_id: str) -> None:
+    value = json.dumps(shared_view_state(parent_run_id), sort_keys=True)
+    key = SHARED_VIEW_PREFIX + SHARED_VIEW_KEY
+    if client.get_experiment(experiment_id).tags.get(key) != value:
+        client.set_experiment_tag(experiment_id, key, value)
+
+
+def ui_path(experiment_id: str) -> str:
+    """Path (after ``http://<mlflow ui host>``) of the shared strategies view.
+
+    ``workflowType=machine_learning`` opens the model-training side of MLflow 3's UI, whatever
+    the browser last chose in its GenAI / Model training switch.
+    """
+    return (
+        f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        f"&viewStateShareKey={SHARED_VIEW_KEY}"
+    )
+
+
+def log_parent_summary(client, run_id: str, files: list[StrategyFiles], root: Path) -> None:
+    """The chosen strategy, its metrics as the parent's own, the comparison table and figure."""
+    import mlflow
+
+    by_strategy = {f.strategy: f.metrics for f in files}
+    chosen = chosen_strategy(by_strategy)
+    table = comparison_frame(files)
+    mlflow.log_table(table, artifact_file=COMPARISON_TABLE)
+    figure = root / paths.REPORTS / "eval" / COMPARISON_PNG
+    if figure.is_file():
+        mlflow.log_artifact(str(figure), artifact_path="comparison")
+    if chosen is None:
+        log.warning("no strategy has a val_accuracy: the parent run names no chosen strategy")
+        return
+    mlflow.set_tags({TAG_CHOSEN: chosen})
+    log_metrics(client, run_id, [(k, v, FINAL_STEP) for k, v in by_strategy[chosen].items()])
+    lines = [
+        f"Chosen strategy: **{chosen}** (highest validation accuracy); its metrics are this "
+        "run's own. Strategies (one child run each):",
+        "",
+        "| strategy | " + " | ".join(VIEW_METRICS) + " |",
+        "| --- |" + " --- |" * len(VIEW_METRICS),
+    ]
+    for f in files:
+        cells = (finite(f.metrics.get(k)) for k in VIEW_METRICS)
+        lines.append(
+            f"| {f.strategy} | "
+            + " | ".join("-" if c is None else f"{c:.4g}" for c in cells)
+            + " |"
+        )
+    mlflow.set_tag("mlflow.note.content", "\n".join(lines))
+
+
+def log_parent_artifacts(root: Path) -> None:
+    import mlflow
+
+    validation = root / paths.VALIDATION_REPORTS
+    summary = validation / "summary.json"
+    if summary.is_file():
+        mlflow.log_artifact(str(summary), artifact_path="validation")
+    docs = validation / "data_docs"
+    if docs.is_dir():
+        mlflow.log_artifacts(str(docs), artifact_path="validation/data_docs")
+    for name in ("params.yaml", "dvc.lock", "dvc.yaml", paths.METRICS.as_posix()):
+        if (root / name).is_file():
+            mlflow.log_artifact(str(root / name), artifact_path="pipeline")
