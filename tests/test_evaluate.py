@@ -352,7 +352,9 @@ def test_dvc_plots_show_accepts_the_plots_config(project, tmp_path):
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr[-3000:]
     out = json.loads(shown.stdout)
-    assert not out.get("errors"), out.get("errors")
+    # the advise stage's plots (reports/advice/*.csv) are its own; this project never ran it
+    errors = [e for e in out.get("errors") or [] if "reports/advice" not in json.dumps(e)]
+    assert not errors, errors
     data = out["data"]
     expected = [
         "strategies_val",
@@ -364,7 +366,7 @@ def test_dvc_plots_show_accepts_the_plots_config(project, tmp_path):
         "reports/plots/search/feature_extractor.csv",
         "reports/plots/search/svm_early.csv",
     ]
-    assert sorted(data) == sorted(expected)
+    assert sorted(k for k in data if not k.startswith("reports/advice/")) == sorted(expected)
     for plot_id in expected:
         assert data[plot_id], f"{plot_id} not rendered"
     confusion = data["reports/plots/confusion/finetune_top.csv"][0]["content"]
