@@ -207,8 +207,13 @@ def test_resolved_block_reaches_the_params_and_a_stale_record_is_refused(tmp_pat
     write_resolved(auto, 4, record)
     resolved = load_resolved(auto, record)
     assert resolved.model.early_block == 4 and resolved.model.backbone == auto.model.backbone
+    fixed = _params(tmp_path, -2)
+    assert (
+        load_resolved(fixed, tmp_path / "absent.json").model.early_block == -2
+    )  # no advice needed
+    write_resolved(fixed, -2, record)  # advice resolved for another request than `auto`
     with pytest.raises(EarlyBlockError, match="re-run `dvc repro advise`"):
-        load_resolved(_params(tmp_path, -2), record)
+        load_resolved(auto, record)
 
 
 def test_params_accept_auto_and_name_the_key_for_other_text(tmp_path):

@@ -68,6 +68,8 @@ def load_resolved(params: Params, source: str | Path = paths.EARLY_BLOCK) -> Par
     Fails, naming the stage to re-run, when the file was written for another backbone or
     another ``model.early_block`` than ``params`` say (a stage run by hand, out of order).
     """
+    if params.model.early_block != AUTO:  # a fixed block needs nothing from advise
+        return params
     record = _read(Path(source), "run `dvc repro advise` (it writes it)")
     _same_backbone(record.get("backbone"), params, source)
     if record.get("requested") != params.model.early_block:
