@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from petsml.data.breeds import BREEDS, CLASS_ID, species_of
+from petsml.data.breeds import BREEDS, CLASS_ID, SPECIES, breed_of, species_of
 
 # Two cats and two dogs by default: both species, both capitalisation rules.
 DEFAULT_BREEDS = ("Abyssinian", "Bengal", "beagle", "pug")
@@ -258,3 +258,23 @@ class MirrorServer(http.server.ThreadingHTTPServer):
 
 
 __all__ = ["BREEDS", "FakeDataset", "MirrorServer", "class_image", "make_dataset", "pack_archives"]
+
+
+def split_rows(ds: FakeDataset) -> list[dict]:
+    """One split-CSV row per listed image of ``ds`` (the columns the split stage writes)."""
+    rows = []
+    for image_id in ds.ids:
+        breed = breed_of(image_id)
+        file = f"images/{image_id}.jpg"
+        rows.append(
+            {
+                "image_id": image_id,
+                "file": file,
+                "breed": breed,
+                "class_id": CLASS_ID[breed],
+                "species": species_of(breed),
+                "species_id": SPECIES.index(species_of(breed)),
+                "sha256": hashlib.sha256((ds.root / file).read_bytes()).hexdigest(),
+            }
+        )
+    return rows

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from petsml.data.breeds import BREEDS
-from tests.test_pyfunc import make_tiny_model, write_jpeg
+from tests.models import make_tiny_model, write_jpeg
 
 NAME = "oxford-pets-breed"
 

@@ -20,7 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.project import REPO, dvc, make_project, run, tool_env
+from tests.project import (
+    REPO,
+    changed_stages,
+    commit_without_running,
+    make_project,
+    run,
+    tool_env,
+)
 
 CODE_ROOTS = ("petsml", "stages")
 
@@ -178,37 +185,6 @@ def test_the_import_walk_sees_every_module_python_loads_for_each_stage():
 # --------------------------------------------------------------------------- real DVC
 
 
-def commit_without_running(project: Path) -> None:
-    """Give every stage a placeholder output and record the pipeline in dvc.lock, without
-    running anything: `dvc status` then compares code and params against that lock."""
-    from dvc.repo import Repo
-
-    with Repo(str(project)) as repo:
-        outs = [
-            Path(os.path.relpath(o.fs_path, repo.root_dir))
-            for s in repo.index.stages
-            for o in s.outs
-        ]
-    for out in outs:
-        if (project / out).exists():  # a stage that did run keeps its real output
-            continue
-        target = project / out if out.suffix else project / out / "placeholder.txt"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(f"{out}\n")
-    dvc(project, "commit", "--force", "--quiet")
-    assert _changed(project) == set(), "freshly committed pipeline is not up to date"
-
-
-def _changed(project: Path, env: dict[str, str] | None = None) -> set[str]:
-    """Stages `dvc status` reports, less those marked always_changed (they look every time)."""
-    import yaml
-
-    declared = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
-    always = {name for name, stage in declared.items() if stage.get("always_changed")}
-    status = json.loads(dvc(project, "status", "--json", env=env).stdout or "{}")
-    return {name.rpartition(":")[2] for name in status} - always
-
-
 @pytest.fixture(scope="module")
 def committed(tmp_path_factory) -> Path:
     project = make_project(tmp_path_factory.mktemp("deps") / "p")
@@ -225,7 +201,7 @@ def test_editing_a_module_marks_exactly_the_stages_that_run_it(committed, module
     original = path.read_text()
     path.write_text(original + "\n# edited\n")
     try:
-        changed = _changed(committed)
+        changed = changed_stages(committed)
     finally:
         path.write_text(original)
     assert changed == stages_running(module), module
@@ -234,7 +210,7 @@ def test_editing_a_module_marks_exactly_the_stages_that_run_it(committed, module
         assert not {"download", "manifest", "validate", "split", "decode"} & changed
     if module == "petsml/data/breeds.py":
         assert {"manifest", "validate", "split"} <= changed
-    assert _changed(committed) == set()
+    assert changed_stages(committed) == set()
 
 
 def test_importing_the_code_leaves_code_folder_deps_unchanged(tmp_path):
@@ -248,4 +224,4 @@ def test_importing_the_code_leaves_code_folder_deps_unchanged(tmp_path):
     modules = sorted({module for module, _ in stages().values()})
     run(project, sys.executable, "-c", "; ".join(f"import {m}" for m in modules), env=env)
     assert any(any((project / f).rglob("__pycache__")) for f in folders)
-    assert _changed(project, env) == set()
+    assert changed_stages(project, env) == set()

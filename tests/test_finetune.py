@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import shutil
@@ -15,7 +14,6 @@ import torch
 import yaml
 
 from petsml.config import parse_params
-from petsml.data.breeds import CLASS_ID, SPECIES, breed_of, species_of
 from petsml.data.decode import DecodedImages, decode_images
 from petsml.io import read_json
 from petsml.models.backbones import create_backbone
@@ -25,7 +23,7 @@ from petsml.training.checkpoint import CHECKPOINT
 from petsml.training.finetune import train_strategy
 from petsml.training.loop import lr_factor
 from petsml.training.param_groups import build_model, build_param_groups
-from tests.fakedata import make_dataset
+from tests.fakedata import make_dataset, split_rows
 from tests.project import apply_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,22 +68,7 @@ def data_dirs(tmp_path_factory):
     """Split CSVs and a decoded cache for 4 breeds: 24 train and 8 val images, 40 px."""
     root = tmp_path_factory.mktemp("pets")
     ds = make_dataset(root / "src", per_breed=8, test_per_breed=0, size=(48, 44), quirks=False)
-    rows = []
-    for image_id in ds.ids:
-        breed = breed_of(image_id)
-        file = f"images/{image_id}.jpg"
-        rows.append(
-            {
-                "image_id": image_id,
-                "file": file,
-                "breed": breed,
-                "class_id": CLASS_ID[breed],
-                "species": species_of(breed),
-                "species_id": SPECIES.index(species_of(breed)),
-                "sha256": hashlib.sha256((root / "src" / file).read_bytes()).hexdigest(),
-            }
-        )
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(split_rows(ds))
     is_val = frame["image_id"].str.endswith(("_1", "_2"))
     splits = root / "splits"
     splits.mkdir()

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from petsml.data.breeds import BREEDS
 from petsml.tracking.errors import RegistryError
 from petsml.tracking.gate import (
     EXACT_BELOW,
@@ -24,9 +23,7 @@ from petsml.tracking.gate import (
     pair_predictions,
     pick_best,
 )
-
-N_TEST = 60
-
+from tests.predictions import N_TEST, masks, predictions_table
 
 # --------------------------------------------------------------------------- McNemar
 
@@ -69,38 +66,10 @@ def test_mcnemar_without_discordant_pairs_is_not_significant():
 # --------------------------------------------------------------------------- pairing and gate
 
 
-def _labels(n: int = N_TEST) -> np.ndarray:
-    return np.arange(n) % len(BREEDS)
-
-
-def _predictions(correct: np.ndarray, ids: list[str] | None = None) -> pd.DataFrame:
-    """Per-image test predictions with the given correctness mask (wrong = next class)."""
-    labels = _labels(len(correct))
-    preds = np.where(correct, labels, (labels + 1) % len(BREEDS))
-    return pd.DataFrame(
-        {
-            "image_id": ids or [f"img_{i:03d}" for i in range(len(correct))],
-            "label": labels,
-            "pred": preds,
-            "correct": correct.astype(bool),
-            "probability": 0.5,
-        }
-    )
-
-
-def _masks(both: int, champ_only: int, chall_only: int, n: int = N_TEST):
-    """Champion and challenger correctness with exactly these 2x2 counts (rest: neither)."""
-    neither = n - both - champ_only - chall_only
-    assert neither >= 0
-    champion = np.array([1] * both + [1] * champ_only + [0] * chall_only + [0] * neither, bool)
-    challenger = np.array([1] * both + [0] * champ_only + [1] * chall_only + [0] * neither, bool)
-    return champion, challenger
-
-
 def test_pair_predictions_joins_on_image_id_not_row_order():
-    champ, chall = _masks(both=30, champ_only=4, chall_only=11)
-    a = _predictions(champ)
-    b = _predictions(chall).sample(frac=1.0, random_state=0)  # shuffled rows
+    champ, chall = masks(both=30, champ_only=4, chall_only=11)
+    a = predictions_table(champ)
+    b = predictions_table(chall).sample(frac=1.0, random_state=0)  # shuffled rows
     pair = pair_predictions(a, b)
     assert (pair.n, pair.both, pair.champion_only, pair.challenger_only, pair.neither) == (
         60, 30, 4, 11, 15,
@@ -113,12 +82,12 @@ def test_pair_predictions_joins_on_image_id_not_row_order():
 
 
 def test_pair_predictions_refuses_different_test_sets():
-    champ, chall = _masks(both=30, champ_only=4, chall_only=11)
-    a = _predictions(champ)
+    champ, chall = masks(both=30, champ_only=4, chall_only=11)
+    a = predictions_table(champ)
     other_ids = [f"img_{i:03d}" for i in range(1, N_TEST)] + ["someone_else"]
     with pytest.raises(TestSetMismatch, match="test sets differ"):
-        pair_predictions(a, _predictions(chall, other_ids))
-    relabelled = _predictions(chall)
+        pair_predictions(a, predictions_table(chall, other_ids))
+    relabelled = predictions_table(chall)
     relabelled.loc[0, "label"] = 36
     with pytest.raises(TestSetMismatch, match="different labels"):
         pair_predictions(a, relabelled)
@@ -127,25 +96,27 @@ def test_pair_predictions_refuses_different_test_sets():
 
 
 def test_gate_promotes_only_a_better_and_significant_challenger():
-    significant = gate(*map(_predictions, _masks(30, 2, 20)), max_p_value=0.05)
+    significant = gate(*map(predictions_table, masks(30, 2, 20)), max_p_value=0.05)
     assert significant.promote and significant.p_value < 0.001
     assert "better and significant" in significant.reason
 
-    worse = gate(*map(_predictions, _masks(30, 20, 2)), max_p_value=0.05)
+    worse = gate(*map(predictions_table, masks(30, 20, 2)), max_p_value=0.05)
     assert not worse.promote and worse.reason.startswith("not better")
 
-    close = gate(*map(_predictions, _masks(30, 3, 6)), max_p_value=0.05)
+    close = gate(*map(predictions_table, masks(30, 3, 6)), max_p_value=0.05)
     assert not close.promote and close.reason.startswith("not significant")
     assert close.p_value == pytest.approx(mcnemar(3, 6).p_value)
     assert close.comparison.challenger_accuracy > close.comparison.champion_accuracy
     # the same counts pass a looser threshold
-    assert gate(*map(_predictions, _masks(30, 3, 6)), max_p_value=0.6).promote
+    assert gate(*map(predictions_table, masks(30, 3, 6)), max_p_value=0.6).promote
 
-    tie = gate(*map(_predictions, _masks(30, 5, 5)), max_p_value=0.9)
+    tie = gate(*map(predictions_table, masks(30, 5, 5)), max_p_value=0.9)
     assert not tie.promote  # equal accuracy is not better, whatever the threshold
 
-    champ, chall = _masks(30, 0, 30)
-    moved = gate(_predictions(champ), _predictions(chall, [f"x{i}" for i in range(N_TEST)]), 0.05)
+    champ, chall = masks(30, 0, 30)
+    moved = gate(
+        predictions_table(champ), predictions_table(chall, [f"x{i}" for i in range(N_TEST)]), 0.05
+    )
     assert not moved.promote and "test sets differ" in moved.reason
 
 
@@ -179,7 +150,7 @@ def test_mcnemar_chi_square_agrees_with_the_hand_formula_from_the_switch_on():
 
 def test_gate_at_the_threshold_is_not_significant():
     # 6 discordant pairs, all for the challenger: p = 2 / 64 = 0.03125 exactly
-    champion, challenger = map(_predictions, _masks(30, 0, 6))
+    champion, challenger = map(predictions_table, masks(30, 0, 6))
     at = gate(champion, challenger, max_p_value=2 / 64)
     assert not at.promote and at.reason.startswith("not significant (p >= 0.03125)")
     assert at.p_value == 2 / 64 and at.test.method == "exact"
@@ -188,7 +159,7 @@ def test_gate_at_the_threshold_is_not_significant():
 
 
 def test_gate_reason_states_accuracies_discordant_pairs_and_the_test():
-    decision = gate(*map(_predictions, _masks(30, 2, 20)), max_p_value=0.05)
+    decision = gate(*map(predictions_table, masks(30, 2, 20)), max_p_value=0.05)
     assert decision.comparison.as_dict() == {
         "n": 60, "both": 30, "champion_only": 2, "challenger_only": 20, "neither": 8,
         "champion_accuracy": pytest.approx(32 / 60), "challenger_accuracy": pytest.approx(50 / 60),
@@ -200,7 +171,7 @@ def test_gate_reason_states_accuracies_discordant_pairs_and_the_test():
 
 
 def test_gate_refuses_to_compare_empty_predictions_without_a_test():
-    champion, challenger = map(_predictions, _masks(30, 0, 30))
+    champion, challenger = map(predictions_table, masks(30, 0, 30))
     empty = gate(champion.iloc[:0], challenger.iloc[:0], 0.05)
     assert not empty.promote and empty.reason.startswith("not comparable")
     assert "empty" in empty.reason
@@ -208,7 +179,7 @@ def test_gate_refuses_to_compare_empty_predictions_without_a_test():
 
 
 def test_malformed_predictions_are_an_error_not_a_verdict():
-    champion, challenger = map(_predictions, _masks(30, 2, 20))
+    champion, challenger = map(predictions_table, masks(30, 2, 20))
     with pytest.raises(RegistryError, match="lack column.*pred \\(or correct\\)"):
         gate(champion.drop(columns=["pred", "correct"]), challenger, 0.05)
     twice = pd.concat([challenger, challenger.iloc[:1]])
@@ -217,7 +188,7 @@ def test_malformed_predictions_are_an_error_not_a_verdict():
 
 
 def test_correct_column_read_back_as_text_counts_as_booleans():
-    champion, challenger = map(_predictions, _masks(30, 4, 11))
+    champion, challenger = map(predictions_table, masks(30, 4, 11))
     as_text = challenger.assign(
         correct=np.where(challenger["correct"], "True", np.where(challenger.index % 2, "no", "0"))
     )

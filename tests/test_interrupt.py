@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -13,10 +12,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from petsml.data.breeds import CLASS_ID, SPECIES, breed_of, species_of
 from petsml.data.decode import decode_images
 from petsml.io import read_json
-from tests.fakedata import make_dataset
+from tests.fakedata import make_dataset, split_rows
 from tests.project import REPO, apply_overrides, tool_env
 
 STRATEGY = "scratch"
@@ -25,22 +23,7 @@ STRATEGY = "scratch"
 def _tiny_project(root: Path) -> Path:
     """params.yaml, data/splits and data/decoded: what `python -m stages.train` reads."""
     ds = make_dataset(root / "src", per_breed=8, test_per_breed=0, size=(48, 44), quirks=False)
-    rows = []
-    for image_id in ds.ids:
-        breed = breed_of(image_id)
-        file = f"images/{image_id}.jpg"
-        rows.append(
-            {
-                "image_id": image_id,
-                "file": file,
-                "breed": breed,
-                "class_id": CLASS_ID[breed],
-                "species": species_of(breed),
-                "species_id": SPECIES.index(species_of(breed)),
-                "sha256": hashlib.sha256((root / "src" / file).read_bytes()).hexdigest(),
-            }
-        )
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(split_rows(ds))
     is_val = frame["image_id"].str.endswith(("_1", "_2"))
     project = root / "project"
     splits = project / "data" / "splits"

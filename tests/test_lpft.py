@@ -9,7 +9,6 @@ fell to 0.21.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from pathlib import Path
@@ -19,11 +18,11 @@ import pytest
 import yaml
 
 from petsml.config import parse_params
-from petsml.data.breeds import BREEDS, CLASS_ID, SPECIES, breed_of, species_of
+from petsml.data.breeds import BREEDS
 from petsml.data.decode import decode_images
 from petsml.io import read_json
 from petsml.training.finetune import train_strategy
-from tests.fakedata import make_dataset
+from tests.fakedata import make_dataset, split_rows
 from tests.project import apply_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,22 +39,7 @@ def generated(tmp_path_factory):
         root / "src", breeds=BREEDS, per_breed=PER_BREED, test_per_breed=0, size=(150, 140),
         quirks=False,
     )  # fmt: skip
-    rows = []
-    for image_id in ds.ids:
-        breed = breed_of(image_id)
-        file = f"images/{image_id}.jpg"
-        rows.append(
-            {
-                "image_id": image_id,
-                "file": file,
-                "breed": breed,
-                "class_id": CLASS_ID[breed],
-                "species": species_of(breed),
-                "species_id": SPECIES.index(species_of(breed)),
-                "sha256": hashlib.sha256((root / "src" / file).read_bytes()).hexdigest(),
-            }
-        )
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(split_rows(ds))
     number = frame["image_id"].str.rsplit("_", n=1).str[1].astype(int)
     is_val = number > PER_BREED - VAL_PER_BREED
     (root / "splits").mkdir()

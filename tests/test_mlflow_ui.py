@@ -1,6 +1,6 @@
 """What a user sees first in the MLflow UI, checked in a real browser.
 
-A tiny tracked project (``tests.test_track.build_project``: two strategies, no training) is
+A tiny tracked project (``tests.tracking.build_project``: two strategies, no training) is
 served by ``mlflow ui`` on a free loopback port and opened in headless Chromium (Debian's
 ``chromium`` + ``chromium-driver``, driven by Selenium) at the link the track stage records
 (``reports/mlflow_runs.json`` ``ui_path``). The page is a React app: every check waits for the
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_track import METRICS, STRATEGIES, build_project
+from tests.tracking import METRICS, STRATEGIES, build_project
 
 UI_TIMEOUT_S = 240  # a cold React bundle and its first queries on a busy 2-core CI machine
 SCROLLER = "[data-testid='experiment-view-compare-runs-chart-area']"

@@ -11,8 +11,14 @@ import yaml
 
 from petsml.config import ConfigError, load_params, parse_params
 from petsml.params_check import check_params_file
-from tests.project import REPO, dvc, make_project, set_params
-from tests.test_dvc_deps import _changed, commit_without_running
+from tests.project import (
+    REPO,
+    changed_stages,
+    commit_without_running,
+    dvc,
+    make_project,
+    set_params,
+)
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
@@ -135,7 +141,8 @@ def test_a_valid_params_edit_reruns_the_check_and_nothing_more(tmp_path):
     assert "didn't change, skipping" in again.stdout and "Running stage" not in again.stdout
 
     set_params(project, {"split.seed": 7})
-    assert _changed(project) == {"params", "split"}
+    assert changed_stages(project) == {"params", "split"}
     ran = dvc(project, "repro", "params")
     assert "Running stage 'params'" in ran.stdout
-    assert _changed(project) == {"split"}  # the marker is as it was: download stays up to date
+    # the marker is as it was: download stays up to date
+    assert changed_stages(project) == {"split"}

@@ -16,14 +16,8 @@ import sys
 from pathlib import Path
 
 from petsml.data.breeds import BREEDS
-from tests.test_pyfunc import (
-    _check_row,
-    clean_site,
-    isolated_predict,
-    make_tiny_model,
-    requirement_closure,
-    sample_photo,
-)
+from tests.models import check_row, sample_photo
+from tests.serving import clean_site, isolated_predict, requirement_closure
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "oxford-pets-breed"
@@ -34,23 +28,6 @@ LOCATIONS = (  # every stored artifact location (MLflow's unused "Default" exper
     "SELECT artifact_location FROM logged_models",
     "SELECT storage_location FROM model_versions",
 )
-
-
-def _log_champion(project: Path) -> None:
-    """In ``project`` as the cwd: log the tiny model, register it, alias it champion."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from petsml.tracking import store
-    from petsml.tracking.pyfunc import log_pyfunc_model
-
-    model_pt = make_tiny_model(project / "models" / "finetune_top" / "model.pt")
-    uri = store.configure(".")
-    assert uri == RELATIVE_URI
-    experiment_id = store.get_or_create_experiment("pets-portable-test", uri)
-    with mlflow.start_run(experiment_id=experiment_id):
-        log_pyfunc_model(model_pt, registered_model_name=NAME)
-    MlflowClient(uri).set_registered_model_alias(NAME, "champion", "1")
 
 
 def _stored_locations(db: Path) -> list[str]:
@@ -67,10 +44,9 @@ def _log_in_a_fresh_process(project: Path) -> list[str]:
     """
     code = (
         "import json, sys; from pathlib import Path; "
-        "from tests.test_portable_project import _log_champion, NAME; "
-        "from tests.test_pyfunc import model_requirements; "
-        "_log_champion(Path('.').resolve()); "
-        "print(json.dumps(model_requirements(f'models:/{NAME}@champion')))"
+        "from tests.serving import log_champion, model_requirements; "
+        f"log_champion(Path('.').resolve(), {NAME!r}, {RELATIVE_URI!r}); "
+        f"print(json.dumps(model_requirements('models:/{NAME}@champion')))"
     )
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONPATH"] = str(REPO)
@@ -98,5 +74,5 @@ def test_champion_loads_from_a_copied_project_after_the_original_is_gone(tmp_pat
     out = isolated_predict(
         f"models:/{NAME}@champion", sample_photo(tmp_path), copy, RELATIVE_URI, site
     )
-    _check_row(out["row"], BREEDS)
+    check_row(out["row"], BREEDS)
     assert out["petsml"].startswith(str(copy / "mlruns" / "artifacts")), out["petsml"]

@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -23,44 +22,10 @@ from petsml.data.breeds import BREEDS, SPECIES, species_of
 from petsml.data.decode import load_rgb
 from petsml.data.tensors import to_input
 from petsml.errors import PetsError
-from tests.fakedata import class_image
+from tests.models import bomb_png, check_row, make_tiny_model, sample_photo, write_jpeg
+from tests.serving import clean_site, isolated_predict, model_requirements, requirement_closure
 
 REPO = Path(__file__).resolve().parents[1]
-BACKBONE = "test_efficientnet"  # timm's tiny test network, random init (no download)
-INPUT_SIZE = 32
-DECODE_SIZE = 40
-
-
-def make_tiny_model(
-    path: Path, strategy: str = "feature_extractor", task: str = "breed", seed: int = 0
-) -> Path:
-    """Save a tiny random-init Classifier with the model.pt contract; returns ``path``."""
-    from petsml.models.backbones import create_backbone
-    from petsml.models.classifier import Classifier, save_classifier
-
-    class_names = list(BREEDS if task == "breed" else SPECIES)
-    torch.manual_seed(seed)
-    backbone = create_backbone(BACKBONE, pretrained=False, early_block=-3, image_size=INPUT_SIZE)
-    model = Classifier(backbone, len(class_names), feature="penultimate")
-    with torch.no_grad():  # spread the logits so top-k orderings are not ties
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "strategy": strategy,
-        "task": task,
-        "class_names": class_names,
-        "decode_size": DECODE_SIZE,
-        "backbone": BACKBONE,
-    }
-    save_classifier(model.eval(), path, meta)
-    return path
-
-
-def write_jpeg(path: Path, class_index: int = 3, seed: int = 0, size=(70, 52)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    class_image(class_index, np.random.default_rng(seed), size).save(path, format="JPEG")
-    return path
 
 
 def reference_prediction(model_pt: Path, image: Path) -> tuple[str, float]:
@@ -160,20 +125,6 @@ def _predict_in_subprocess(logged, model_uris: list[str], frames: dict, config=N
     return json.loads(line[len("RESULT") :])
 
 
-def _check_row(row: dict, class_names) -> None:
-    assert row["error"] == ""
-    assert row["label"] in class_names
-    assert 0.0 <= row["probability"] <= 1.0
-    top = json.loads(row["top5"])
-    assert len(top) == min(5, len(class_names))
-    assert top[0]["label"] == row["label"]
-    assert top[0]["probability"] == pytest.approx(row["probability"])
-    probs = [t["probability"] for t in top]
-    assert probs == sorted(probs, reverse=True)
-    assert all(0.0 <= p <= 1.0 for p in probs) and sum(probs) <= 1.0 + 1e-6
-    assert len({t["label"] for t in top}) == len(top)
-
-
 def test_logged_model_is_recorded_in_the_run(logged):
     client = logged["client"]
     run = client.get_run(logged["run_id"])
@@ -214,8 +165,8 @@ def test_fresh_process_predicts_paths_base64_and_flags_garbage(logged):
     for out in results.values():
         mixed = out["mixed"]
         assert len(mixed) == 4
-        _check_row(mixed[0], BREEDS)
-        _check_row(mixed[1], BREEDS)
+        check_row(mixed[0], BREEDS)
+        check_row(mixed[1], BREEDS)
         # the same bytes as a path and as base64 give the same answer
         assert mixed[0]["label"] == mixed[1]["label"]
         assert mixed[0]["probability"] == pytest.approx(mixed[1]["probability"], abs=1e-6)
@@ -224,10 +175,10 @@ def test_fresh_process_predicts_paths_base64_and_flags_garbage(logged):
             assert bad["error"] and bad["label"] is None and bad["top5"] is None
             assert bad["probability"] is None
         b64_rows = out["b64_column"]
-        _check_row(b64_rows[0], BREEDS)
+        check_row(b64_rows[0], BREEDS)
         assert b64_rows[0]["label"] == mixed[0]["label"]
         assert b64_rows[1]["error"]
-        _check_row(out["example"][0], BREEDS)
+        check_row(out["example"][0], BREEDS)
         assert out["example_columns"] == ["image"]
         assert "image" in out["input_names"]
 
@@ -264,20 +215,6 @@ def test_species_task_and_undecodable_bytes_in_process(tmp_path):
     assert set(out.loc[out["error"] == "", "label"]) == {out.loc[1, "label"]}
     with pytest.raises(PetsError, match="column 'image' or 'image_b64'.*got \\['path'\\]"):
         model.predict(None, pd.DataFrame({"path": ["x"]}))
-
-
-def bomb_png(side: int = 13000) -> bytes:
-    """A valid single-colour greyscale PNG of side x side pixels (about 170 KB per 13000^2)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit greyscale
-    raw = zlib.compress(bytes(side + 1) * side, 9)  # filter byte 0 + a row of zeros, per row
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
 
 
 def _in_process_model(model_pt: Path, **config):
@@ -331,104 +268,6 @@ def test_oversized_images_are_refused_per_row_before_decoding(tmp_path):
     assert f"file {image} is {image.stat().st_size} bytes" in out.loc[1, "error"]
 
 
-def requirement_closure(names) -> set[str]:
-    """The distributions ``names`` need, transitively (extras left out)."""
-    from importlib import metadata
-
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    seen: set[str] = set()
-    todo = [canonicalize_name(n) for n in names]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        try:
-            requires = metadata.requires(name) or []
-        except metadata.PackageNotFoundError:
-            continue
-        for line in requires:
-            requirement = Requirement(line)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                todo.append(canonicalize_name(requirement.name))
-    return seen
-
-
-def clean_site(allowed: set[str], dest: Path) -> Path:
-    """A site-packages holding only the ``allowed`` distributions (symlinks into the venv's)."""
-    from importlib import metadata
-
-    from packaging.utils import canonicalize_name
-
-    dest.mkdir(parents=True, exist_ok=True)
-    for dist in metadata.distributions():
-        if canonicalize_name(dist.metadata["Name"]) not in allowed:
-            continue
-        base = Path(dist.locate_file(""))
-        tops = {f.parts[0] for f in dist.files or [] if f.parts and f.parts[0] != ".."}
-        for top in tops - {"__pycache__"}:
-            if (base / top).exists() and not (dest / top).exists():
-                (dest / top).symlink_to(base / top)
-    return dest
-
-
-# Runs with -I -S and only ``clean_site`` on its path: no cwd, no PYTHONPATH, no .pth files (so
-# not the editable petsml install), and of the venv only the distributions the model requires.
-ISOLATED_PREDICT = r"""
-import base64, json, sys
-sys.path.append(sys.argv[1])
-try:
-    import petsml
-except ImportError:
-    pass
-else:
-    sys.exit(f"petsml importable from {petsml.__file__}: the check would prove nothing")
-import mlflow, pandas as pd
-model = mlflow.pyfunc.load_model(sys.argv[2])
-b64 = base64.b64encode(open(sys.argv[3], "rb").read()).decode()
-row = model.predict(pd.DataFrame({"image": [b64]})).to_dict(orient="records")[0]
-import petsml
-print("RESULT" + json.dumps({"row": row, "petsml": petsml.__file__}))
-"""
-
-
-def isolated_predict(model_uri: str, image: Path, cwd: Path, tracking_uri: str, site) -> dict:
-    """Load and predict with only ``site`` importable (not the checkout, not the venv)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["MLFLOW_TRACKING_URI"] = tracking_uri
-    result = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", ISOLATED_PREDICT, str(site), model_uri, str(image)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT"))
-    return json.loads(line[len("RESULT") :])
-
-
-def model_requirements(model_uri: str) -> list[str]:
-    import mlflow
-
-    local = Path(mlflow.artifacts.download_artifacts(model_uri))
-    return [line.split("==")[0] for line in (local / "requirements.txt").read_text().split()]
-
-
-def sample_photo(tmp_path: Path) -> Path:
-    """A real photo from the shared sample when there is one, else a generated JPEG."""
-    from tests.project import SHARED_SAMPLE
-
-    photos = sorted((SHARED_SAMPLE / "images").glob("*.jpg")) if SHARED_SAMPLE.is_dir() else []
-    if not photos:
-        print("no shared pets sample: predicting a generated JPEG instead")
-        return write_jpeg(tmp_path / "pet.jpg")
-    return photos[0]
-
-
 def test_model_loads_and_predicts_where_the_project_is_not_installed(logged, tmp_path):
     from importlib import metadata
 
@@ -443,7 +282,7 @@ def test_model_loads_and_predicts_where_the_project_is_not_installed(logged, tmp
     assert "pets-pipeline" not in allowed
     site = clean_site(allowed, tmp_path / "site-packages")
     out = isolated_predict(uri, sample_photo(tmp_path), elsewhere, logged["uri"], site)
-    _check_row(out["row"], BREEDS)
+    check_row(out["row"], BREEDS)
     assert "/code/petsml/" in out["petsml"], out["petsml"]  # the model's own copy
 
 

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from petsml.data.breeds import BREEDS
@@ -32,10 +31,11 @@ from petsml.tracking.model_registry import (
     ModelRegistry,
 )
 from petsml.tracking.registration import VERSION_SCORE_KEYS, register_execution
-from tests.test_gate import N_TEST, _masks, _predictions
+from tests.models import BACKBONE
+from tests.predictions import N_TEST, masks, predictions_table
+from tests.tracking import execution
 
 REPO = Path(__file__).resolve().parents[1]
-BACKBONE = "test_efficientnet"  # timm's tiny test network, random init: no download
 NAME = "oxford-pets-breed"
 
 
@@ -102,80 +102,19 @@ def tracking(tmp_path, monkeypatch, empty_store) -> dict:
     return {"uri": uri, "experiment_id": store.get_or_create_experiment("pets-test", uri)}
 
 
-def execution(tracking: dict, model_pt: Path, strategies: dict, key: str = "k") -> dict:
-    """Log one pipeline execution like the track stage; returns its mlflow_runs.json record.
-
-    ``strategies``: name -> (val_accuracy, predictions DataFrame).
-    """
-    import mlflow
-
-    from petsml.tracking.pyfunc import log_pyfunc_model
-
-    mlflow.set_tracking_uri(tracking["uri"])
-    exp = tracking["experiment_id"]
-    tags = {"git_commit": "c0ffee" + key, "dvc_data_hash": "d4t4" + key, "task": "breed"}
-    children, model_uris = {}, {}
-    with mlflow.start_run(experiment_id=exp, run_name=f"pipeline-{key}", tags=tags) as parent:
-        for strategy, (val_acc, preds) in strategies.items():
-            child_tags = {**tags, "strategy": strategy, "backbone": BACKBONE}
-            with mlflow.start_run(
-                experiment_id=exp, run_name=strategy, nested=True, tags=child_tags
-            ) as run:
-                correct = preds["correct"].astype(bool)
-                mlflow.log_metrics(
-                    {
-                        "val_accuracy": val_acc,
-                        "test_accuracy": float(correct.mean()),
-                        "test_top5": 1.0,
-                        "test_macro_f1": float(correct.mean()),
-                        "test_ece": 0.05,
-                    }
-                )
-                mlflow.log_text(preds.to_csv(index=False), "eval/predictions.csv")
-                mlflow.log_text(_per_class(preds).to_csv(index=False), "eval/per_class.csv")
-                mlflow.log_input(mlflow.data.from_pandas(preds, name="test"), context="test")
-                info = log_pyfunc_model(model_pt)
-            children[strategy] = run.info.run_id
-            model_uris[strategy] = info.model_uri
-    return {
-        "tracking_uri": tracking["uri"],
-        "experiment_id": exp,
-        "parent_run_id": parent.info.run_id,
-        "children": children,
-        "model_uris": model_uris,
-        "run_key": key,
-    }
-
-
-def _per_class(preds: pd.DataFrame) -> pd.DataFrame:
-    """Per-class accuracy in the layout of reports/eval/<strategy>/per_class.csv (f1 ~ acc)."""
-    grouped = preds.assign(correct=preds["correct"].astype(int)).groupby("label")["correct"]
-    frame = grouped.agg(["size", "sum"]).reset_index()
-    return pd.DataFrame(
-        {
-            "class_id": frame["label"],
-            "class_name": [BREEDS[i] for i in frame["label"]],
-            "support": frame["size"],
-            "correct": frame["sum"],
-            "accuracy": frame["sum"] / frame["size"],
-            "f1": frame["sum"] / frame["size"],
-        }
-    )
-
-
 def _one(tracking, model_pt, correct: np.ndarray, key: str, val: float = 0.8) -> dict:
-    return execution(tracking, model_pt, {"finetune_top": (val, _predictions(correct))}, key)
+    return execution(tracking, model_pt, {"finetune_top": (val, predictions_table(correct))}, key)
 
 
 def test_first_version_becomes_champion_with_tags_card_and_history(tracking, model_pt):
-    champ, _ = _masks(30, 5, 5)
+    champ, _ = masks(30, 5, 5)
     runs = execution(
         tracking,
         model_pt,
         {
             # higher validation accuracy, lower test accuracy: val decides
-            "feature_extractor": (0.90, _predictions(_masks(20, 0, 0)[0])),
-            "svm_early": (0.70, _predictions(champ)),
+            "feature_extractor": (0.90, predictions_table(masks(20, 0, 0)[0])),
+            "svm_early": (0.70, predictions_table(champ)),
         },
         key="first",
     )
@@ -213,7 +152,7 @@ def test_first_version_becomes_champion_with_tags_card_and_history(tracking, mod
 
 
 def test_registering_the_same_runs_again_changes_nothing(tracking, model_pt):
-    runs = _one(tracking, model_pt, _masks(30, 5, 5)[0], "same")
+    runs = _one(tracking, model_pt, masks(30, 5, 5)[0], "same")
     first = register_execution(runs, NAME, 0.05)
     again = register_execution(runs, NAME, 0.05)
     registry = ModelRegistry(NAME)
@@ -227,8 +166,8 @@ def test_registering_the_same_runs_again_changes_nothing(tracking, model_pt):
 def test_a_version_left_without_gate_by_an_interrupted_run_is_finished_not_duplicated(
     tracking, model_pt
 ):
-    register_execution(_one(tracking, model_pt, _masks(25, 2, 20)[0], "a"), NAME, 0.05)
-    runs = _one(tracking, model_pt, _masks(25, 2, 20)[1], "b")
+    register_execution(_one(tracking, model_pt, masks(25, 2, 20)[0], "a"), NAME, 0.05)
+    runs = _one(tracking, model_pt, masks(25, 2, 20)[1], "b")
     registry = ModelRegistry(NAME)
     # the crash: registered, but no alias and no gate decision yet
     registry.register(runs["model_uris"]["finetune_top"], runs["children"]["finetune_top"])
@@ -239,7 +178,7 @@ def test_a_version_left_without_gate_by_an_interrupted_run_is_finished_not_dupli
 
 
 def test_worse_challenger_stays_challenger(tracking, model_pt):
-    champ, chall = _masks(30, 20, 2)
+    champ, chall = masks(30, 20, 2)
     register_execution(_one(tracking, model_pt, champ, "a"), NAME, 0.05)
     report = register_execution(_one(tracking, model_pt, chall, "b", val=0.95), NAME, 0.05)
     assert report["version"] == "2" and report["decision"] == "rejected"
@@ -251,7 +190,7 @@ def test_worse_challenger_stays_challenger(tracking, model_pt):
 
 
 def test_significantly_better_challenger_takes_over_and_rollback_restores(tracking, model_pt):
-    champ, chall = _masks(25, 2, 20)  # 20 discordant pairs for, 2 against: p ~ 1e-4
+    champ, chall = masks(25, 2, 20)  # 20 discordant pairs for, 2 against: p ~ 1e-4
     register_execution(_one(tracking, model_pt, champ, "a"), NAME, 0.05)
     report = register_execution(_one(tracking, model_pt, chall, "b"), NAME, 0.05)
     assert report["decision"] == "promoted" and report["p_value"] < 0.001
@@ -274,7 +213,7 @@ def test_significantly_better_challenger_takes_over_and_rollback_restores(tracki
 
 
 def test_better_but_not_significant_challenger_does_not_take_over(tracking, model_pt):
-    champ, chall = _masks(30, 3, 6)  # more right, but p ~ 0.51
+    champ, chall = masks(30, 3, 6)  # more right, but p ~ 0.51
     register_execution(_one(tracking, model_pt, champ, "a"), NAME, 0.05)
     report = register_execution(_one(tracking, model_pt, chall, "b"), NAME, 0.05)
     assert report["decision"] == "rejected"
@@ -284,9 +223,9 @@ def test_better_but_not_significant_challenger_does_not_take_over(tracking, mode
 
 
 def test_challenger_scored_on_another_test_set_is_not_promoted(tracking, model_pt):
-    champ, chall = _masks(10, 0, 40)
+    champ, chall = masks(10, 0, 40)
     register_execution(_one(tracking, model_pt, champ, "a"), NAME, 0.05)
-    other = _predictions(chall, [f"other_{i}" for i in range(N_TEST)])
+    other = predictions_table(chall, [f"other_{i}" for i in range(N_TEST)])
     runs = execution(tracking, model_pt, {"finetune_top": (0.9, other)}, "b")
     report = register_execution(runs, NAME, 0.05)
     assert report["decision"] == "rejected" and report["p_value"] is None
@@ -297,7 +236,7 @@ def test_challenger_scored_on_another_test_set_is_not_promoted(tracking, model_p
 def test_manual_promote_and_history_through_the_cli(tracking, model_pt, capsys):
     from petsml.cli import main
 
-    champ, chall = _masks(30, 20, 2)
+    champ, chall = masks(30, 20, 2)
     register_execution(_one(tracking, model_pt, champ, "a"), NAME, 0.05)
     register_execution(_one(tracking, model_pt, chall, "b"), NAME, 0.05)
     main(["promote", "2", "--reason", "hand-checked on new photos", "--model-name", NAME])
@@ -342,7 +281,7 @@ def test_cli_errors_are_clear(tracking, model_pt, tmp_path, capsys):
     with pytest.raises(PetsError, match="no 'champion' alias"):
         registry.champion()
 
-    register_execution(_one(tracking, model_pt, _masks(30, 5, 5)[0], "a"), NAME, 0.05)
+    register_execution(_one(tracking, model_pt, masks(30, 5, 5)[0], "a"), NAME, 0.05)
     with pytest.raises(RegistryError, match="already the champion"):
         registry.promote(1, "again")
     with pytest.raises(RegistryError, match="not a model version"):
@@ -353,7 +292,7 @@ def test_cli_predict_loads_the_champion_and_prints_breeds(tracking, model_pt, tm
     from petsml.cli import main
     from tests.fakedata import class_image
 
-    register_execution(_one(tracking, model_pt, _masks(30, 5, 5)[0], "a"), NAME, 0.05)
+    register_execution(_one(tracking, model_pt, masks(30, 5, 5)[0], "a"), NAME, 0.05)
     images = []
     for index in range(2):
         path = tmp_path / f"pet{index}.jpg"
@@ -375,7 +314,7 @@ def test_register_stage_writes_the_report(tracking, model_pt, tmp_path, monkeypa
     from petsml.stage import run_stage
     from stages import register as stage
 
-    champ, _ = _masks(30, 5, 5)
+    champ, _ = masks(30, 5, 5)
     runs = _one(tracking, model_pt, champ, "stage")
     project = tmp_path / "project"
     (project / "reports").mkdir(parents=True)
@@ -435,10 +374,10 @@ def test_rebuilt_registry_does_not_crown_a_model_that_lost_to_the_recorded_champ
         return json.loads((project / "reports" / "registry.json").read_text())
 
     index = np.arange(N_TEST)
-    a = {"feature_extractor": (0.90, _predictions(index < 55))}
+    a = {"feature_extractor": (0.90, predictions_table(index < 55))}
     b = {  # finetune_top has the best validation accuracy, svm_early the better test score
-        "finetune_top": (0.95, _predictions(index < 38)),
-        "svm_early": (0.70, _predictions(index < 50)),
+        "finetune_top": (0.95, predictions_table(index < 38)),
+        "svm_early": (0.70, predictions_table(index < 50)),
     }
     assert register(execution(tracking, model_pt, a, "a"))["decision"] == "champion"
     rejected = register(execution(tracking, model_pt, b, "b"))
@@ -556,7 +495,7 @@ def test_store_fingerprint_changes_only_when_the_store_loses_what_the_reports_na
 
     project = tmp_path / "project"
     (project / "reports").mkdir(parents=True)
-    runs = _one(tracking, model_pt, _masks(30, 5, 5)[0], "fp")
+    runs = _one(tracking, model_pt, masks(30, 5, 5)[0], "fp")
     (project / "reports" / "mlflow_runs.json").write_text(json.dumps(runs))
     report = register_execution(runs, NAME, 0.05)
     (project / "reports" / "registry.json").write_text(json.dumps(report))
@@ -599,7 +538,7 @@ def test_store_check_reads_sqlite_without_mlflow_and_agrees_with_the_client(
 
     project = tmp_path / "project"
     (project / "reports").mkdir(parents=True)
-    runs = _one(tracking, model_pt, _masks(30, 5, 5)[0], "read")
+    runs = _one(tracking, model_pt, masks(30, 5, 5)[0], "read")
     report = register_execution(runs, NAME, 0.05)
     (project / "reports" / "registry.json").write_text(json.dumps(report))
     stale = {**runs, "children": {**runs["children"], "svm_early": "0" * 32}}

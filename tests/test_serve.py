@@ -205,7 +205,7 @@ def test_served_model_reads_no_server_files_and_hides_which_exist(served):
 
 
 def test_served_model_refuses_a_pixel_bomb_in_its_row_only(served):
-    from tests.test_pyfunc import bomb_png
+    from tests.models import bomb_png
 
     photo = _b64(_jpeg(served["tmp"]).read_bytes())
     started = time.monotonic()

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_pyfunc import make_tiny_model
-from tests.test_registry import N_TEST, _predictions, execution
+from tests.models import make_tiny_model
+from tests.predictions import N_TEST, predictions_table
+from tests.tracking import execution
 
 MEMBERS = 3
 NAME = "pets-sweep-breed"
@@ -31,7 +32,7 @@ def _member(index: int, uri: str, model_pt: str, root: str, barrier) -> None:
     uri = store.configure(root)
     tracking = {"uri": uri, "experiment_id": store.get_or_create_experiment("sweep", uri)}
     correct = np.arange(N_TEST) < 20 + 10 * index
-    runs = execution(tracking, Path(model_pt), {"finetune_top": (0.5, _predictions(correct))},
+    runs = execution(tracking, Path(model_pt), {"finetune_top": (0.5, predictions_table(correct))},
                      key=f"member{index}")  # fmt: skip
     report = register_execution(runs, NAME, 0.05)
     Path(root, f"member{index}.json").write_text(json.dumps({"runs": runs, "report": report}))

@@ -14,127 +14,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from PIL import Image
 
-from petsml.data.breeds import CLASS_ID, SPECIES, breed_of, species_of
-from tests.fakedata import make_dataset
-from tests.test_pyfunc import BACKBONE, DECODE_SIZE, INPUT_SIZE, make_tiny_model
-
-REPO = Path(__file__).resolve().parents[1]
-EXPERIMENT = "pets-track-test"
-STRATEGIES = ["feature_extractor", "finetune_top"]
-SPLITS_MD5 = "0123456789abcdef0123456789abcdef.dir"
-RAW_MD5 = "fedcba9876543210fedcba9876543210.dir"
-EPOCHS = [
-    {"epoch": e, "train_loss": 2.0 / e, "train_accuracy": 0.2 * e, "val_loss": 1.5 / e,
-     "val_accuracy": v, "lr": 1e-3 / e, "seconds": 1.5}
-    for e, v in ((1, 0.30), (2, 0.55), (3, 0.50))
-]  # fmt: skip
-SEARCH = [{"C": 0.1, "val_accuracy": 0.4}, {"C": 1.0, "val_accuracy": 0.6}]
-METRICS = {
-    "feature_extractor": {"val_accuracy": 0.6, "test_accuracy": 0.58, "test_top5": 0.9,
-                          "test_macro_f1": 0.55, "test_ece": 0.07, "train_seconds": 2.0},
-    "finetune_top": {"val_accuracy": 0.55, "test_accuracy": 0.52, "test_top5": 0.88,
-                     "test_macro_f1": 0.5, "test_ece": 0.09, "train_seconds": 9.0},
-}  # fmt: skip
-
-
-def _git(project: Path, *args: str) -> str:
-    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid")  # fmt: skip
-    out = subprocess.run(
-        ["git", *args], cwd=project, env=env, check=True, capture_output=True, text=True
-    )
-    return out.stdout.strip()
-
-
-def _params(project: Path) -> None:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["train"]["strategies"] = STRATEGIES
-    raw["model"].update(backbone=BACKBONE, pretrained=False, image_size=INPUT_SIZE)
-    raw["decode"]["size"] = DECODE_SIZE
-    raw["mlflow"]["experiment"] = EXPERIMENT
-    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-
-
-def _splits(project: Path) -> None:
-    ds = make_dataset(project / "data" / "raw", per_breed=4, test_per_breed=1, quirks=False)
-    rows = []
-    for image_id in ds.ids:
-        breed = breed_of(image_id)
-        file = f"images/{image_id}.jpg"
-        digest = hashlib.sha256((ds.root / file).read_bytes()).hexdigest()
-        split = "test" if image_id in ds.test else ("val" if image_id.endswith("_3") else "train")
-        rows.append(
-            {"split": split, "image_id": image_id, "file": file, "breed": breed,
-             "class_id": CLASS_ID[breed], "species": species_of(breed),
-             "species_id": SPECIES.index(species_of(breed)), "sha256": digest}
-        )  # fmt: skip
-    frame = pd.DataFrame(rows)
-    (project / "data" / "splits").mkdir(parents=True)
-    for name, part in frame.groupby("split"):
-        part.drop(columns="split").to_csv(project / "data" / "splits" / f"{name}.csv", index=False)
-
-
-def _eval_files(folder: Path, strategy: str) -> None:
-    folder.mkdir(parents=True)
-    pd.DataFrame(
-        {"image_id": ["pug_4", "beagle_4"], "label": [25, 4], "pred": [25, 5], "correct": [1, 0]}
-    ).to_csv(folder / "predictions.csv", index=False)
-    pd.DataFrame({"class": ["pug"], "f1": [0.5]}).to_csv(folder / "per_class.csv", index=False)
-    pd.DataFrame({"a": ["pug"], "b": ["beagle"], "n": [1]}).to_csv(
-        folder / "confused_pairs.csv", index=False
-    )
-    for name in ("confusion.png", "misclassified.png", "reliability.png"):
-        Image.fromarray(np.full((8, 8, 3), len(strategy) * 7 % 255, np.uint8)).save(folder / name)
-
-
-def build_project(root: Path) -> Path:
-    """A project directory as the pipeline leaves it just before the track stage."""
-    project = root / "project"
-    project.mkdir()
-    _params(project)
-    _splits(project)
-    for index, strategy in enumerate(STRATEGIES):
-        model_dir = project / "models" / strategy
-        make_tiny_model(model_dir / "model.pt", strategy=strategy, seed=index)
-        trained = strategy == "finetune_top"
-        (model_dir / "history.json").write_text(
-            json.dumps({"epochs": EPOCHS if trained else [], "search": [] if trained else SEARCH})
-        )
-        summary = {
-            "strategy": strategy, "task": "breed", "backbone": BACKBONE,
-            "val_accuracy": METRICS[strategy]["val_accuracy"], "train_seconds": 1.0,
-            "best_epoch": 2 if trained else None, "epochs_run": 3 if trained else 0,
-            "device": "cpu", "params": {"lr": 0.001} if trained else {"C": 1.0},
-        }  # fmt: skip
-        (model_dir / "summary.json").write_text(json.dumps(summary))
-        _eval_files(project / "reports" / "eval" / strategy, strategy)
-    (project / "reports" / "metrics.json").write_text(json.dumps(METRICS, indent=2))
-    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(project / "reports/eval/strategies.png")
-    validation = project / "reports" / "validation"
-    (validation / "data_docs").mkdir(parents=True)
-    (validation / "summary.json").write_text(json.dumps({"success": True}))
-    (validation / "data_docs" / "index.html").write_text("<html>docs</html>")
-    lock = {
-        "schema": "2.0",
-        "stages": {
-            "download": {"cmd": "python -m stages.download",
-                         "outs": [{"path": "data/raw", "hash": "md5", "md5": RAW_MD5}]},
-            "split": {"cmd": "python -m stages.split",
-                      "outs": [{"path": "data/splits", "hash": "md5", "md5": SPLITS_MD5}]},
-        },
-    }  # fmt: skip
-    (project / "dvc.lock").write_text(yaml.safe_dump(lock))
-    (project / ".gitignore").write_text("/data/\n/models/\n/reports/\n/mlruns/\n")
-    _git(project, "init", "-q")
-    _git(project, "add", "-A")
-    _git(project, "commit", "-qm", "init")
-    return project
+from tests.models import BACKBONE
+from tests.tracking import (
+    EPOCHS,
+    EXPERIMENT,
+    METRICS,
+    RAW_MD5,
+    REPO,
+    SPLITS_MD5,
+    STRATEGIES,
+    build_project,
+    git,
+    write_params,
+)
 
 
 def _series(client, run_id: str, key: str) -> tuple[list[int], list[float]]:
@@ -223,7 +118,7 @@ def test_one_parent_and_one_child_per_strategy_even_when_rerun(tracked):
 def test_children_carry_params_curves_metrics_tags(tracked):
     client = tracked["client"]
     children = {s: client.get_run(r) for s, r in tracked["second"]["children"].items()}
-    head = _git(tracked["project"], "rev-parse", "HEAD")
+    head = git(tracked["project"], "rev-parse", "HEAD")
     for strategy, run in children.items():
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
         assert tags["strategy"] == strategy and tags["task"] == "breed"
@@ -387,7 +282,7 @@ def test_missing_inputs_name_the_file_and_the_fix(tmp_path, monkeypatch):
     from petsml.config import load_params
     from petsml.tracking.runs import TrackingError, dvc_data_hashes, git_commit, track_pipeline
 
-    _params(tmp_path)
+    write_params(tmp_path)
     monkeypatch.chdir(tmp_path)
     params = load_params()
     with pytest.raises(TrackingError, match=r"metrics\.json.*dvc repro evaluate"):

@@ -1,0 +1,189 @@
+"""What the track stage reads and what it leaves: a tiny tracked project, logged executions.
+
+``build_project`` writes a project directory as the pipeline leaves it just before the track
+stage (tiny random-init models, metrics, evaluation files, split CSVs, a dvc.lock), so tests
+need neither training nor DVC. ``execution`` logs what the track stage leaves in MLflow: a
+parent run, one child per strategy with metrics, ``eval/predictions.csv`` and a pyfunc model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from PIL import Image
+
+from petsml.data.breeds import BREEDS
+from tests.fakedata import make_dataset, split_rows
+from tests.models import BACKBONE, DECODE_SIZE, INPUT_SIZE, make_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENT = "pets-track-test"
+STRATEGIES = ["feature_extractor", "finetune_top"]
+SPLITS_MD5 = "0123456789abcdef0123456789abcdef.dir"
+RAW_MD5 = "fedcba9876543210fedcba9876543210.dir"
+EPOCHS = [
+    {"epoch": e, "train_loss": 2.0 / e, "train_accuracy": 0.2 * e, "val_loss": 1.5 / e,
+     "val_accuracy": v, "lr": 1e-3 / e, "seconds": 1.5}
+    for e, v in ((1, 0.30), (2, 0.55), (3, 0.50))
+]  # fmt: skip
+SEARCH = [{"C": 0.1, "val_accuracy": 0.4}, {"C": 1.0, "val_accuracy": 0.6}]
+METRICS = {
+    "feature_extractor": {"val_accuracy": 0.6, "test_accuracy": 0.58, "test_top5": 0.9,
+                          "test_macro_f1": 0.55, "test_ece": 0.07, "train_seconds": 2.0},
+    "finetune_top": {"val_accuracy": 0.55, "test_accuracy": 0.52, "test_top5": 0.88,
+                     "test_macro_f1": 0.5, "test_ece": 0.09, "train_seconds": 9.0},
+}  # fmt: skip
+
+
+def git(project: Path, *args: str) -> str:
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid")  # fmt: skip
+    out = subprocess.run(
+        ["git", *args], cwd=project, env=env, check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
+def write_params(project: Path) -> None:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["strategies"] = STRATEGIES
+    raw["model"].update(backbone=BACKBONE, pretrained=False, image_size=INPUT_SIZE)
+    raw["decode"]["size"] = DECODE_SIZE
+    raw["mlflow"]["experiment"] = EXPERIMENT
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def write_splits(project: Path) -> None:
+    ds = make_dataset(project / "data" / "raw", per_breed=4, test_per_breed=1, quirks=False)
+    frame = pd.DataFrame(split_rows(ds))
+    split = [
+        "test" if image_id in ds.test else ("val" if image_id.endswith("_3") else "train")
+        for image_id in frame["image_id"]
+    ]
+    (project / "data" / "splits").mkdir(parents=True)
+    for name, part in frame.groupby(pd.Series(split, index=frame.index, name="split")):
+        part.to_csv(project / "data" / "splits" / f"{name}.csv", index=False)
+
+
+def write_eval_files(folder: Path, strategy: str) -> None:
+    folder.mkdir(parents=True)
+    pd.DataFrame(
+        {"image_id": ["pug_4", "beagle_4"], "label": [25, 4], "pred": [25, 5], "correct": [1, 0]}
+    ).to_csv(folder / "predictions.csv", index=False)
+    pd.DataFrame({"class": ["pug"], "f1": [0.5]}).to_csv(folder / "per_class.csv", index=False)
+    pd.DataFrame({"a": ["pug"], "b": ["beagle"], "n": [1]}).to_csv(
+        folder / "confused_pairs.csv", index=False
+    )
+    for name in ("confusion.png", "misclassified.png", "reliability.png"):
+        Image.fromarray(np.full((8, 8, 3), len(strategy) * 7 % 255, np.uint8)).save(folder / name)
+
+
+def build_project(root: Path) -> Path:
+    """A project directory as the pipeline leaves it just before the track stage."""
+    project = root / "project"
+    project.mkdir()
+    write_params(project)
+    write_splits(project)
+    for index, strategy in enumerate(STRATEGIES):
+        model_dir = project / "models" / strategy
+        make_tiny_model(model_dir / "model.pt", strategy=strategy, seed=index)
+        trained = strategy == "finetune_top"
+        (model_dir / "history.json").write_text(
+            json.dumps({"epochs": EPOCHS if trained else [], "search": [] if trained else SEARCH})
+        )
+        summary = {
+            "strategy": strategy, "task": "breed", "backbone": BACKBONE,
+            "val_accuracy": METRICS[strategy]["val_accuracy"], "train_seconds": 1.0,
+            "best_epoch": 2 if trained else None, "epochs_run": 3 if trained else 0,
+            "device": "cpu", "params": {"lr": 0.001} if trained else {"C": 1.0},
+        }  # fmt: skip
+        (model_dir / "summary.json").write_text(json.dumps(summary))
+        write_eval_files(project / "reports" / "eval" / strategy, strategy)
+    (project / "reports" / "metrics.json").write_text(json.dumps(METRICS, indent=2))
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(project / "reports/eval/strategies.png")
+    validation = project / "reports" / "validation"
+    (validation / "data_docs").mkdir(parents=True)
+    (validation / "summary.json").write_text(json.dumps({"success": True}))
+    (validation / "data_docs" / "index.html").write_text("<html>docs</html>")
+    lock = {
+        "schema": "2.0",
+        "stages": {
+            "download": {"cmd": "python -m stages.download",
+                         "outs": [{"path": "data/raw", "hash": "md5", "md5": RAW_MD5}]},
+            "split": {"cmd": "python -m stages.split",
+                      "outs": [{"path": "data/splits", "hash": "md5", "md5": SPLITS_MD5}]},
+        },
+    }  # fmt: skip
+    (project / "dvc.lock").write_text(yaml.safe_dump(lock))
+    (project / ".gitignore").write_text("/data/\n/models/\n/reports/\n/mlruns/\n")
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "init")
+    return project
+
+
+def execution(tracking: dict, model_pt: Path, strategies: dict, key: str = "k") -> dict:
+    """Log one pipeline execution like the track stage; returns its mlflow_runs.json record.
+
+    ``strategies``: name -> (val_accuracy, predictions DataFrame).
+    """
+    import mlflow
+
+    from petsml.tracking.pyfunc import log_pyfunc_model
+
+    mlflow.set_tracking_uri(tracking["uri"])
+    exp = tracking["experiment_id"]
+    tags = {"git_commit": "c0ffee" + key, "dvc_data_hash": "d4t4" + key, "task": "breed"}
+    children, model_uris = {}, {}
+    with mlflow.start_run(experiment_id=exp, run_name=f"pipeline-{key}", tags=tags) as parent:
+        for strategy, (val_acc, preds) in strategies.items():
+            child_tags = {**tags, "strategy": strategy, "backbone": BACKBONE}
+            with mlflow.start_run(
+                experiment_id=exp, run_name=strategy, nested=True, tags=child_tags
+            ) as run:
+                correct = preds["correct"].astype(bool)
+                mlflow.log_metrics(
+                    {
+                        "val_accuracy": val_acc,
+                        "test_accuracy": float(correct.mean()),
+                        "test_top5": 1.0,
+                        "test_macro_f1": float(correct.mean()),
+                        "test_ece": 0.05,
+                    }
+                )
+                mlflow.log_text(preds.to_csv(index=False), "eval/predictions.csv")
+                mlflow.log_text(per_class(preds).to_csv(index=False), "eval/per_class.csv")
+                mlflow.log_input(mlflow.data.from_pandas(preds, name="test"), context="test")
+                info = log_pyfunc_model(model_pt)
+            children[strategy] = run.info.run_id
+            model_uris[strategy] = info.model_uri
+    return {
+        "tracking_uri": tracking["uri"],
+        "experiment_id": exp,
+        "parent_run_id": parent.info.run_id,
+        "children": children,
+        "model_uris": model_uris,
+        "run_key": key,
+    }
+
+
+def per_class(preds: pd.DataFrame) -> pd.DataFrame:
+    """Per-class accuracy in the layout of reports/eval/<strategy>/per_class.csv (f1 ~ acc)."""
+    grouped = preds.assign(correct=preds["correct"].astype(int)).groupby("label")["correct"]
+    frame = grouped.agg(["size", "sum"]).reset_index()
+    return pd.DataFrame(
+        {
+            "class_id": frame["label"],
+            "class_name": [BREEDS[i] for i in frame["label"]],
+            "support": frame["size"],
+            "correct": frame["sum"],
+            "accuracy": frame["sum"] / frame["size"],
+            "f1": frame["sum"] / frame["size"],
+        }
+    )
