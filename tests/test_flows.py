@@ -33,7 +33,7 @@ from pipelines.train import (
     train_pipeline,
 )
 from pipelines.workspace import WORKSPACES, create_workspace, remove_workspace
-from tests.fakedata import MirrorServer, make_dataset, pack_archives
+from tests.fakedata import MirrorServer
 from tests.project import REPO, dvc, fake_data_params, make_project, run, set_params, tool_env
 
 DATA_STAGES = ["params", "download", "manifest", "validate", "split"]
@@ -52,18 +52,14 @@ def prefect_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def archives(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fake")
-    make_dataset(root / "src", per_breed=8, test_per_breed=3)
-    md5 = pack_archives(root / "src", root / "mirror")
-    return root / "mirror", md5
+def archives(fake_archives):
+    """The shared generated archives (tests/conftest.py): (folder, md5)."""
+    return fake_archives.folder, fake_archives.md5
 
 
 @pytest.fixture(scope="module")
-def mirror(archives):
-    folder, _ = archives
-    with MirrorServer(folder) as server:
-        yield server
+def mirror(loopback_mirror):
+    return loopback_mirror
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.fakedata import MirrorServer, make_dataset, pack_archives
+from tests.fakedata import MirrorServer, pack_archives
 from tests.project import dvc, fake_data_params, make_project, set_params
 
 
 @pytest.fixture(scope="module")
-def archives(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fake")
-    ds = make_dataset(root / "src", per_breed=8, test_per_breed=3)
-    md5 = pack_archives(root / "src", root / "mirror")
-    return ds, root / "mirror", md5
+def archives(fake_archives):
+    """The shared generated archives (tests/conftest.py), as this module unpacks them."""
+    return fake_archives.dataset, fake_archives.folder, fake_archives.md5
 
 
 def _ran(output: str) -> set[str]:

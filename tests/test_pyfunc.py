@@ -227,8 +227,10 @@ def _in_process_model(model_pt: Path, **config):
     return model
 
 
-def test_paths_are_read_only_when_opted_in_and_a_refusal_hides_whether_the_file_exists(tmp_path):
-    model_pt = make_tiny_model(tmp_path / "model.pt")
+def test_paths_are_read_only_when_opted_in_and_a_refusal_hides_whether_the_file_exists(
+    tmp_path, tiny_model
+):
+    model_pt = tiny_model
     image = write_jpeg(tmp_path / "Bengal_1.jpg")
     paths = ["/etc/passwd", str(image), str(tmp_path / "missing.jpg"), str(tmp_path)]
     served = _in_process_model(model_pt).predict(None, pd.DataFrame({"image": paths}))
@@ -243,10 +245,10 @@ def test_paths_are_read_only_when_opted_in_and_a_refusal_hides_whether_the_file_
     assert local.loc[0, "error"] and local.loc[2, "error"]  # not images / not there
 
 
-def test_oversized_images_are_refused_per_row_before_decoding(tmp_path):
+def test_oversized_images_are_refused_per_row_before_decoding(tmp_path, tiny_model):
     import time
 
-    model_pt = make_tiny_model(tmp_path / "model.pt")
+    model_pt = tiny_model
     image = write_jpeg(tmp_path / "Bengal_1.jpg", size=(70, 52))
     b64 = base64.b64encode(image.read_bytes()).decode()
     bomb = base64.b64encode(bomb_png()).decode()

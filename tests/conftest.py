@@ -1,0 +1,47 @@
+"""Shared fixtures: generated Oxford-IIIT-layout archives, a loopback mirror of them, a tiny model.
+
+Helpers that are plain functions live in modules beside this one (``project``, ``fakedata``,
+``models``, ``serving``, ``tracking``, ``predictions``); a test module never imports another
+(``test_layout.py``). Session scope: the archives are read-only inputs, built once per run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.fakedata import FakeDataset, MirrorServer, make_dataset, pack_archives
+
+
+@dataclass(frozen=True)
+class FakeArchives:
+    """``images.tar.gz`` and ``annotations.tar.gz`` in ``folder``, their md5, the source photos."""
+
+    dataset: FakeDataset
+    folder: Path
+    md5: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def fake_archives(tmp_path_factory) -> FakeArchives:
+    """8 photos per breed (3 of them in the official test list), every breed, packed once."""
+    root = tmp_path_factory.mktemp("fake")
+    dataset = make_dataset(root / "src", per_breed=8, test_per_breed=3)
+    return FakeArchives(dataset, root / "mirror", pack_archives(root / "src", root / "mirror"))
+
+
+@pytest.fixture(scope="session")
+def loopback_mirror(fake_archives):
+    """An HTTP server on 127.0.0.1 serving :func:`fake_archives` (``.url``, ``.requests``)."""
+    with MirrorServer(fake_archives.folder) as server:
+        yield server
+
+
+@pytest.fixture
+def tiny_model(tmp_path) -> Path:
+    """A saved tiny classifier (``model.pt``) over every breed, offline weights, no training."""
+    from tests.models import make_tiny_model
+
+    return make_tiny_model(tmp_path / "model.pt")
