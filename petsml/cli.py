@@ -4,6 +4,7 @@
     pets rollback [--reason ...]                           # champion -> the one v3 replaced
     pets history [--json]                                  # every alias move, oldest first
     pets predict photo.jpg [more.jpg ...] [--alias champion] [--json]
+    pets ui [--port 5000]                                  # MLflow UI, on the strategies view
 
 The model is ``<registry.model_prefix>-<task>`` from params.yaml (``--task`` overrides
 ``data.task``; ``--model-name`` overrides both). The registry is ``MLFLOW_TRACKING_URI``, else
@@ -165,6 +166,41 @@ def _print_rows(rows: list[dict], uri: str, version: str, as_json: bool) -> None
             print(f"    {item['label']:<28} {item['probability']:.3f}")
 
 
+def cmd_ui(args: argparse.Namespace) -> None:
+    """Serve the MLflow UI on loopback and print the link to the last run's strategies.
+
+    MLflow 3.17 opens an experiment on its GenAI overview whatever the experiment's kind tag
+    says; the track stage's shared view (``ui_path`` in reports/mlflow_runs.json) opens on the
+    strategies compared side by side, so that link is the first thing to show a user.
+    """
+    import subprocess
+
+    from petsml import paths
+    from petsml.io import read_json
+    from petsml.tracking import store
+
+    uri = args.tracking_uri or store.tracking_uri()
+    db = store.sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise PetsError(f"{db}: no MLflow store yet. Run `dvc repro` (or `make run`) first.")
+    base = f"http://127.0.0.1:{args.port}"
+    record = read_json(paths.MLFLOW_RUNS) if paths.MLFLOW_RUNS.is_file() else {}
+    link = base + record["ui_path"] if record.get("ui_path") else base
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port",
+               str(args.port), "--backend-store-uri", uri]  # fmt: skip
+    if db is not None:
+        command += ["--default-artifact-root", store.artifact_root(uri)]
+    print(f"MLflow UI: {link}", flush=True)
+    if not record.get("ui_path"):
+        print(f"(no {paths.MLFLOW_RUNS} yet: run `dvc repro` for the strategies view)", flush=True)
+    server = subprocess.Popen(command)
+    try:
+        sys.exit(server.wait())
+    except KeyboardInterrupt:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -203,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alias", default="champion", help="registry alias (default %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("ui", parents=[common], help="MLflow UI, opened on the strategies view")
+    p.add_argument("--port", type=int, default=5000, help="loopback port (default %(default)s)")
+    p.set_defaults(func=cmd_ui)
     return parser
 
 

@@ -1,0 +1,89 @@
+"""`pets ui`: a real MLflow UI on loopback, announced with the link to the strategies view."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from petsml.io import write_json
+from tests.project import tool_env
+from tests.tracking import build_project
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tracked(root: Path) -> tuple[Path, str, dict]:
+    """A tiny project tracked into its own store, reports/mlflow_runs.json as track writes it."""
+    from petsml.config import load_params
+    from petsml.tracking.runs import track_pipeline
+
+    project = build_project(root)
+    uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
+    (root / "store").mkdir()
+    old_env, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.chdir(project)
+    try:
+        record = track_pipeline(load_params(), root=".")
+        write_json(project / "reports" / "mlflow_runs.json", record)
+    finally:
+        os.chdir(old_cwd)
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
+    return project, uri, record
+
+
+def test_pets_ui_serves_mlflow_and_prints_the_strategies_link(tmp_path):
+    project, uri, record = _tracked(tmp_path)
+    port = _free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "petsml.cli", "ui", "--port", str(port), "--tracking-uri", uri],
+        cwd=project, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        first = ui.stdout.readline().strip()
+        base = f"http://127.0.0.1:{port}"
+        assert first == f"MLflow UI: {base}{record['ui_path']}", first
+        assert "workflowType=machine_learning" in first and "viewStateShareKey=" in first
+        deadline = time.monotonic() + 120
+        while True:
+            assert ui.poll() is None, ui.stdout.read()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow ui never became healthy"
+                time.sleep(0.5)
+        experiment = record["ui_path"].split("/experiments/")[1].split("/")[0]
+        query = f"{base}/ajax-api/2.0/mlflow/experiments/get?experiment_id={experiment}"
+        with urllib.request.urlopen(query, timeout=10) as response:
+            assert b"strategies" in response.read()  # the shared view the link opens
+    finally:
+        ui.send_signal(signal.SIGINT)
+        try:
+            ui.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            ui.kill()
+
+
+def test_pets_ui_without_a_store_says_to_run_the_pipeline(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "petsml.cli", "ui", "--tracking-uri",
+         f"sqlite:///{tmp_path / 'absent' / 'mlflow.db'}"],
+        cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "no MLflow store yet" in result.stderr and "dvc repro" in result.stderr
