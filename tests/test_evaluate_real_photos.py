@@ -166,7 +166,9 @@ def test_evaluate_logits_equal_the_shipped_models_on_real_photos(shipped, strate
 
 
 def test_the_served_pyfunc_predicts_what_evaluate_reported(shipped):
-    """The MLflow pyfunc itself (not a re-implementation) on the raw files."""
+    """The MLflow pyfunc itself (not a re-implementation) on the raw files' bytes, as served."""
+    import base64
+
     from petsml.tracking.pyfunc import ARTIFACT, PetClassifierModel
 
     root, frame, _ = shipped
@@ -174,9 +176,8 @@ def test_the_served_pyfunc_predicts_what_evaluate_reported(shipped):
     pyfunc = PetClassifierModel()
     model_pt = root / paths.model_dir("feature_extractor") / "model.pt"
     pyfunc.load_context(SimpleNamespace(artifacts={ARTIFACT: str(model_pt)}))
-    served = pyfunc.predict(
-        None, pd.DataFrame({"image": [str(SHARED_SAMPLE / f) for f in frame["file"]]})
-    )
+    encoded = [base64.b64encode((SHARED_SAMPLE / f).read_bytes()).decode() for f in frame["file"]]
+    served = pyfunc.predict(None, pd.DataFrame({"image": encoded}))
     assert (served["error"] == "").all()
     assert served["label"].tolist() == preds["pred_name"].tolist()
-    np.testing.assert_allclose(served["probability"], preds["prob"], atol=2e-6)
+    np.testing.assert_allclose(served["probability"].astype(float), preds["prob"], atol=2e-6)
