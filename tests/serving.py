@@ -78,8 +78,11 @@ print("RESULT" + json.dumps({"row": row, "petsml": petsml.__file__}))
 
 def isolated_predict(model_uri: str, image: Path, cwd: Path, tracking_uri: str, site) -> dict:
     """Load and predict with only ``site`` importable (not the checkout, not the venv)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    # no PYTHON* and no MLFLOW_* left by earlier in-process tests (mlflow.set_registry_uri
+    # writes MLFLOW_REGISTRY_URI): only the store named here may answer models:/ URIs
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "MLFLOW_"))}
     env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env["MLFLOW_REGISTRY_URI"] = tracking_uri
     result = subprocess.run(
         [sys.executable, "-I", "-S", "-c", ISOLATED_PREDICT, str(site), model_uri, str(image)],
         cwd=cwd,

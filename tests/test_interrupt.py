@@ -51,6 +51,8 @@ def _tiny_project(root: Path) -> Path:
 # is saved, training waits for the test's Ctrl-C instead of racing it, so the interrupt lands
 # after the checkpoint on any machine, however loaded; the real handler does the rest.
 WAIT_AFTER_FIRST_CHECKPOINT = """
+import os
+import pathlib
 import time
 import petsml.training.finetune as finetune
 
@@ -61,6 +63,7 @@ _calls = []
 def _wait_before_epoch_two(*args, **kwargs):
     _calls.append(1)
     if len(_calls) == 2:  # epoch 1 is trained, checkpointed and recorded
+        pathlib.Path(os.environ["PETS_TEST_WAITING"]).touch()  # the test's cue for Ctrl-C
         time.sleep(300)  # interrupted by the test's SIGINT
     return _epoch(*args, **kwargs)
 
@@ -75,6 +78,7 @@ def _train(project: Path, hook: Path | None = None) -> subprocess.Popen:
         hook.mkdir(parents=True, exist_ok=True)
         (hook / "sitecustomize.py").write_text(WAIT_AFTER_FIRST_CHECKPOINT)
         env["PYTHONPATH"] = f"{hook}{os.pathsep}{env['PYTHONPATH']}"
+        env["PETS_TEST_WAITING"] = str(hook / "waiting")
     return subprocess.Popen(
         [sys.executable, "-m", "stages.train", STRATEGY, "--resume"],
         cwd=project,
@@ -90,7 +94,8 @@ def test_ctrl_c_says_what_was_saved_in_one_line_exits_130_and_the_rerun_resumes(
     checkpoint = project / "data" / "checkpoints" / STRATEGY / "last.pt"
     proc = _train(project, hook=tmp_path / "hook")
     deadline = time.monotonic() + 300
-    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+    waiting = tmp_path / "hook" / "waiting"  # in Python code, between epochs: no race
+    while not waiting.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert checkpoint.exists(), proc.communicate(timeout=60)
     proc.send_signal(signal.SIGINT)

@@ -48,7 +48,7 @@ def _log_in_a_fresh_process(project: Path) -> list[str]:
         f"log_champion(Path('.').resolve(), {NAME!r}, {RELATIVE_URI!r}); "
         f"print(json.dumps(model_requirements('models:/{NAME}@champion')))"
     )
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PYTHONPATH"] = str(REPO)
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=project, env=env, capture_output=True, text=True,
