@@ -53,6 +53,9 @@ def tracked(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("track")
     project = build_project(root)
+    advice = {"cell": "small+similar", "strategy": "feature_extractor"}  # as advise writes it
+    (project / "reports" / "advice.json").write_text(json.dumps(advice))
+    (project / "reports" / "advice.md").write_text("# Advice\n")
     uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
     old_env, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd()
     os.environ["MLFLOW_TRACKING_URI"] = uri
@@ -185,6 +188,19 @@ def test_collapsed_parent_shows_the_chosen_strategy_and_the_comparison(tracked):
     assert {r["backbone"] for r in rows} == {BACKBONE}
     # log_table registers the table so the UI's artifact view and evaluation tab find it
     assert "comparison/strategies.json" in parent.data.tags["mlflow.loggedArtifacts"]
+
+
+def test_the_advice_is_on_the_parent_run_and_searchable(tracked):
+    client = tracked["client"]
+    parent = client.get_run(tracked["second"]["parent_run_id"])
+    assert parent.data.tags["advice_cell"] == "small+similar"
+    assert parent.data.tags["advice_strategy"] == "feature_extractor"
+    files = {f.path for f in client.list_artifacts(parent.info.run_id, "advice")}
+    assert files == {"advice/advice.json", "advice/advice.md"}
+    found = client.search_runs(
+        [tracked["second"]["experiment_id"]], "tags.advice_strategy = 'feature_extractor'"
+    )
+    assert [r.info.run_id for r in found] == [parent.info.run_id]
 
 
 def test_experiment_is_model_training_with_a_shared_strategies_view(tracked):

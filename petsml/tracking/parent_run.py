@@ -161,3 +161,23 @@ def log_parent_artifacts(root: Path) -> None:
     for name in ("params.yaml", "dvc.lock", "dvc.yaml", paths.METRICS.as_posix()):
         if (root / name).is_file():
             mlflow.log_artifact(str(root / name), artifact_path="pipeline")
+    log_advice(root)
+
+
+def log_advice(root: Path) -> None:
+    """The advise stage's answer on the parent run: its files, and the cell and strategy as tags
+    so runs can be searched by advice (``tags.advice_strategy = 'feature_extractor'``)."""
+    import mlflow
+
+    from petsml.io import read_json
+
+    advice = root / paths.ADVICE
+    if not advice.is_file():
+        return
+    record = read_json(advice)
+    mlflow.set_tags({"advice_cell": record.get("cell"), "advice_strategy": record.get("strategy")})
+    for path in (advice, root / paths.ADVICE_MD):
+        if path.is_file():
+            mlflow.log_artifact(str(path), artifact_path="advice")
+    if (root / paths.ADVICE_PLOTS).is_dir():
+        mlflow.log_artifacts(str(root / paths.ADVICE_PLOTS), artifact_path="advice")
