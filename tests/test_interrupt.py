@@ -86,7 +86,14 @@ def _train(project: Path, hook: Path | None = None) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: Ctrl-C delivered (a SIGINT disposition of "ignore" is inherited,
+        # and some earlier test in this process may have left it set)
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_ctrl_c_says_what_was_saved_in_one_line_exits_130_and_the_rerun_resumes(tmp_path):
