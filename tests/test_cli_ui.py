@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
-from petsml.io import write_json
 from tests.project import tool_env
-from tests.tracking import build_project
+from tests.tracking import track_in_own_store
 
 
 def _free_port() -> int:
@@ -22,31 +19,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _tracked(root: Path) -> tuple[Path, str, dict]:
-    """A tiny project tracked into its own store, reports/mlflow_runs.json as track writes it."""
-    from petsml.config import load_params
-    from petsml.tracking.runs import track_pipeline
-
-    project = build_project(root)
-    uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
-    (root / "store").mkdir()
-    old_env, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd()
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    os.chdir(project)
-    try:
-        record = track_pipeline(load_params(), root=".")
-        write_json(project / "reports" / "mlflow_runs.json", record)
-    finally:
-        os.chdir(old_cwd)
-        if old_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_env
-    return project, uri, record
-
-
 def test_pets_ui_serves_mlflow_and_prints_the_strategies_link(tmp_path):
-    project, uri, record = _tracked(tmp_path)
+    project, uri, record = track_in_own_store(tmp_path)
     port = _free_port()
     ui = subprocess.Popen(
         [sys.executable, "-m", "petsml.cli", "ui", "--port", str(port), "--tracking-uri", uri],

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tracking import METRICS, STRATEGIES, build_project
+from tests.tracking import METRICS, STRATEGIES, track_in_own_store
 
 UI_TIMEOUT_S = 240  # a cold React bundle and its first queries on a busy 2-core CI machine
 SCROLLER = "[data-testid='experiment-view-compare-runs-chart-area']"
@@ -72,24 +72,8 @@ def ui(tmp_path_factory):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    from petsml.config import load_params
-    from petsml.tracking.runs import track_pipeline
-
     root = tmp_path_factory.mktemp("ui")
-    project = build_project(root)
-    uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
-    (root / "store").mkdir()
-    old_env, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd()
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    os.chdir(project)
-    try:
-        record = track_pipeline(load_params(), root=".")
-    finally:
-        os.chdir(old_cwd)
-        if old_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_env
+    project, uri, record = track_in_own_store(root)
 
     port = _free_port()
     log = root / "mlflow-ui.log"

@@ -187,3 +187,32 @@ def per_class(preds: pd.DataFrame) -> pd.DataFrame:
             "f1": frame["sum"] / frame["size"],
         }
     )
+
+
+def track_in_own_store(root: Path) -> tuple[Path, str, dict]:
+    """:func:`build_project` tracked into a SQLite store of its own under ``root``.
+
+    Runs the track stage's library call in this process with the project as the cwd and
+    ``MLFLOW_TRACKING_URI`` set, both restored after; writes ``reports/mlflow_runs.json`` as the
+    stage does. Returns (project, tracking URI, that record).
+    """
+    from petsml.config import load_params
+    from petsml.io import write_json
+    from petsml.tracking.runs import track_pipeline
+
+    project = build_project(root)
+    uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
+    (root / "store").mkdir()
+    old_env, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.chdir(project)
+    try:
+        record = track_pipeline(load_params(), root=".")
+        write_json(project / "reports" / "mlflow_runs.json", record)
+    finally:
+        os.chdir(old_cwd)
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
+    return project, uri, record
