@@ -193,11 +193,16 @@ def cmd_ui(args: argparse.Namespace) -> None:
     print(f"MLflow UI: {link}", flush=True)
     if not record.get("ui_path"):
         print(f"(no {paths.MLFLOW_RUNS} yet: run `dvc repro` for the strategies view)", flush=True)
-    server = subprocess.Popen(command)
+    # its own process group: `mlflow ui` starts uvicorn and job workers, and all of them must
+    # go when this command does
+    server = subprocess.Popen(command, start_new_session=True)
     try:
         sys.exit(server.wait())
     except KeyboardInterrupt:
-        server.terminate()
+        import os
+        import signal
+
+        os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
 
 

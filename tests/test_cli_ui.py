@@ -51,6 +51,15 @@ def test_pets_ui_serves_mlflow_and_prints_the_strategies_link(tmp_path):
             ui.wait(timeout=30)
         except subprocess.TimeoutExpired:
             ui.kill()
+    deadline = time.monotonic() + 30  # Ctrl-C takes the whole server down, workers included
+    while _listening(port):
+        assert time.monotonic() < deadline, f"port {port} still served after pets ui stopped"
+        time.sleep(0.5)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_pets_ui_without_a_store_says_to_run_the_pipeline(tmp_path):
