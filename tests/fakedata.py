@@ -262,8 +262,13 @@ __all__ = ["BREEDS", "FakeDataset", "MirrorServer", "class_image", "make_dataset
 
 def split_rows(ds: FakeDataset) -> list[dict]:
     """One split-CSV row per listed image of ``ds`` (the columns the split stage writes)."""
+    return rows_for_ids(ds.ids, ds.root)
+
+
+def rows_for_ids(image_ids, root: Path) -> list[dict]:
+    """Split-CSV rows of ``image_ids``, files at ``root/images/<id>.jpg`` (official layout)."""
     rows = []
-    for image_id in ds.ids:
+    for image_id in image_ids:
         breed = breed_of(image_id)
         file = f"images/{image_id}.jpg"
         rows.append(
@@ -274,7 +279,7 @@ def split_rows(ds: FakeDataset) -> list[dict]:
                 "class_id": CLASS_ID[breed],
                 "species": species_of(breed),
                 "species_id": SPECIES.index(species_of(breed)),
-                "sha256": hashlib.sha256((ds.root / file).read_bytes()).hexdigest(),
+                "sha256": hashlib.sha256((root / file).read_bytes()).hexdigest(),
             }
         )
     return rows

@@ -18,7 +18,7 @@ from sklearn.metrics import f1_score
 
 from petsml import paths
 from petsml.config import parse_params
-from petsml.data.breeds import CLASS_ID, SPECIES, breed_of, labels_for, species_of
+from petsml.data.breeds import labels_for
 from petsml.data.decode import DecodedImages, decode_images
 from petsml.data.split import load_split
 from petsml.evaluation import report
@@ -27,7 +27,7 @@ from petsml.io import write_json
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier, load_classifier, save_classifier
 from petsml.training.features import extract_features
-from tests.fakedata import make_dataset
+from tests.fakedata import make_dataset, split_rows
 from tests.project import apply_overrides, tool_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,21 +88,7 @@ def _fit_head(backbone, features, labels, n_classes, feature):
 def _make_data(root: Path) -> None:
     """Split CSVs (4 breeds, 20 train+val, 12 test images), decoded cache, cached features."""
     ds = make_dataset(root / "src", per_breed=8, test_per_breed=3, size=(48, 44), quirks=False)
-    rows = []
-    for image_id in ds.ids:
-        breed = breed_of(image_id)
-        rows.append(
-            {
-                "image_id": image_id,
-                "file": f"images/{image_id}.jpg",
-                "breed": breed,
-                "class_id": CLASS_ID[breed],
-                "species": species_of(breed),
-                "species_id": SPECIES.index(species_of(breed)),
-                "sha256": image_id,
-            }
-        )
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(split_rows(ds))
     test_ids = set(ds.test)
     splits = {
         "train": frame[~frame.image_id.isin(test_ids)],

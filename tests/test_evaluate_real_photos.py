@@ -24,7 +24,7 @@ from PIL import Image
 
 from petsml import paths
 from petsml.config import parse_params
-from petsml.data.breeds import CLASS_ID, SPECIES, breed_of, labels_for, species_of
+from petsml.data.breeds import labels_for
 from petsml.data.decode import DecodedImages, decode_images, load_rgb
 from petsml.data.split import load_split
 from petsml.data.tensors import to_input
@@ -32,6 +32,7 @@ from petsml.evaluation import report
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier, load_classifier, save_classifier
 from petsml.training.features import extract_features
+from tests.fakedata import rows_for_ids
 from tests.project import REPO, SHARED_SAMPLE, apply_overrides
 
 FROZEN = ["feature_extractor", "svm_early"]
@@ -54,21 +55,7 @@ def _sample_ids() -> list[str]:
 
 
 def _split_frame(ids: list[str]) -> pd.DataFrame:
-    rows = []
-    for image_id in ids:
-        breed = breed_of(image_id)
-        rows.append(
-            {
-                "image_id": image_id,
-                "file": f"images/{image_id}.jpg",
-                "breed": breed,
-                "class_id": CLASS_ID[breed],
-                "species": species_of(breed),
-                "species_id": SPECIES.index(species_of(breed)),
-                "sha256": image_id,
-            }
-        )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows_for_ids(ids, SHARED_SAMPLE))
 
 
 def _ship_frozen_models(root: Path, ids: list[str]) -> None:

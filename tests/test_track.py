@@ -28,6 +28,7 @@ from tests.tracking import (
     STRATEGIES,
     build_project,
     git,
+    tracking_from,
     write_params,
 )
 
@@ -57,10 +58,7 @@ def tracked(tmp_path_factory):
     (project / "reports" / "advice.json").write_text(json.dumps(advice))
     (project / "reports" / "advice.md").write_text("# Advice\n")
     uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
-    old_env, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd()
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    os.chdir(project)
-    try:
+    with tracking_from(project, uri):
         track.main()
         first = json.loads((project / "reports" / "mlflow_runs.json").read_text())
         env = dict(os.environ)
@@ -83,12 +81,6 @@ def tracked(tmp_path_factory):
             "second": second,
             "rerun_log": again.stderr,
         }
-    finally:
-        os.chdir(old_cwd)
-        if old_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_env
 
 
 def test_one_parent_and_one_child_per_strategy_even_when_rerun(tracked):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -203,16 +205,24 @@ def track_in_own_store(root: Path) -> tuple[Path, str, dict]:
     project = build_project(root)
     uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
     (root / "store").mkdir()
+    with tracking_from(project, uri):
+        record = track_pipeline(load_params(), root=".")
+        write_json(project / "reports" / "mlflow_runs.json", record)
+    return project, uri, record
+
+
+@contextmanager
+def tracking_from(project: Path, uri: str) -> Iterator[None]:
+    """Run as a stage would: ``project`` as the cwd and ``MLFLOW_TRACKING_URI`` = ``uri``; both
+    restored afterwards."""
     old_env, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd()
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.chdir(project)
     try:
-        record = track_pipeline(load_params(), root=".")
-        write_json(project / "reports" / "mlflow_runs.json", record)
+        yield
     finally:
         os.chdir(old_cwd)
         if old_env is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old_env
-    return project, uri, record
