@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 from petsml.data.decode import DecodedImages
 from petsml.data.prefetch import input_batches
 from petsml.models.backbones import Backbone, SequentialBackbone, TimmBackbone
+from petsml.models.base import pool as mean_pool  # what svm_early pools: the same function
 from petsml.models.precision import autocast, use_bf16
 
 log = logging.getLogger(__name__)
@@ -72,15 +73,6 @@ def block_outputs(backbone: Backbone, x: torch.Tensor) -> tuple[list[torch.Tenso
             outs.append(penultimate)
         return outs, penultimate
     raise TypeError(f"no block walk for {type(backbone).__name__}")
-
-
-def mean_pool(t: torch.Tensor) -> torch.Tensor:
-    """Channel means: (B, C, H, W) maps, (B, N, C) tokens, or already (B, C)."""
-    if t.ndim == 4:
-        return t.mean(dim=(2, 3))
-    if t.ndim == 3:
-        return t.mean(dim=1)
-    return t.flatten(1)
 
 
 def rich_pool(t: torch.Tensor, grid: int) -> torch.Tensor:
