@@ -5,6 +5,7 @@
     pets history [--json]                                  # every alias move, oldest first
     pets predict photo.jpg [more.jpg ...] [--alias champion] [--json]
     pets ui [--port 5000]                                  # MLflow UI, on the strategies view
+    pets report [--json]                                   # the strategies compared (compare stage)
 
 The model is ``<registry.model_prefix>-<task>`` from params.yaml (``--task`` overrides
 ``data.task``; ``--model-name`` overrides both). The registry is ``MLFLOW_TRACKING_URI``, else
@@ -206,6 +207,14 @@ def cmd_ui(args: argparse.Namespace) -> None:
         server.wait(timeout=30)
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    """The compare stage's report of this project (``reports/comparison.json``) as a table."""
+    from petsml.evaluation.results import read_comparison, render_text
+
+    report = read_comparison(args.root)
+    print(json.dumps(report, indent=2) if args.json else render_text(report))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -248,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", parents=[common], help="MLflow UI, opened on the strategies view")
     p.add_argument("--port", type=int, default=5000, help="loopback port (default %(default)s)")
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("report", help="the strategies compared: quality, latency, size, advice")
+    p.add_argument("--root", default=".", help="project folder (default: the current one)")
+    p.add_argument("--json", action="store_true", help="reports/comparison.json as is")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -1,6 +1,7 @@
 """What a finished run produced, read back from its workspace before an isolated one goes away.
 
-The stages write these files (paths from ``petsml.paths``); the flows only read them, and a
+The stages write these files (paths from ``petsml.paths``; the metrics and the comparison report
+through their one reader, :mod:`petsml.evaluation.results`); the flows only read them, and a
 missing or unreadable one reads as ``None`` (a run with ``--targets split`` has no metrics).
 """
 
@@ -22,6 +23,7 @@ def _read_json(path: Path) -> Any:
 def collect_results(workspace: Path) -> dict[str, Any]:
     """What a run produced, read from the workspace before it goes away."""
     from petsml import paths
+    from petsml.evaluation.results import read_comparison, read_metrics
     from petsml.models.model_dir import SUMMARY_FILE
 
     summaries = {}
@@ -31,7 +33,8 @@ def collect_results(workspace: Path) -> dict[str, Any]:
             summaries[summary.parent.name] = _read_json(summary)
     runs = _read_json(workspace / paths.MLFLOW_RUNS)
     return {
-        "metrics": _read_json(workspace / paths.METRICS),
+        "metrics": read_metrics(workspace, required=False),
+        "comparison": read_comparison(workspace, required=False),
         "summaries": summaries,
         "mlflow_parent_run_id": runs.get("parent_run_id") if isinstance(runs, Mapping) else None,
         "registry": _read_json(workspace / paths.REGISTRY_REPORT),

@@ -36,6 +36,8 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run as current_flow_run
 
 from petsml.config import ConfigError
+from petsml.evaluation.results import COLUMN_KEYS as COMPARISON_KEYS
+from petsml.evaluation.results import rows_by_strategy
 from pipelines.cli import SET_PARAM_OPTION, add_flow_arguments
 from pipelines.dvc_graph import apply_overrides
 from pipelines.dvc_stage import DEFAULT_STAGE_TIMEOUT_S
@@ -44,6 +46,11 @@ from pipelines.workspace import resolve_project, slug
 
 FLOW_NAME = "pets-sweep"
 DEFAULT_TARGETS = ("track",)  # members log to MLflow; registering is the weekly retrain's job
+# the member's own comparison report (compare stage) adds its columns: quality, latency, size
+REPORT_KEYS = tuple(
+    key for key in COMPARISON_KEYS if key not in ("rank", "strategy", "val_accuracy",
+                                                  "test_accuracy", "train_seconds")
+)  # fmt: skip
 COLUMNS = (
     "member",
     "backbone",
@@ -52,14 +59,17 @@ COLUMNS = (
     "val_accuracy",
     "test_accuracy",
     "train_seconds",
+    *REPORT_KEYS,
     "wall_seconds",
     "experiment",
     "mlflow_parent_run_id",
 )
 
 
-def _number(value: Any) -> float | None:
-    return round(float(value), 4) if isinstance(value, int | float) else None
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if isinstance(value, int) else round(float(value), 4)
 
 
 def member_row(
@@ -78,6 +88,7 @@ def member_row(
     if train_seconds is None and ran:
         train_seconds = sum(ran)
     experiment = result.get("experiment") or {}
+    compared = rows_by_strategy(result.get("comparison")).get(strategy, {})
     return {
         "member": member,
         "backbone": backbone,
@@ -86,6 +97,7 @@ def member_row(
         "test_accuracy": _number(metrics.get("test_accuracy")),
         "val_accuracy": _number(metrics.get("val_accuracy", summary.get("val_accuracy"))),
         "train_seconds": _number(train_seconds),
+        **{key: _number(compared.get(key)) for key in REPORT_KEYS},
         "wall_seconds": round(wall, 1),
         "experiment": experiment.get("name"),
         "mlflow_parent_run_id": result.get("mlflow_parent_run_id"),

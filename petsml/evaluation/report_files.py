@@ -27,6 +27,7 @@ from petsml import paths
 from petsml.data.decode import DecodedImages
 from petsml.evaluation import metrics as M
 from petsml.evaluation import plots
+from petsml.evaluation.results import METRIC_KEYS
 from petsml.evaluation.scoring import StrategyEval
 from petsml.io import atomic_dir, write_json
 
@@ -37,14 +38,6 @@ COMPARISON_PNG = "strategies.png"  # in EVAL_DIR: val and test accuracy of every
 TOP_K = 5
 TOP_CONFUSED = 10
 MAX_MISCLASSIFIED = 24
-METRIC_KEYS = (
-    "val_accuracy",
-    "test_accuracy",
-    "test_top5",
-    "test_macro_f1",
-    "test_ece",
-    "train_seconds",
-)
 
 
 def predictions_frame(result: StrategyEval) -> pd.DataFrame:

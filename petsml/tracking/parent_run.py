@@ -16,6 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from petsml import paths
+from petsml.evaluation.results import (
+    COLUMN_KEYS,
+    COMPARISON_FILES,
+    COMPARISON_PLOTS,
+    read_comparison,
+    rows_by_strategy,
+)
 from petsml.tracking.child_run import finite, log_metrics
 from petsml.tracking.run_inputs import StrategyFiles
 from petsml.tracking.run_tags import (
@@ -45,18 +52,25 @@ def chosen_strategy(metrics: dict[str, dict[str, Any]]) -> str | None:
     return sorted(scored, key=lambda s: (-scored[s], s))[0] if scored else None
 
 
-def comparison_frame(files: list[StrategyFiles]):
-    """One row per strategy: its backbone and evaluated metrics (the parent's MLflow table)."""
+def comparison_frame(files: list[StrategyFiles], comparison: dict[str, Any] | None = None):
+    """One row per strategy: its backbone, evaluated metrics and, when the compare stage wrote
+    its report, that report's columns (latency, size, transfer gain, rank: read, not redone).
+    The parent's MLflow table."""
     import pandas as pd
 
-    rows = [
-        {
+    compared = rows_by_strategy(comparison)
+    rows = []
+    for f in files:
+        row = {
             "strategy": f.strategy,
             "backbone": str(f.summary.get("backbone") or UNKNOWN),
             **{k: finite(v) for k, v in f.metrics.items()},
         }
-        for f in files
-    ]
+        extra = compared.get(f.strategy, {})
+        for key in (*COLUMN_KEYS, "pareto"):
+            if key not in row and key in extra:
+                row[key] = extra[key]
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -121,11 +135,13 @@ def log_parent_summary(client, run_id: str, files: list[StrategyFiles], root: Pa
 
     by_strategy = {f.strategy: f.metrics for f in files}
     chosen = chosen_strategy(by_strategy)
-    table = comparison_frame(files)
+    comparison = read_comparison(root, required=False)
+    table = comparison_frame(files, comparison)
     mlflow.log_table(table, artifact_file=COMPARISON_TABLE)
     figure = root / paths.REPORTS / "eval" / COMPARISON_PNG
     if figure.is_file():
         mlflow.log_artifact(str(figure), artifact_path="comparison")
+    log_comparison_report(root)
     if chosen is None:
         log.warning("no strategy has a val_accuracy: the parent run names no chosen strategy")
         return
@@ -145,7 +161,24 @@ def log_parent_summary(client, run_id: str, files: list[StrategyFiles], root: Pa
             + " | ".join("-" if c is None else f"{c:.4g}" for c in cells)
             + " |"
         )
+    advice = (comparison or {}).get("advice") or {}
+    if advice.get("statement"):
+        lines += ["", f"Advice check: {advice['statement']} (artifact `comparison/comparison.md`)"]
     mlflow.set_tag("mlflow.note.content", "\n".join(lines))
+
+
+def log_comparison_report(root: Path) -> None:
+    """The compare stage's report (Markdown, offline HTML, JSON, figures) under ``comparison/``;
+    nothing when the stage has not run."""
+    import mlflow
+
+    for path in COMPARISON_FILES:
+        if (root / path).is_file():
+            mlflow.log_artifact(str(root / path), artifact_path="comparison")
+    figures = root / COMPARISON_PLOTS
+    if figures.is_dir():
+        for png in sorted(figures.glob("*.png")):
+            mlflow.log_artifact(str(png), artifact_path="comparison")
 
 
 def log_parent_artifacts(root: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from petsml import paths
 from petsml.config import Params
 from petsml.errors import PetsError
-from petsml.io import read_json
+from petsml.evaluation.results import ResultsError, read_metrics
 from petsml.models.model_dir import ModelDirError, model_file, read_history, read_summary
 from petsml.tracking.run_tags import COMMON_SECTIONS, DVC_DATA_OUTS, UNKNOWN
 
@@ -91,15 +91,6 @@ def dvc_data_hashes(root: str | Path = ".") -> dict[str, str]:
     return found
 
 
-def _read_json(path: Path, fix: str) -> Any:
-    if not path.is_file():
-        raise TrackingError(f"{path}: missing. {fix}")
-    try:
-        return read_json(path)
-    except (OSError, ValueError) as error:
-        raise TrackingError(f"{path}: not valid JSON ({error}). {fix}") from None
-
-
 def _read_model_json(reader, model_dir: Path, fix: str) -> Any:
     """A model folder JSON file; the model folder's error becomes the track stage's."""
     try:
@@ -112,7 +103,10 @@ def collect_strategy_files(params: Params, root: str | Path = ".") -> list[Strat
     """Check that every strategy has its model, history, summary, metrics; gather them."""
     root = Path(root)
     metrics_path = root / paths.METRICS
-    metrics = _read_json(metrics_path, "Run `dvc repro evaluate` first.")
+    try:
+        metrics = read_metrics(root)
+    except ResultsError as error:
+        raise TrackingError(str(error)) from None
     found = []
     for strategy in params.train.strategies:
         model_dir = root / paths.model_dir(strategy)

@@ -1,0 +1,317 @@
+"""The compare stage's work: which strategy to ship, one table, with what shipping it costs.
+
+A row per strategy that ran, ranked by validation accuracy (``register``'s rule). The quality
+columns are read from what evaluate wrote (``reports/metrics.json``, through
+:mod:`petsml.evaluation.results`), never recomputed; the cost columns are measured here on the
+model folders each ``train@<strategy>`` wrote: inference latency per image on the run's device
+(:mod:`petsml.evaluation.latency`), parameters and model file size. Then the table-wide parts:
+the transfer gain over ``scratch`` (when it ran), the Pareto front of accuracy against latency,
+and whether the advise stage's recommendation won.
+
+A row is a dict built by the small functions of :data:`ROW_PARTS` (one strategy each) and
+:data:`TABLE_PARTS` (the whole table); a new column is a :data:`results.COLUMNS` entry plus one
+function here. The files are written by :mod:`petsml.evaluation.comparison_render`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from petsml import paths
+from petsml.config import Params
+from petsml.data.decode import DecodedImages
+from petsml.data.tensors import pick_device
+from petsml.evaluation import latency
+from petsml.evaluation.results import (
+    COMPARISON_VERSION,
+    METRIC_KEYS,
+    RANKED_BY,
+    ResultsError,
+    read_metrics,
+)
+from petsml.models.classifier import Classifier, load_classifier
+from petsml.models.model_dir import model_file, read_summary
+
+log = logging.getLogger(__name__)
+
+BASELINE = "scratch"  # the transfer gain is measured against it
+FRONT_ACCURACY = RANKED_BY  # the Pareto front trades what selection sees ...
+FRONT_LATENCY = "latency_ms_batch1"  # ... against what one request waits
+
+
+@dataclass
+class StrategyRun:
+    """What one strategy left on disk: its metrics.json entry, summary and model file."""
+
+    strategy: str
+    metrics: dict[str, Any]
+    summary: dict[str, Any]
+    model_path: Path
+    _model: Classifier | None = field(default=None, repr=False)
+
+    def model(self) -> Classifier:
+        """The saved classifier, loaded once (the size and latency parts share it)."""
+        if self._model is None:
+            self._model, _ = load_classifier(self.model_path, map_location="cpu")
+        return self._model
+
+
+@dataclass(frozen=True)
+class Bench:
+    """Where the cost columns are measured: the device and the images (NHWC uint8)."""
+
+    device: torch.device
+    images: np.ndarray
+
+
+RowPart = Callable[[StrategyRun, Bench], dict[str, Any]]
+TablePart = Callable[[list[dict[str, Any]]], None]
+
+
+# --------------------------------------------------------------------------- one row
+
+
+def evaluated(run: StrategyRun, bench: Bench) -> dict[str, Any]:
+    """Quality and training time as evaluate recorded them."""
+    return {key: run.metrics.get(key) for key in METRIC_KEYS}
+
+
+def size(run: StrategyRun, bench: Bench) -> dict[str, Any]:
+    """What shipping the model weighs: parameters and the saved file."""
+    return {
+        "parameters": int(sum(p.numel() for p in run.model().parameters())),
+        "model_mb": round(run.model_path.stat().st_size / 1e6, 3),
+    }
+
+
+def latency_cells(run: StrategyRun, bench: Bench) -> dict[str, Any]:
+    """Milliseconds per image at each of :data:`latency.BATCH_SIZES` on the run's device."""
+    measured = latency.latency_ms(run.model(), bench.images, bench.device)
+    return {f"latency_ms_batch{b}": round(ms, 4) for b, ms in measured.items()}
+
+
+ROW_PARTS: list[RowPart] = [evaluated, size, latency_cells]
+
+
+def build_row(run: StrategyRun, bench: Bench, parts: Sequence[RowPart] = ROW_PARTS) -> dict:
+    row: dict[str, Any] = {"strategy": run.strategy}
+    for part in parts:
+        row.update(part(run, bench))
+    run._model = None  # one model in memory at a time
+    return row
+
+
+# --------------------------------------------------------------------------- the whole table
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def transfer_gain(rows: list[dict[str, Any]]) -> None:
+    """Test accuracy over ``scratch``'s, in place; None everywhere when scratch did not run."""
+    base = next((r for r in rows if r["strategy"] == BASELINE), None)
+    base_acc = _number(base.get("test_accuracy")) if base else None
+    for row in rows:
+        acc = _number(row.get("test_accuracy"))
+        row["transfer_gain"] = (
+            None if base_acc is None or acc is None or row is base else round(acc - base_acc, 6)
+        )
+
+
+def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Best validation accuracy first; ties and rows without one by name. Sets ``rank``."""
+
+    def key(row: Mapping[str, Any]) -> tuple:
+        val = _number(row.get(RANKED_BY))
+        return (val is None, -(val or 0.0), row["strategy"])
+
+    ranked = sorted(rows, key=key)
+    for position, row in enumerate(ranked, 1):
+        row["rank"] = position
+    return ranked
+
+
+TABLE_PARTS: list[TablePart] = [transfer_gain]
+
+
+def pareto_front(
+    rows: Sequence[Mapping[str, Any]],
+    accuracy: str = FRONT_ACCURACY,
+    cost: str = FRONT_LATENCY,
+) -> list[str]:
+    """Strategies no other beats on both axes (at least as accurate and at least as fast, one
+    strictly), fastest first. Rows missing either number are left out."""
+    pairs = ((row["strategy"], _number(row.get(accuracy)), _number(row.get(cost))) for row in rows)
+    points = [(name, a, c) for name, a, c in pairs if a is not None and c is not None]
+    front = [
+        (name, a, c)
+        for name, a, c in points
+        if not any(
+            a2 >= a and c2 <= c and (a2 > a or c2 < c) for other, a2, c2 in points if other != name
+        )
+    ]
+    return [name for name, _, c in sorted(front, key=lambda p: (p[2], p[0]))]
+
+
+# --------------------------------------------------------------------------- the advice
+
+
+def _points(a: float, b: float) -> str:
+    return f"{100 * (a - b):.1f} points"
+
+
+def advice_verdict(advice: Mapping[str, Any] | None, ranked: Sequence[Mapping[str, Any]]) -> dict:
+    """Did the advise stage's strategy win on validation? ``matched`` is True, False, or None
+    when there is nothing to check (no advice, or no strategy with a validation accuracy);
+    ``statement`` says so in one sentence, and why not when it did not."""
+    winner = ranked[0] if ranked and _number(ranked[0].get(RANKED_BY)) is not None else None
+    advised = str(advice["strategy"]) if advice and advice.get("strategy") else None
+    out = {
+        "advised": advised,
+        "cell": (advice or {}).get("cell"),
+        "winner": winner["strategy"] if winner else None,
+    }
+
+    def verdict(matched: bool | None, reason: str, statement: str) -> dict:
+        return {**out, "matched": matched, "reason": reason, "statement": statement}
+
+    if advised is None:
+        return verdict(None, "no_advice", f"no advice to check: {paths.ADVICE} is missing "
+                       "(run `dvc repro advise`).")  # fmt: skip
+    block = (advice or {}).get("early_block")
+    said = f"the advice ({out['cell']}) was {advised}" + (
+        f" at block {block}" if advised == "svm_early" and block is not None else ""
+    )
+    by_name = {r["strategy"]: r for r in ranked}
+    if advised not in by_name:
+        ran = ", ".join(r["strategy"] for r in ranked) or "none"
+        return verdict(False, "not_run", f"not checked: {said}, which did not run (ran: {ran}); "
+                       "add it to train.strategies in params.yaml to test the advice.")  # fmt: skip
+    if winner is None:
+        statement = f"not checked: {said}, but no strategy has a validation accuracy."
+        return verdict(None, "no_validation", statement)
+    win_val = float(winner[RANKED_BY])
+    if winner["strategy"] == advised:
+        runner = ranked[1] if len(ranked) > 1 else None
+        runner_val = _number(runner.get(RANKED_BY)) if runner else None
+        margin = (
+            f"{_points(win_val, runner_val)} ahead of {runner['strategy']}"
+            if runner is not None and runner_val is not None
+            else "the only strategy with a validation accuracy"
+        )
+        return verdict(True, "won", f"matched: {said}, and it won on validation "
+                       f"({win_val:.3f}, {margin}).")  # fmt: skip
+    mine = by_name[advised]
+    mine_val = _number(mine.get(RANKED_BY))
+    behind = (
+        f"by {_points(win_val, mine_val)} ({win_val:.3f} vs {mine_val:.3f}); {advised} ranked "
+        f"{mine['rank']} of {len(ranked)}"
+        if mine_val is not None
+        else f"({win_val:.3f}); {advised} has no validation accuracy"
+    )
+    test_w, test_a = _number(winner.get("test_accuracy")), _number(mine.get("test_accuracy"))
+    on_test = (
+        f" On test: {winner['strategy']} {test_w:.3f}, {advised} {test_a:.3f}."
+        if test_w is not None and test_a is not None
+        else ""
+    )
+    return verdict(False, "beaten", f"did not match: {said}, but {winner['strategy']} won on "
+                   f"validation {behind}.{on_test}")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def strategy_runs(params: Params, root: Path) -> list[StrategyRun]:
+    """Every strategy of ``train.strategies`` as evaluate and train left it; a clear error
+    naming the file when one is missing."""
+    metrics = read_metrics(root)
+    runs = []
+    for strategy in params.train.strategies:
+        if strategy not in metrics:
+            raise ResultsError(
+                f"{root / paths.METRICS}: no entry for {strategy!r} (train.strategies lists it). "
+                "Run `dvc repro evaluate`."
+            )
+        model_dir = root / paths.model_dir(strategy)
+        if not model_file(model_dir).is_file():
+            raise ResultsError(
+                f"{model_file(model_dir)}: missing. Run `dvc repro train@{strategy}`."
+            )
+        summary = read_summary(model_dir, {})
+        runs.append(StrategyRun(strategy, dict(metrics[strategy]), summary, model_file(model_dir)))
+    return runs
+
+
+def build_report(
+    runs: Sequence[StrategyRun],
+    bench: Bench,
+    advice: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The comparison.json contract (:mod:`petsml.evaluation.results`)."""
+    rows = [build_row(run, bench) for run in runs]
+    for part in TABLE_PARTS:
+        part(rows)
+    ranked = rank(rows)
+    front = pareto_front(ranked)
+    for row in ranked:
+        row["pareto"] = row["strategy"] in front
+    return {
+        "version": COMPARISON_VERSION,
+        "ranked_by": RANKED_BY,
+        "device": str(bench.device),
+        "latency": {
+            "batch_sizes": list(latency.BATCH_SIZES),
+            "timed_batches": {str(b): latency.timing(b).repeats for b in latency.BATCH_SIZES},
+            "warmup_batches": {str(b): latency.timing(b).warmup for b in latency.BATCH_SIZES},
+            "what": "median seconds of a timed batch / batch size; uint8 images from the "
+            "decoded cache in, preprocessing and forward pass on the device",
+        },
+        "baseline": BASELINE,
+        "rows": ranked,
+        "pareto": {"accuracy": FRONT_ACCURACY, "latency": FRONT_LATENCY, "front": front},
+        "advice": advice_verdict(advice, ranked),
+    }
+
+
+def read_advice(root: Path) -> dict[str, Any] | None:
+    from petsml.io import read_json
+
+    path = root / paths.ADVICE
+    try:
+        return read_json(path) if path.is_file() else None
+    except (OSError, ValueError):
+        log.warning("%s: unreadable; the comparison does not check the advice", path)
+        return None
+
+
+def compare_all(params: Params, root: str | Path = ".", device: torch.device | None = None) -> dict:
+    """The whole compare stage: measure, build, write every comparison file; returns the JSON."""
+    from petsml.evaluation.comparison_render import write_comparison
+
+    root = Path(root)
+    runs = strategy_runs(params, root)
+    device = device or pick_device(params.train.device)
+    decoded = DecodedImages.open(root / paths.DECODED)
+    images = latency.sample_images(decoded, max(latency.BATCH_SIZES), seed=params.train.seed)
+    report = build_report(runs, Bench(device, images), read_advice(root))
+    write_comparison(report, root)
+    for row in report["rows"]:
+        log.info(
+            "%d. %s: val %s, %.2f ms/image at batch 1 on %s",
+            row["rank"], row["strategy"], row.get(RANKED_BY), row.get(FRONT_LATENCY) or math.nan,
+            device,
+        )  # fmt: skip
+    log.info("advice %s", report["advice"]["statement"])
+    return report
