@@ -95,3 +95,31 @@ def test_second_repro_runs_nothing(pipeline_run):
     lines = second.stdout.splitlines()
     ran = [line.split("'")[1] for line in lines if line.startswith("Running stage '")]
     assert ran == ["mlflow_store"]  # only the always-run check of the MLflow store
+
+
+def test_compare_ranks_what_ran_with_its_costs_and_checks_the_advice(pipeline_run):
+    from mlflow.tracking import MlflowClient
+
+    project, tracking, *_ = pipeline_run
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    report = json.loads((project / "reports/comparison.json").read_text())
+    rows = {row["strategy"]: row for row in report["rows"]}
+    assert set(rows) == set(STRATEGIES)
+    vals = [row["val_accuracy"] for row in report["rows"]]
+    assert vals == sorted(vals, reverse=True)
+    for strategy, row in rows.items():
+        assert row["test_accuracy"] == metrics[strategy]["test_accuracy"]
+        assert row["latency_ms_batch1"] > 0 and row["latency_ms_batch64"] > 0
+        assert row["parameters"] > 0 and row["model_mb"] > 0
+        gain = metrics[strategy]["test_accuracy"] - metrics["scratch"]["test_accuracy"]
+        expected = None if strategy == "scratch" else pytest.approx(gain, abs=1e-6)
+        assert row["transfer_gain"] == expected
+    assert report["advice"]["advised"] and report["advice"]["matched"] in (True, False)
+    assert report["advice"]["statement"] in (project / "reports/comparison.md").read_text()
+    assert "data:image/png;base64," in (project / "reports/comparison.html").read_text()
+
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("oxford-pets")
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`petsml.role` = 'pipeline'")
+    logged = {f.path for f in client.list_artifacts(parent.info.run_id, "comparison")}
+    assert {"comparison/comparison.md", "comparison/comparison.html"} <= logged
