@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from petsml.evaluation.results import (
     COLUMNS,
@@ -68,10 +69,13 @@ def scatter_png(
     ]
     fig = Figure(figsize=(6.0, 4.0))
     ax = fig.add_subplot()
+    right = max((px for _, px, _ in points), default=0.0)
     for name, px, py in points:
         on_front = name in front
         ax.scatter([px], [py], s=46, color="tab:red" if on_front else "tab:blue", zorder=3)
-        ax.annotate(name, (px, py), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        left = px == right and len(points) > 1  # the rightmost label goes left of its point
+        ax.annotate(name, (px, py), textcoords="offset points", xytext=(-5 if left else 5, 4),
+                    ha="right" if left else "left", fontsize=8)  # fmt: skip
     if front:
         line = sorted((px, py) for name, px, py in points if name in front)
         ax.step([p[0] for p in line], [p[1] for p in line], where="post", color="tab:red",
@@ -80,6 +84,8 @@ def scatter_png(
     xs = [p[1] for p in points]
     if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.margins(x=0.18, y=0.12)  # room for the labels beside the points
     ax.set_xlabel(xlabel)
     ax.set_ylabel(y.replace("_", " "))
     ax.set_title(title, fontsize=10)
