@@ -226,3 +226,37 @@ def test_the_sweep_table_carries_the_members_comparison_columns(compared):
     assert "latency_ms_batch1" in header and "parameters" in header
     bare = member_row("m", "bb", strategy, None, {"metrics": METRICS}, 1.0)
     assert bare["latency_ms_batch1"] is None  # a member that did not reach compare
+
+
+def test_latency_is_per_image_and_bounded_by_its_budget():
+    import time
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from petsml.evaluation.latency import Timing, seconds_per_image
+    from petsml.models.base import Preprocessing
+
+    class Sleepy(torch.nn.Module):
+        """20 ms per batch whatever its size, counting its calls."""
+
+        def __init__(self):
+            super().__init__()
+            self.backbone = SimpleNamespace(preprocessing=Preprocessing(8, (0.5,) * 3, (0.2,) * 3))
+            self.calls = 0
+
+        def forward(self, x):
+            assert x.shape == (len(x), 3, 8, 8)  # preprocessed: cropped, NCHW float
+            self.calls += 1
+            time.sleep(0.02)
+            return x.mean(dim=(1, 2, 3))
+
+    images = np.zeros((4, 10, 10, 3), np.uint8)
+    model = Sleepy()
+    per_image = seconds_per_image(model, images, 4, torch.device("cpu"), Timing(2, 3, 60.0))
+    assert model.calls == 5  # 2 warm-up + 3 timed
+    assert 0.02 / 4 <= per_image < 0.5 / 4
+    model = Sleepy()
+    seconds_per_image(model, images, 1, torch.device("cpu"), Timing(1, 50, budget_s=0.05))
+    assert model.calls < 10  # stopped by the budget, not after 50 timed batches
