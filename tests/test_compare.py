@@ -260,3 +260,32 @@ def test_latency_is_per_image_and_bounded_by_its_budget():
     model = Sleepy()
     seconds_per_image(model, images, 1, torch.device("cpu"), Timing(1, 50, budget_s=0.05))
     assert model.calls < 10  # stopped by the budget, not after 50 timed batches
+
+
+def test_dvc_plots_show_draws_accuracy_against_latency_and_training_time(compared, tmp_path):
+    import shutil
+    import subprocess
+
+    from tests.project import REPO, tool_env
+
+    _, project, report = compared
+    work = tmp_path / "repo"
+    shutil.copytree(project / "reports" / "comparison", work / "reports" / "comparison")
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    shutil.copy(project / "params.yaml", work / "params.yaml")
+    env = tool_env()
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=work, env=env, check=True, capture_output=True, timeout=60)
+    shown = subprocess.run(["dvc", "plots", "show", "--json"], cwd=work, env=env,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    data = json.loads(shown.stdout)["data"]
+    for plot_id, x in (("accuracy_vs_latency", "latency_ms_batch1"),
+                       ("accuracy_vs_training_time", "train_seconds")):  # fmt: skip
+        content = data[plot_id][0]["content"]
+        points = content["data"]["values"]
+        assert sorted(p["strategy"] for p in points) == sorted(
+            r["strategy"] for r in report["rows"]
+        )
+        assert content["encoding"]["x"]["field"] == x
+        assert content["encoding"]["y"]["field"] == "val_accuracy"
