@@ -97,7 +97,7 @@ def member_row(
         "test_accuracy": _number(metrics.get("test_accuracy")),
         "val_accuracy": _number(metrics.get("val_accuracy", summary.get("val_accuracy"))),
         "train_seconds": _number(train_seconds),
-        **{key: _number(compared.get(key)) for key in REPORT_KEYS},
+        **{key: _number(compared.get(key, metrics.get(key))) for key in REPORT_KEYS},
         "wall_seconds": round(wall, 1),
         "experiment": experiment.get("name"),
         "mlflow_parent_run_id": result.get("mlflow_parent_run_id"),

@@ -225,7 +225,8 @@ def test_the_sweep_table_carries_the_members_comparison_columns(compared):
     header = format_table([row]).splitlines()[0]
     assert "latency_ms_batch1" in header and "parameters" in header
     bare = member_row("m", "bb", strategy, None, {"metrics": METRICS}, 1.0)
-    assert bare["latency_ms_batch1"] is None  # a member that did not reach compare
+    assert bare["latency_ms_batch1"] is None  # a member that did not reach compare ...
+    assert bare["test_top5"] == METRICS[strategy]["test_top5"]  # ... still has evaluate's
 
 
 def test_latency_is_per_image_and_bounded_by_its_budget():
