@@ -162,7 +162,7 @@ def text_table(
     if markdown:
         lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells])
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     numeric = [bool(c.fmt) for c in columns]
 
     def line(values: Sequence[str]) -> str:
