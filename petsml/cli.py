@@ -5,6 +5,7 @@
     pets history [--json]                                  # every alias move, oldest first
     pets predict photo.jpg [more.jpg ...] [--alias champion] [--json]
     pets ui [--port 5000]                                  # MLflow UI, on the strategies view
+    pets export champion --format onnx [--int8] --out DIR  # ONNX (+ int8) for phones, measured
 
 The model is ``<registry.model_prefix>-<task>`` from params.yaml (``--task`` overrides
 ``data.task``; ``--model-name`` overrides both). The registry is ``MLFLOW_TRACKING_URI``, else
@@ -206,6 +207,27 @@ def cmd_ui(args: argparse.Namespace) -> None:
         server.wait(timeout=30)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    """Export a registered version to ONNX beside its contract, measured, and log it."""
+    from petsml.export.measure import format_report
+    from petsml.tracking.edge_export import export_version
+
+    outcome = export_version(
+        _registry(args),
+        args.version,
+        args.out,
+        int8=args.int8,
+        calibration=args.calibration,
+        latency_runs=args.runs,
+        log_run=not args.no_log,
+    )
+    asked = f" (@{outcome.alias})" if outcome.alias else ""
+    print(f"{outcome.model_name} v{outcome.version}{asked} -> {outcome.out_dir}/")
+    print(format_report(outcome.report))
+    if outcome.run_id:
+        print(f"logged as MLflow run {outcome.run_id} (version tag edge.onnx.run_id)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -248,6 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", parents=[common], help="MLflow UI, opened on the strategies view")
     p.add_argument("--port", type=int, default=5000, help="loopback port (default %(default)s)")
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser(
+        "export", parents=[common], help="export a registered model to ONNX for phones/edge"
+    )
+    p.add_argument("version", metavar="VERSION_OR_ALIAS", help="e.g. champion or 3")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="only onnx for now")
+    p.add_argument("--int8", action="store_true", help="also an int8 static-quantized model")
+    p.add_argument("--out", required=True, help="output folder (created; an old export replaced)")
+    p.add_argument("--calibration", type=int, default=300, help="int8 calibration train photos")
+    p.add_argument("--runs", type=int, default=50, help="timed batch-1 calls per model")
+    p.add_argument("--no-log", action="store_true", help="do not log the export to MLflow")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
