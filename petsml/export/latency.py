@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +19,7 @@ FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "am
          "amx_bf16", "asimd", "asimddp")  # fmt: skip
 
 
-def latency_ms(call: Callable[[], object], *, runs: int = 50, warmup: int = 5) -> dict:
-    """p50/p95/mean milliseconds of ``call()`` over ``runs`` timed calls after ``warmup``."""
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(max(1, runs)):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000.0)
+def _stats(times: list[float]) -> dict:
     arr = np.asarray(times)
     return {
         "p50_ms": float(np.percentile(arr, 50)),
@@ -35,6 +27,26 @@ def latency_ms(call: Callable[[], object], *, runs: int = 50, warmup: int = 5) -
         "mean_ms": float(arr.mean()),
         "runs": len(times),
     }
+
+
+def latency_ms(
+    calls: Mapping[str, Callable[[], object]], *, runs: int = 50, warmup: int = 5
+) -> dict[str, dict]:
+    """p50/p95/mean milliseconds of each ``call()`` over ``runs`` timed calls after ``warmup``.
+
+    The calls take turns (one of each per round), so load from other processes on a shared
+    machine hits every model alike and the ratios between them stay meaningful.
+    """
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(max(1, runs)):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            times[name].append((time.perf_counter() - started) * 1000.0)
+    return {name: _stats(found) for name, found in times.items()}
 
 
 def machine(threads: int) -> dict:

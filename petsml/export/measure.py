@@ -230,23 +230,25 @@ def _latency_table(
     x_torch = to_input(torch.from_numpy(np.ascontiguousarray(one_u8)), list(prep.mean),
                        list(prep.std), size=int(prep.input_size))  # fmt: skip
     x_onnx = {contract.input_name: prepare(one_u8, contract)}
+    calls = {"pytorch fp32": lambda: model(x_torch), "onnx fp32": lambda: fp32.run(None, x_onnx)}
+    if int8_session is not None:
+        calls["onnx int8"] = lambda: int8_session.run(None, x_onnx)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
-            torch_time = latency_ms(lambda: model(x_torch), runs=runs)
+            timing = latency_ms(calls, runs=runs)
     finally:
         torch.set_num_threads(before)
     rows = [
-        _row("pytorch", "fp32", _state_bytes(model), torch_time, parity["pytorch_fp32_accuracy"]),
-        _row("onnx", "fp32", (folder / FP32_FILE).stat().st_size,
-             latency_ms(lambda: fp32.run(None, x_onnx), runs=runs),
+        _row("pytorch", "fp32", _state_bytes(model), timing["pytorch fp32"],
+             parity["pytorch_fp32_accuracy"]),
+        _row("onnx", "fp32", (folder / FP32_FILE).stat().st_size, timing["onnx fp32"],
              parity["onnx_fp32"]["accuracy"]),
     ]  # fmt: skip
     if int8_session is not None:
         rows.append(
-            _row("onnx", "int8", (folder / INT8_FILE).stat().st_size,
-                 latency_ms(lambda: int8_session.run(None, x_onnx), runs=runs),
+            _row("onnx", "int8", (folder / INT8_FILE).stat().st_size, timing["onnx int8"],
                  parity["onnx_int8"]["accuracy"])
         )  # fmt: skip
     return rows
