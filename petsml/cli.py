@@ -219,6 +219,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         int8=args.int8,
         calibration=args.calibration,
         latency_runs=args.runs,
+        threads=args.threads,
         log_run=not args.no_log,
     )
     asked = f" (@{outcome.alias})" if outcome.alias else ""
@@ -280,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (created; an old export replaced)")
     p.add_argument("--calibration", type=int, default=300, help="int8 calibration train photos")
     p.add_argument("--runs", type=int, default=50, help="timed batch-1 calls per model")
+    p.add_argument("--threads", type=int, help="CPU threads for the timings (default: torch's)")
     p.add_argument("--no-log", action="store_true", help="do not log the export to MLflow")
     p.set_defaults(func=cmd_export)
     return parser

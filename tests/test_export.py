@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import sys
 from contextlib import redirect_stdout
 
 import numpy as np
@@ -23,7 +24,7 @@ from tests.tracking import build_project, tracking_from
 
 NAME = "oxford-pets-breed"
 STRATEGY = "feature_extractor"
-RUNS = ["--runs", "3"]  # timed calls per model: the figures are not under test, only present
+RUNS = ["--runs", "3", "--threads", "1"]  # the timings are not under test, only present
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,7 @@ def test_champion_exports_to_onnx_and_int8_that_match_pytorch_and_is_logged_with
     ]  # fmt: skip
     assert all(r["p50_ms"] > 0 and r["bytes"] > 0 for r in report["table"])
     assert report["table"][2]["bytes"] < report["table"][1]["bytes"]  # int8 weights are smaller
-    assert report["machine"]["threads"] >= 1 and report["opset"] == 17
+    assert report["machine"]["threads"] == 1 and report["opset"] == 17
     printed = exported["printed"]
     assert f"{NAME} v1 (@champion) -> {out}/" in printed
     assert "ONNX fp32 top-1 agreement 100.00%" in printed and "accuracy drop" in printed
@@ -165,9 +166,10 @@ def test_parity_check_catches_a_wrong_preprocessing_contract(registered, exporte
         print(what, "caught")
 
 
-def test_a_model_folder_of_every_kind_exports_for_the_comparison_report(registered, tmp_path):
-    """``export_and_measure(model_dir)`` on a penultimate-feature folder and an early-block one
-    (svm_early's kind), without int8: the columns a comparison report adds per strategy."""
+def test_an_early_block_model_folder_exports_for_the_comparison_report(registered, tmp_path):
+    """``export_and_measure(model_dir)`` on an early-block folder (svm_early's kind; the
+    penultimate kind is the champion above), without int8: the columns a comparison report adds
+    per strategy."""
     from petsml.export.measure import export_and_measure, table_columns
     from petsml.models.backbones import create_backbone
     from petsml.models.classifier import Classifier
@@ -175,21 +177,40 @@ def test_a_model_folder_of_every_kind_exports_for_the_comparison_report(register
     from tests.models import BACKBONE, INPUT_SIZE
 
     project = registered["project"]
-    source = read_model_dir(project / "models" / "feature_extractor")
+    source = read_model_dir(project / "models" / STRATEGY)
     backbone = create_backbone(BACKBONE, pretrained=False, early_block=-3, image_size=INPUT_SIZE)
     early = Classifier(backbone, 37, feature="early")
     meta = {k: source.spec[k] for k in ("task", "class_names", "decode_size", "backbone")}
     write_model_dir(tmp_path / "svm_early", early.eval(), {**meta, "strategy": "svm_early"},
                     summary={"strategy": "svm_early"})  # fmt: skip
-    data = {"decoded_dir": project / "data/decoded", "splits_dir": project / "data/splits"}
-    for folder in (project / "models" / "finetune_top", tmp_path / "svm_early"):
-        report = export_and_measure(folder, tmp_path / f"{folder.name}-onnx", int8=False,
-                                    latency_runs=3, **data)  # fmt: skip
-        columns = table_columns(report)
-        assert columns["onnx_fp32_top1_agreement"] == 1.0
-        assert columns["onnx_fp32_mb"] > 0 and columns["pytorch_fp32_p50_ms"] > 0
-        assert "onnx_int8_mb" not in columns
-        assert report["source"]["strategy"] == folder.name
+    report = export_and_measure(
+        tmp_path / "svm_early",
+        tmp_path / "svm_early-onnx",
+        int8=False,
+        latency_runs=3,
+        decoded_dir=project / "data/decoded",
+        splits_dir=project / "data/splits",
+    )
+    columns = table_columns(report)
+    assert columns["onnx_fp32_top1_agreement"] == 1.0
+    assert columns["onnx_fp32_mb"] > 0 and columns["pytorch_fp32_p50_ms"] > 0
+    assert "onnx_int8_mb" not in columns
+    assert report["source"]["strategy"] == "svm_early"
+    assert report["source"]["feature"] == "early"
+
+
+def test_the_edge_benchmark_measures_a_project_s_model_folders(registered):
+    """``benchmarks/edge.py`` (the README's table) still runs: one strategy, no int8, 2 calls."""
+    from tests.project import REPO, run
+
+    project = registered["project"]
+    done = run(REPO, sys.executable, str(REPO / "benchmarks" / "edge.py"), str(project),
+               "-s", "finetune_top", "--runs", "2", "--no-int8", "--threads", "1")  # fmt: skip
+    out = done.stdout
+    assert "== finetune_top (backbone test_efficientnet)" in out
+    assert "| test_efficientnet | finetune_top | pytorch | fp32 |" in out
+    assert "| test_efficientnet | finetune_top | onnx | fp32 |" in out and "1 threads" in out
+    assert "finetune_top: fp32 agreement 1.0000" in out
 
 
 @pytest.mark.parametrize(

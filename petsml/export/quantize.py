@@ -28,6 +28,9 @@ class _Reader:
     """ONNX Runtime's CalibrationDataReader over uint8 images, a batch at a time."""
 
     def __init__(self, images_u8: np.ndarray, contract: Contract, batch: int) -> None:
+        # equal batches only: ORT's histogram calibrators stack them (a short last one fails)
+        batch = min(batch, len(images_u8))
+        images_u8 = images_u8[: len(images_u8) // batch * batch]
         self.images, self.contract, self.batch, self.start = images_u8, contract, batch, 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -48,6 +51,7 @@ def quantize_int8(
     contract: Contract,
     *,
     batch: int = CALIBRATION_BATCH,
+    method: str = "MinMax",
 ) -> Path:
     """Write the int8 (QDQ) version of ``fp32_path`` to ``out_path``; returns ``out_path``."""
     from onnxruntime.quantization import (
@@ -77,7 +81,7 @@ def quantize_int8(
                 per_channel=True,
                 weight_type=QuantType.QInt8,
                 activation_type=QuantType.QUInt8,
-                calibrate_method=CalibrationMethod.MinMax,
+                calibrate_method=getattr(CalibrationMethod, method),
             )
         except Exception as error:
             raise ExportError(

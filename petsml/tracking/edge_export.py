@@ -179,6 +179,7 @@ def export_version(
     splits_dir: str | Path = paths.SPLITS,
     calibration: int = CALIBRATION,
     latency_runs: int = LATENCY_RUNS,
+    threads: int | None = None,
     log_run: bool = True,
 ) -> ExportOutcome:
     """``pets export REF``: resolve, download, export and measure, log. Bad input fails before
@@ -204,6 +205,7 @@ def export_version(
             splits_dir=splits_dir,
             calibration=calibration,
             latency_runs=latency_runs,
+            threads=threads,
             source=source,
         )
     run_id = log_export(registry, version, alias, out_dir, report) if log_run else None
