@@ -182,7 +182,7 @@ def export_model(
         }
         int8_session = None
         if int8:
-            from petsml.export.quantize import quantize_int8
+            from petsml.export.quantize import calibration_set, quantize_int8
 
             int8_path = quantize_int8(fp32_path, tmp / INT8_FILE, data.calibration_u8, contract)
             int8_session = session(int8_path, threads)
@@ -194,7 +194,7 @@ def export_model(
                 **found8.as_dict(),
                 "target_drop_points": INT8_TARGET_DROP,
                 "within_target": drop is not None and drop <= INT8_TARGET_DROP,
-                "calibration_photos": len(data.calibration_u8),
+                "calibration_photos": len(calibration_set(data.calibration_u8)),
             }
             if drop is not None and drop > INT8_TARGET_DROP:
                 log.warning("int8 loses %.2f accuracy points (target <= %.1f)", drop,
