@@ -6,6 +6,7 @@
     pets predict photo.jpg [more.jpg ...] [--alias champion] [--json]
     pets ui [--port 5000]                                  # MLflow UI, on the strategies view
     pets report [--json]                                   # the strategies compared (compare stage)
+    pets export champion --format onnx [--int8] --out DIR  # ONNX (+ int8) for phones, measured
 
 The model is ``<registry.model_prefix>-<task>`` from params.yaml (``--task`` overrides
 ``data.task``; ``--model-name`` overrides both). The registry is ``MLFLOW_TRACKING_URI``, else
@@ -215,6 +216,28 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(json.dumps(report, indent=2) if args.json else render_text(report))
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    """Export a registered version to ONNX beside its contract, measured, and log it."""
+    from petsml.export.measure import format_report
+    from petsml.tracking.edge_export import export_version
+
+    outcome = export_version(
+        _registry(args),
+        args.version,
+        args.out,
+        int8=args.int8,
+        calibration=args.calibration,
+        latency_runs=args.runs,
+        threads=args.threads,
+        log_run=not args.no_log,
+    )
+    asked = f" (@{outcome.alias})" if outcome.alias else ""
+    print(f"{outcome.model_name} v{outcome.version}{asked} -> {outcome.out_dir}/")
+    print(format_report(outcome.report))
+    if outcome.run_id:
+        print(f"logged as MLflow run {outcome.run_id} (version tag edge.onnx.run_id)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -262,6 +285,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=".", help="project folder (default: the current one)")
     p.add_argument("--json", action="store_true", help="reports/comparison.json as is")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser(
+        "export", parents=[common], help="export a registered model to ONNX for phones/edge"
+    )
+    p.add_argument("version", metavar="VERSION_OR_ALIAS", help="e.g. champion or 3")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="only onnx for now")
+    p.add_argument("--int8", action="store_true", help="also an int8 static-quantized model")
+    p.add_argument("--out", required=True, help="output folder (created; an old export replaced)")
+    p.add_argument("--calibration", type=int, default=300, help="int8 calibration train photos")
+    p.add_argument("--runs", type=int, default=50, help="timed batch-1 calls per model")
+    p.add_argument("--threads", type=int, help="CPU threads for the timings (default: torch's)")
+    p.add_argument("--no-log", action="store_true", help="do not log the export to MLflow")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
