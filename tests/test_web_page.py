@@ -4,7 +4,7 @@ the test picks a real Oxford-IIIT Pet photo, waits for the answer, checks the br
 bars and the similar photos' thumbnails, then picks a text file and checks the message.
 
 Set ``PETS_WEB_SCREENSHOT=<file.png>`` to keep the answer's screenshot as well (the README's
-docs/web-page.png is made by ``python -m tests.web_screenshot``, on the demo's real model).
+docs/web-page.png is made by ``demo/screenshot.py``, on the demo's real model).
 """
 
 from __future__ import annotations
