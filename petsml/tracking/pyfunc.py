@@ -100,6 +100,10 @@ class InputColumnsError(PetsError, MlflowException):
         MlflowException.__init__(self, message, error_code=INVALID_PARAMETER_VALUE)
 
 
+class NeighboursError(InputColumnsError):
+    """A bad ``neighbours`` count, or neighbours asked of a model without an index: HTTP 400."""
+
+
 class RowError(ValueError):
     """One row's image cannot be used; reported in that row's ``error``."""
 
@@ -134,9 +138,9 @@ def _neighbours_k(value: Any, where: str) -> int:
     try:
         k = int(value or 0)
     except (TypeError, ValueError):
-        raise PetsError(f"{where} must be a whole number of photos, got {value!r}") from None
+        raise NeighboursError(f"{where} must be a whole number of photos, got {value!r}") from None
     if not 0 <= k <= MAX_NEIGHBOURS:
-        raise PetsError(f"{where} must be between 0 and {MAX_NEIGHBOURS}, got {k}")
+        raise NeighboursError(f"{where} must be between 0 and {MAX_NEIGHBOURS}, got {k}")
     return k
 
 
@@ -277,7 +281,7 @@ class PetClassifierModel(mlflow.pyfunc.PythonModel):
         asked = _neighbours_k((params or {}).get(NEIGHBOURS_COLUMN), "params neighbours")
         k = asked or self.limits.neighbours
         if k and self.index is None:
-            raise InputColumnsError(
+            raise NeighboursError(
                 "this model was logged without a neighbour index, so it cannot return "
                 "neighbours; re-run `dvc repro track` (or ask for neighbours=0)"
             )
