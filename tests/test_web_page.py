@@ -1,7 +1,8 @@
 """The web page as a person uses it, in a real headless Chromium: ``pets web`` runs as its own
 process on a free loopback port over a registered model (the session's ``registered_project``);
 the test picks a real Oxford-IIIT Pet photo, waits for the answer, checks the breed, the top-5
-bars and the similar photos' thumbnails, then picks a text file and checks the message.
+bars and the similar photos' thumbnails, then picks a text file and checks the message, then
+opens the models view (versions with aliases, the last run's strategies).
 
 Set ``PETS_WEB_SCREENSHOT=<file.png>`` to keep the answer's screenshot as well (the README's
 docs/web-page.png is made by ``demo/screenshot.py``, on the demo's real model).
@@ -114,3 +115,16 @@ def test_a_person_uploads_a_photo_sees_breed_bars_and_similar_photos_then_a_text
     assert error.text == "notes.txt: not an image file (JPEG, PNG, ...)"
     assert not browser.find_element(By.ID, "result").is_displayed()
     browser.save_screenshot(str(tmp_path / "web-page-error.png"))
+
+    # the second view: the registered versions and the last run's strategies
+    browser.find_element(By.ID, "tab-models").click()
+    champion = wait.until(
+        lambda b: [r for r in b.find_elements(By.CSS_SELECTOR, "#versions tbody tr")
+                   if "@champion" in r.text],
+        message="the models view never listed the champion",
+    )  # fmt: skip
+    assert champion[0].text.split()[0] == "1" and "feature_extractor" in champion[0].text
+    rows = browser.find_elements(By.CSS_SELECTOR, "#comparison tbody tr")
+    strategies = {r.text.split()[0] for r in rows}
+    assert strategies == {"feature_extractor", "finetune_top"}
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#comparison-plot .row")) == 2
