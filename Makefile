@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install lint clean-venv
+.PHONY: run test install lint clean-venv demo web
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,3 +23,11 @@ test: install
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# The whole pipeline on the 185 real photos in demo/pets, then the web page (offline, minutes).
+demo: install
+	$(BIN)/python demo/run.py
+
+# The web page over this project's registered champion (after `make run`).
+web: install
+	$(BIN)/pets web

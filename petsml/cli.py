@@ -7,6 +7,8 @@
     pets ui [--port 5000]                                  # MLflow UI, on the strategies view
     pets report [--json]                                   # the strategies compared (compare stage)
     pets export champion --format onnx [--int8] --out DIR  # ONNX (+ int8) for phones, measured
+    pets similar photo.jpg [more.jpg ...] [-k 8] [--alias champion] [--json]
+    pets web [--port 8000]                                 # the web page: predict + similar
 
 The model is ``<registry.model_prefix>-<task>`` from params.yaml (``--task`` overrides
 ``data.task``; ``--model-name`` overrides both). The registry is ``MLFLOW_TRACKING_URI``, else
@@ -238,6 +240,60 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"logged as MLflow run {outcome.run_id} (version tag edge.onnx.run_id)")
 
 
+def cmd_similar(args: argparse.Namespace) -> None:
+    """The nearest training/validation photos of each file under the alias's own index."""
+    from petsml import paths
+    from petsml.tracking.alias_model import load_alias_model
+    from petsml.tracking.pyfunc import MAX_NEIGHBOURS
+
+    if not 1 <= args.k <= MAX_NEIGHBOURS:
+        raise PetsError(f"-k must be between 1 and {MAX_NEIGHBOURS}, got {args.k}")
+    problems = {f: _file_problem(f) for f in args.files}
+    loaded = load_alias_model(
+        _registry(args), args.alias, {"allow_paths": True, "neighbours": args.k}
+    )
+    readable = [f for f in args.files if problems[f] is None]
+    answers: dict[str, dict] = {}
+    if readable:
+        import pandas as pd
+
+        out = loaded.model.predict(
+            pd.DataFrame({"image": [str(Path(f).resolve()) for f in readable]})
+        )
+        for file, (_, row) in zip(readable, out.iterrows(), strict=True):
+            near = json.loads(row["neighbours"]) if row.get("neighbours") else []
+            for item in near:
+                item["path"] = str(paths.RAW / item["file"])
+            answers[file] = {"file": file, "label": row.get("label"), "error": row.get("error")
+                             or None, "neighbours": near}  # fmt: skip
+    rows = [answers.get(f) or {"file": f, "label": None, "error": problems[f], "neighbours": []}
+            for f in args.files]  # fmt: skip
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print(f"{loaded.uri} (version {loaded.version}): {args.k} nearest train/val photos")
+        for row in rows:
+            if row["error"]:
+                print(f"{row['file']}: ERROR {row['error']}")
+                continue
+            print(f"{row['file']}: predicted {row['label']}")
+            for rank, item in enumerate(row["neighbours"], 1):
+                print(f"  {rank:>2}. {item['breed']:<28} {item['distance']:.4f}  {item['path']}")
+    failed = sum(1 for row in rows if row["error"])
+    if failed:
+        print(f"ERROR: {failed} of {len(rows)} file(s) not searched", file=sys.stderr)
+        sys.exit(1)
+
+
+def cmd_web(args: argparse.Namespace) -> None:
+    """Serve the web page (predict + similar photos + registry view) on loopback."""
+    from petsml.web.server import serve
+
+    serve(_model_name(args), args.tracking_uri, alias=args.alias, host="127.0.0.1",
+          port=args.port, params_path=args.params)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -297,6 +353,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads for the timings (default: torch's)")
     p.add_argument("--no-log", action="store_true", help="do not log the export to MLflow")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser(
+        "similar",
+        parents=[common],
+        help="nearest training photos of image files",
+        description="The most similar train/validation photos (cosine distance of the alias's "
+        "own backbone embeddings; the index ships inside the registered model).",
+    )
+    p.add_argument("files", nargs="+", metavar="PHOTO", help="image files (JPEG, PNG, ...)")
+    p.add_argument("-k", type=int, default=8, help="photos per file (default %(default)s)")
+    p.add_argument("--alias", default="champion", help="registry alias (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.set_defaults(func=cmd_similar)
+
+    p = sub.add_parser("web", parents=[common], help="web page: predict and similar photos")
+    p.add_argument("--port", type=int, default=8000, help="loopback port (default %(default)s)")
+    p.add_argument("--alias", default="champion", help="registry alias (default %(default)s)")
+    p.set_defaults(func=cmd_web)
     return parser
 
 

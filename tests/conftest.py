@@ -45,3 +45,13 @@ def tiny_model(tmp_path) -> Path:
     from tests.models import make_tiny_model
 
     return make_tiny_model(tmp_path / "model.pt")
+
+
+@pytest.fixture(scope="session")
+def registered_project(tmp_path_factory):
+    """:func:`tests.tracking.build_project` tracked and registered in its own SQLite store:
+    ``oxford-pets-breed`` version 1 is the champion, its neighbour index inside it. Yields
+    (project, tracking URI, reports/registry.json). Built once per session (~40 s)."""
+    from tests.tracking import register_in_own_store
+
+    return register_in_own_store(tmp_path_factory.mktemp("registered"))

@@ -14,68 +14,27 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.browser import browser_paths, chromium, free_port, wait_http
 from tests.tracking import METRICS, STRATEGIES, track_in_own_store
 
 UI_TIMEOUT_S = 240  # a cold React bundle and its first queries on a busy 2-core CI machine
 SCROLLER = "[data-testid='experiment-view-compare-runs-chart-area']"
 
 
-def _browser() -> tuple[str, str]:
-    """(chromium, chromedriver) paths, or skip with the reason and the fix."""
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        reason = "selenium is not installed (pip install -e '.[dev]')"
-    else:
-        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-        driver = shutil.which("chromedriver")
-        if chromium and driver:
-            return chromium, driver
-        reason = "no chromium/chromedriver on PATH (apt-get install chromium chromium-driver)"
-    print(f"SKIP MLflow UI browser tests: {reason}", file=sys.stderr)
-    pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + UI_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"mlflow ui exited ({server.returncode}):\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"mlflow ui not healthy after {UI_TIMEOUT_S}s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
     """(browser, base URL, mlflow_runs.json record) for a tracked tiny project."""
-    chromium, chromedriver = _browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
+    paths = browser_paths("MLflow UI browser tests")
     root = tmp_path_factory.mktemp("ui")
     project, uri, record = track_in_own_store(root)
 
-    port = _free_port()
+    port = free_port()
     log = root / "mlflow-ui.log"
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     with open(log, "w") as out:
@@ -84,20 +43,12 @@ def ui(tmp_path_factory):
              "--backend-store-uri", uri],
             cwd=project, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    browser = None
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_healthy(base, server, log)
-        options = webdriver.ChromeOptions()
-        options.binary_location = chromium
-        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                    "--window-size=1600,1000"):  # fmt: skip
-            options.add_argument(arg)
-        browser = webdriver.Chrome(options=options, service=Service(chromedriver))
-        yield browser, base, record, root
+        wait_http(f"{base}/health", server, log, UI_TIMEOUT_S)
+        with chromium(paths) as browser:
+            yield browser, base, record, root
     finally:
-        if browser is not None:
-            browser.quit()
         server.terminate()
         try:
             server.wait(timeout=30)

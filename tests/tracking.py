@@ -226,3 +226,22 @@ def tracking_from(project: Path, uri: str) -> Iterator[None]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old_env
+
+
+def register_in_own_store(root: Path) -> tuple[Path, str, dict]:
+    """:func:`track_in_own_store`, then the register stage's call: the best strategy becomes
+    version 1 of ``oxford-pets-breed`` (the champion, the registry being empty). Returns
+    (project, tracking URI, ``reports/registry.json``)."""
+    from petsml.config import load_params
+    from petsml.io import write_json
+    from petsml.tracking.registration import register_execution
+
+    project, uri, record = track_in_own_store(root)
+    with tracking_from(project, uri):
+        params = load_params()
+        report = register_execution(
+            record, params.registered_model_name, params.registry.max_p_value,
+            task=params.data.task,
+        )  # fmt: skip
+        write_json(project / "reports" / "registry.json", report)
+    return project, uri, report

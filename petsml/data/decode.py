@@ -32,12 +32,21 @@ class DecodedCacheError(PetsError):
     """The decoded cache is missing or does not cover the images asked for."""
 
 
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """16/32-bit grey (a 16-bit PNG) rescaled to 8 bits; PIL's convert would clip it to white."""
+    if not img.mode.startswith("I"):
+        return img
+    wide = np.asarray(img, dtype=np.float64)
+    top = 65535.0 if img.mode.startswith("I;16") or wide.max(initial=0) > 255 else 255.0
+    return Image.fromarray(np.clip(wide * (255.0 / top) + 0.5, 0, 255).astype(np.uint8), "L")
+
+
 def load_rgb(path: str | Path, size: int) -> np.ndarray:
     """Open any PIL-readable file (PNG/GIF behind .jpg, CMYK, L, RGBA) as size x size RGB."""
     with Image.open(path) as img:
         if img.format == "JPEG":
             img.draft("RGB", (size, size))  # DCT scaling: decode at >= size, much faster
-        img = img.convert("RGB")
+        img = _eight_bit(img).convert("RGB")
         width, height = img.size
         scale = size / min(width, height)
         new = (max(size, round(width * scale)), max(size, round(height * scale)))

@@ -146,8 +146,10 @@ def log_child(
     example: Path | None,
     experiment_id: str,
     name_backbone: bool = False,
+    index: Path | None = None,
 ) -> tuple[str, str]:
-    """One nested strategy run; returns (run id, model id)."""
+    """One nested strategy run; returns (run id, model id). ``index``: the model's neighbour
+    index file (:mod:`petsml.tracking.neighbour_files`), shipped inside the logged model."""
     import mlflow
 
     from petsml.tracking.pyfunc import log_pyfunc_model
@@ -189,6 +191,7 @@ def log_child(
             input_example_image=example,
             step=step,
             tags={TAG_STRATEGY: files.strategy, TAG_TASK: child_tags[TAG_TASK]},
+            index=index,
         )
     log.info("%s: run %s, model %s", files.strategy, run_id, info.model_uri)
     return run_id, info.model_id

@@ -14,6 +14,13 @@ refused without looking at the disk (the answer cannot tell a client which files
 Limits (``model_config``, stored with the model; defaults below): ``max_bytes`` per encoded
 image or file, ``max_pixels`` per image, checked from the header before any pixel is decoded.
 
+Similar photos (optional, off by default): a model logged with a neighbour index
+(:mod:`petsml.similar`, the train and validation photos embedded by this model's own backbone)
+adds a ``neighbours`` column, a JSON list of ``{"image_id", "breed", "file", "distance"}``
+nearest first, when asked for ``k > 0`` of them: the request's ``params`` ``{"neighbours": k}``
+or the loader's ``model_config={"neighbours": k}`` (used when the request asks for none).
+Without it the output keeps its five columns, so REST clients see the same schema as before.
+
 The model is self-contained: the ``petsml`` package travels inside it (``code_paths``) and its
 requirements name only PyPI distributions, so it loads where the project is not installed
 (``mlflow models serve`` without ``--env-manager local``, ``mlflow models build-docker``).
@@ -40,15 +47,18 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from petsml.errors import PetsError
 
 log = logging.getLogger(__name__)
 
 ARTIFACT = "model"  # key of model.pt in the pyfunc's artifacts
+INDEX_ARTIFACT = "neighbours"  # key of the neighbour index (.npz), when logged with one
 INPUT_COLUMNS = ("image", "image_b64")
 OUTPUT_COLUMNS = ("label", "species", "probability", "top5", "error")
+NEIGHBOURS_COLUMN = "neighbours"  # only when neighbours are asked for
+MAX_NEIGHBOURS = 100
 TOP_K = 5
 BATCH_SIZE = 32
 _MAX_PATH = 4096
@@ -76,8 +86,10 @@ SIGNATURE = ModelSignature(
             ColSpec("double", "probability"),
             ColSpec("string", "top5"),
             ColSpec("string", "error"),
+            ColSpec("string", NEIGHBOURS_COLUMN, required=False),
         ]
     ),
+    params=ParamSchema([ParamSpec(NEIGHBOURS_COLUMN, "long", 0)]),
 )
 
 
@@ -86,6 +98,10 @@ class InputColumnsError(PetsError, MlflowException):
 
     def __init__(self, message: str) -> None:
         MlflowException.__init__(self, message, error_code=INVALID_PARAMETER_VALUE)
+
+
+class NeighboursError(InputColumnsError):
+    """A bad ``neighbours`` count, or neighbours asked of a model without an index: HTTP 400."""
 
 
 class RowError(ValueError):
@@ -99,6 +115,7 @@ class InputLimits:
     allow_paths: bool = False  # read file paths (local CLI / Python API only, never served)
     max_pixels: int = MAX_PIXELS
     max_bytes: int = MAX_BYTES
+    neighbours: int = 0  # similar photos per row by default (0: no neighbours column)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> InputLimits:
@@ -107,6 +124,7 @@ class InputLimits:
             allow_paths=config.get("allow_paths", False) is True,
             max_pixels=int(config.get("max_pixels", MAX_PIXELS)),
             max_bytes=int(config.get("max_bytes", MAX_BYTES)),
+            neighbours=_neighbours_k(config.get("neighbours", 0), "model_config neighbours"),
         )
         if limits.max_pixels <= 0 or limits.max_bytes <= 0:
             raise PetsError(f"model_config {config}: max_pixels and max_bytes must be positive")
@@ -114,6 +132,16 @@ class InputLimits:
 
     def as_config(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _neighbours_k(value: Any, where: str) -> int:
+    try:
+        k = int(value or 0)
+    except (TypeError, ValueError):
+        raise NeighboursError(f"{where} must be a whole number of photos, got {value!r}") from None
+    if not 0 <= k <= MAX_NEIGHBOURS:
+        raise NeighboursError(f"{where} must be between 0 and {MAX_NEIGHBOURS}, got {k}")
+    return k
 
 
 def _missing(value: Any) -> bool:
@@ -241,6 +269,23 @@ class PetClassifierModel(mlflow.pyfunc.PythonModel):
         self.class_names = [str(name) for name in spec["class_names"]]
         self.task = str(spec.get("task", "breed"))
         self.decode_size = int(spec["decode_size"])
+        self.index = None
+        if INDEX_ARTIFACT in (context.artifacts or {}):
+            from petsml.similar.index import NeighbourIndex
+
+            self.index = NeighbourIndex.load(context.artifacts[INDEX_ARTIFACT])
+
+    def _neighbour_count(self, params: Mapping[str, Any] | None) -> int:
+        # MLflow fills a missing param with its schema default (0): 0 means "the loader's
+        # model_config neighbours", any other count is this request's
+        asked = _neighbours_k((params or {}).get(NEIGHBOURS_COLUMN), "params neighbours")
+        k = asked or self.limits.neighbours
+        if k and self.index is None:
+            raise NeighboursError(
+                "this model was logged without a neighbour index, so it cannot return "
+                "neighbours; re-run `dvc repro track` (or ask for neighbours=0)"
+            )
+        return k
 
     def _species(self, label: str) -> str:
         if self.task == "breed":
@@ -249,7 +294,8 @@ class PetClassifierModel(mlflow.pyfunc.PythonModel):
             return species_of(label)
         return label
 
-    def _probabilities(self, images: np.ndarray) -> np.ndarray:
+    def _forward(self, images: np.ndarray, with_embeddings: bool):
+        """(probabilities, backbone embeddings or None): one backbone pass for both."""
         import torch
 
         from petsml.data.tensors import to_input
@@ -257,7 +303,19 @@ class PetClassifierModel(mlflow.pyfunc.PythonModel):
         batch = torch.from_numpy(images).to(self.device)
         x = to_input(batch, self.mean, self.std, size=self.input_size)
         with torch.inference_mode():
-            return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
+            if not with_embeddings:
+                return torch.softmax(self.model(x).float(), dim=1).cpu().numpy(), None
+            if self.model.feature == "penultimate":
+                embedded = self.model.backbone.forward_features(x)
+                logits = self.model.head(embedded)
+            else:
+                embedded, early = self.model.backbone.forward_both(x)
+                logits = self.model.head(early)
+            probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+            return probs, embedded.float().cpu().numpy()
+
+    def _probabilities(self, images: np.ndarray) -> np.ndarray:
+        return self._forward(images, False)[0]
 
     def _record(self, p: np.ndarray) -> dict[str, Any]:
         top = np.argsort(-p, kind="stable")[: min(TOP_K, len(p))]
@@ -285,6 +343,7 @@ class PetClassifierModel(mlflow.pyfunc.PythonModel):
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame({"image": list(np.atleast_1d(model_input))})
         cells = _image_cells(model_input)
+        k = self._neighbour_count(params)
         records: list[dict[str, Any]] = []
         # decode and predict a batch at a time: memory stays flat however many rows come in
         for start in range(0, len(cells), BATCH_SIZE):
@@ -296,9 +355,17 @@ class PetClassifierModel(mlflow.pyfunc.PythonModel):
                     chunk.append(None)
                 except RowError as error:
                     chunk.append(_failed(str(error)))
-            probs = iter(self._probabilities(np.stack(decoded)) if decoded else [])
-            records += [item if item is not None else self._record(next(probs)) for item in chunk]
-        out = pd.DataFrame.from_records(records, columns=list(OUTPUT_COLUMNS)).astype(object)
+            probs, embedded = self._forward(np.stack(decoded), k > 0) if decoded else ([], None)
+            answers = iter(probs)
+            near = iter(self.index.neighbours(embedded, k) if embedded is not None else [])
+            for item in chunk:
+                if item is None:
+                    item = self._record(next(answers))
+                    if k:
+                        item[NEIGHBOURS_COLUMN] = json.dumps([n.as_dict() for n in next(near)])
+                records.append(item)
+        columns = list(OUTPUT_COLUMNS) + ([NEIGHBOURS_COLUMN] if k else [])
+        out = pd.DataFrame.from_records(records, columns=columns).astype(object)
         # a failed row's label, species, probability and top5 are null (JSON null when served),
         # not NaN (invalid JSON) or 0.0
         return out.where(out.notna(), None)
@@ -354,20 +421,25 @@ def log_pyfunc_model(
     step: int = 0,
     tags: dict[str, Any] | None = None,
     limits: InputLimits | None = None,
+    index: str | Path | None = None,
 ):
     """Log ``model_pt`` as a pyfunc model in the active run; returns MLflow's ``ModelInfo``.
 
     ``step``: MLflow 3 links the run's metrics logged at this step to the new LoggedModel.
     ``limits``: stored as the model_config; paths stay off whatever is given (the loader opts in).
+    ``index``: a neighbour index ``.npz`` (:mod:`petsml.similar.index`) shipped inside the model.
     """
     model_pt = Path(model_pt)
     if not model_pt.is_file():
         raise PetsError(f"{model_pt}: model file missing; run `dvc repro train` first.")
     config = InputLimits(**{**asdict(limits or InputLimits()), "allow_paths": False})
+    artifacts = {ARTIFACT: str(model_pt)}
+    if index is not None:
+        artifacts[INDEX_ARTIFACT] = str(index)
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=PetClassifierModel(),
-        artifacts={ARTIFACT: str(model_pt)},
+        artifacts=artifacts,
         code_paths=[str(PACKAGE_DIR)],
         model_config=config.as_config(),
         signature=SIGNATURE,

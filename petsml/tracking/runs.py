@@ -22,6 +22,7 @@ on the parent; tracking an unchanged pipeline again finds that parent and logs n
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from petsml.tracking.child_run import (
     log_child,
     log_datasets,
 )
+from petsml.tracking.neighbour_files import IndexFiles
 from petsml.tracking.parent_run import (
     backbones_vary,
     chosen_strategy,
@@ -135,10 +137,13 @@ def _log_new_runs(
         log_parent_artifacts(root)
         log_parent_summary(client, parent.info.run_id, files, root)
         name_backbone = backbones_vary(client, experiment_id, files, params.model.backbone)
-        for item in files:
-            children[item.strategy], model_ids[item.strategy] = log_child(
-                client, params, item, tags, datasets, example, experiment_id, name_backbone
-            )
+        with tempfile.TemporaryDirectory(prefix="pets-neighbours-") as folder:
+            indexes = IndexFiles(root, folder)
+            for item in files:
+                children[item.strategy], model_ids[item.strategy] = log_child(
+                    client, params, item, tags, datasets, example, experiment_id, name_backbone,
+                    index=indexes.index_for(item.model_pt),
+                )  # fmt: skip
     return {"parent_run_id": parent.info.run_id, "children": children, "model_ids": model_ids}
 
 
