@@ -7,6 +7,9 @@ one (every split, at the tiny model's decode size).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -25,3 +28,30 @@ def decode_project(project: Path) -> Path:
     out = project / paths.DECODED
     decode_images(frame, project / paths.RAW, out, DECODE_SIZE, workers=1)
     return out
+
+
+@contextmanager
+def mlflow_uris_restored() -> Iterator[None]:
+    """Restore MLflow's tracking and registry URIs (and ``store.configure``'s note) afterwards.
+
+    ``ModelRegistry.register`` sets the registry URI, which MLflow also exports as
+    ``MLFLOW_REGISTRY_URI``; left behind, a later test's ``registered_model_name`` would
+    register into this test's store.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    from petsml.tracking import store
+
+    tracking, registry = mlflow.get_tracking_uri(), registry_utils._registry_uri
+    env, configured = os.environ.get("MLFLOW_REGISTRY_URI"), store._set_by_configure
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(tracking)
+        registry_utils._registry_uri = registry
+        store._set_by_configure = configured
+        if env is None:
+            os.environ.pop("MLFLOW_REGISTRY_URI", None)
+        else:
+            os.environ["MLFLOW_REGISTRY_URI"] = env

@@ -19,7 +19,7 @@ import torch
 
 from petsml.export.contract import CONTRACT_FILE, load_image, read_contract
 from petsml.export.measure import FP32_FILE, INT8_FILE, REPORT_FILE
-from tests.edge import decode_project
+from tests.edge import decode_project, mlflow_uris_restored
 from tests.tracking import build_project, tracking_from
 
 NAME = "oxford-pets-breed"
@@ -42,25 +42,21 @@ def registered(tmp_path_factory) -> dict:
     project = build_project(root)
     decode_project(project)
     uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
-    previous = mlflow.get_tracking_uri()
-    try:
-        with tracking_from(project, uri):
-            store.configure(".")
-            experiment = store.get_or_create_experiment("pets-export-test", uri)
-            with mlflow.start_run(experiment_id=experiment) as run:
-                info = log_pyfunc_model(project / "models" / STRATEGY / "model.pt")
-            registry = ModelRegistry(NAME, uri)
-            version = registry.register(info.model_uri, run.info.run_id, {"strategy": STRATEGY})
-            registry.promote(version.version, "export test")
-    finally:
-        mlflow.set_tracking_uri(previous)
+    with mlflow_uris_restored(), tracking_from(project, uri):
+        store.configure(".")
+        experiment = store.get_or_create_experiment("pets-export-test", uri)
+        with mlflow.start_run(experiment_id=experiment) as run:
+            info = log_pyfunc_model(project / "models" / STRATEGY / "model.pt")
+        registry = ModelRegistry(NAME, uri)
+        version = registry.register(info.model_uri, run.info.run_id, {"strategy": STRATEGY})
+        registry.promote(version.version, "export test")
     return {"project": project, "uri": uri, "root": root, "strategy": STRATEGY}
 
 
 def _pets(registered: dict, capsys, *argv: str) -> tuple[int, str, str]:
     from petsml.cli import main
 
-    with tracking_from(registered["project"], registered["uri"]):
+    with mlflow_uris_restored(), tracking_from(registered["project"], registered["uri"]):
         try:
             main(["export", *argv, "--tracking-uri", registered["uri"], *RUNS])
             code = 0
@@ -77,7 +73,11 @@ def exported(registered, tmp_path_factory) -> dict:
 
     out = tmp_path_factory.mktemp("edge") / "champion"
     printed = io.StringIO()  # module fixtures cannot take capsys
-    with tracking_from(registered["project"], registered["uri"]), redirect_stdout(printed):
+    with (
+        mlflow_uris_restored(),
+        tracking_from(registered["project"], registered["uri"]),
+        redirect_stdout(printed),
+    ):
         main(["export", "champion", "--format", "onnx", "--int8", "--out", str(out),
               "--tracking-uri", registered["uri"], *RUNS])  # fmt: skip
     report = json.loads((out / REPORT_FILE).read_text())
