@@ -242,11 +242,12 @@ class PetClassifierModel(mlflow.pyfunc.PythonModel):
         self.task = str(spec.get("task", "breed"))
         self.decode_size = int(spec["decode_size"])
 
-    def _species(self, label: str) -> str:
+    def _species(self, label: str) -> str | None:
+        """Cat or dog for an official breed; None for a class of the user's own images."""
         if self.task == "breed":
-            from petsml.data.breeds import species_of
+            from petsml.data.breeds import CLASS_ID, species_of
 
-            return species_of(label)
+            return species_of(label) if label in CLASS_ID else None
         return label
 
     def _probabilities(self, images: np.ndarray) -> np.ndarray:

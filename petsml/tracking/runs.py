@@ -114,7 +114,7 @@ def _log_new_runs(
     tags = _run_tags(params, key, root)
     commit = tags[TAG_GIT_COMMIT]
     datasets = list_datasets(params, root)
-    example = example_image(root)
+    example = example_image(root, params.data.folder)
     children: dict[str, str] = {}
     model_ids: dict[str, str] = {}
     parent_name = f"pipeline-{params.data.task}-{commit[:8] if commit != UNKNOWN else key[:8]}"
