@@ -238,3 +238,10 @@ def test_a_missing_test_list_and_a_listed_photo_without_file(tmp_path):
     gone = table.loc["b/404.jpg"]  # quarantined as `missing`, as on the official data
     assert gone["listed"] and not gone["exists"] and gone["split"] == "test"
     assert "listed in test.txt but no file" in gone["error"]
+
+
+def test_an_unreadable_file_is_a_fact_not_a_crash(tmp_path):
+    from petsml.data.manifest import inspect_file
+
+    facts = inspect_file(tmp_path)  # a folder where a file should be: reading it fails
+    assert not facts.decodable and facts.error.startswith("unreadable: IsADirectoryError")
