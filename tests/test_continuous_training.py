@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from pipelines.train import train_pipeline
 from tests.fakedata import make_image_folder
 from tests.project import changed_stages, make_project
@@ -72,3 +74,6 @@ def test_photos_added_to_the_folder_are_picked_up_and_gated(prefect_server, tmp_
     assert version.tags["gate.decision"] == report["decision"]
     assert version.tags["gate.reason"] == report["reason"]
     assert json.loads((project / "reports/registry.json").read_text())["version"] == "2"
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    folder = next(d for d in lock["stages"]["manifest"]["deps"] if d["path"] == str(photos))
+    assert client.get_run(version.run_id).data.tags["dvc_raw_hash"] == folder["md5"]

@@ -95,7 +95,7 @@ log = logging.getLogger(__name__)
 def _run_tags(params: Params, key: str, root: Path) -> dict[str, str]:
     """Tags of the parent and every child: run key, git commit (and dirtiness), DVC data hashes."""
     commit, dirty = git_commit(root)
-    hashes = dvc_data_hashes(root)
+    hashes = dvc_data_hashes(root, params.data.folder)
     tags = {TAG_RUN_KEY: key, TAG_GIT_COMMIT: commit, TAG_TASK: params.data.task, **hashes}
     if dirty is not None:
         tags[TAG_GIT_DIRTY] = str(dirty).lower()
