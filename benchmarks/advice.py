@@ -119,8 +119,11 @@ def main() -> None:
     parser.add_argument("--pets", default=str(ROOT.parent / "shared" / "pets-sample"))
     parser.add_argument("--digits-per-class", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--dataset", choices=("pets", "digits"), action="append",
+                        help="only these (default both); a row is printed when done")  # fmt: skip
     parser.add_argument("-S", "--set", action="append", default=[], help="params key=value")
     args = parser.parse_args()
+    wanted = args.dataset or ["pets", "digits"]
     common = {
         "train.strategies": list(STRATEGIES),
         "train.epochs": args.epochs,
@@ -133,18 +136,21 @@ def main() -> None:
         tmp_path = Path(tmp)
         env = tool_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
 
-        md5 = pack_archives(Path(args.pets), tmp_path / "mirror")
-        pets = fake_data_params(str(tmp_path / "mirror"), md5) | {
-            "validate.min_images_per_breed": 1,
-            "validate.max_images_per_breed": 250,
-        }
-        project = make_project(tmp_path / "pets", pets | common)
-        rows.append(run_dataset("pets-sample (real photos)", project, env))
-
-        n = write_digits(tmp_path / "digits", args.digits_per_class)
-        digits = {"data.source": "folder", "data.folder": str(tmp_path / "digits")}
-        project = make_project(tmp_path / "digits-project", digits | common)
-        rows.append(run_dataset(f"sklearn digits ({n} images, 8x8 upscaled)", project, env))
+        if "pets" in wanted:
+            md5 = pack_archives(Path(args.pets), tmp_path / "mirror")
+            pets = fake_data_params(str(tmp_path / "mirror"), md5) | {
+                "validate.min_images_per_breed": 1,
+                "validate.max_images_per_breed": 250,
+            }
+            project = make_project(tmp_path / "pets", pets | common)
+            rows.append(run_dataset("pets-sample (real photos)", project, env))
+            print(json.dumps(rows[-1], default=str), flush=True)
+        if "digits" in wanted:
+            n = write_digits(tmp_path / "digits", args.digits_per_class)
+            digits = {"data.source": "folder", "data.folder": str(tmp_path / "digits")}
+            project = make_project(tmp_path / "digits-project", digits | common)
+            rows.append(run_dataset(f"sklearn digits ({n} images, 8x8 upscaled)", project, env))
+            print(json.dumps(rows[-1], default=str), flush=True)
 
     header = ("dataset", "size cell", "similarity cell", "recommended", "best by val",
               "best by test", "probe peak block")  # fmt: skip

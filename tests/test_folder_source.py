@@ -245,3 +245,17 @@ def test_an_unreadable_file_is_a_fact_not_a_crash(tmp_path):
 
     facts = inspect_file(tmp_path)  # a folder where a file should be: reading it fails
     assert not facts.decodable and facts.error.startswith("unreadable: IsADirectoryError")
+
+
+def test_classes_named_by_numbers_stay_names_through_the_manifest_file(tmp_path):
+    from petsml.data.manifest import read_manifest
+
+    root = tmp_path / "digits"
+    make_image_folder(root, ("0", "1", "10"), per_class=5)
+    build_folder_manifest(root, workers=1).to_csv(tmp_path / "manifest.csv", index=False)
+    manifest = read_manifest(tmp_path / "manifest.csv")  # as the validate stage reads it
+    params = _params(source="folder", folder=str(root)).validate_params
+    rules = folder_rules(params, listed_classes(manifest), str(root))
+    assert rules.classes == ("0", "1", "10")
+    summary = validate_manifest(manifest, params, tmp_path / "v", tmp_path / "q.csv", rules)
+    assert summary.success, summary.describe_failures()

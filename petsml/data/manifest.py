@@ -169,5 +169,15 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(
         path,
         keep_default_na=False,
-        dtype={"sha256": str, "format": str, "mode": str, "error": str, "species": str},
+        # breed as text: a folder's classes may be named 0..9 (pandas would read numbers)
+        dtype={
+            "sha256": str,
+            "format": str,
+            "mode": str,
+            "error": str,
+            "species": str,
+            "breed": str,
+            "image_id": str,
+            "file": str,
+        },  # fmt: skip
     )

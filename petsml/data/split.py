@@ -136,7 +136,9 @@ def class_names(splits_dir: str | Path, task: str) -> list[str]:
 
 def load_split(path, task: str) -> pd.DataFrame:
     """A split CSV with a ``label`` column for ``task`` (breed -> class_id, species -> 0/1)."""
-    frame = pd.read_csv(path, keep_default_na=False, dtype={"sha256": str})
+    frame = pd.read_csv(
+        path, keep_default_na=False, dtype={"sha256": str, "breed": str, "image_id": str}
+    )
     labels_for(task)  # validates the task name
     frame["label"] = (frame["class_id"] if task == "breed" else frame["species_id"]).astype("int64")
     return frame
