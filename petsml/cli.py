@@ -47,6 +47,8 @@ def _model_name(args: argparse.Namespace) -> str:
     params_path = Path(args.params)
     if params_path.exists() or params_path != DEFAULT_PARAMS:
         params = load_params(params_path)
+        if not args.task:  # <prefix>-<task>, or <prefix>-<dataset name> for an image folder
+            return params.registered_model_name
         prefix, task = params.registry.model_prefix, params.data.task
     else:  # outside the project (e.g. on a serving host): the defaults
         prefix, task = RegistryParams().model_prefix, "breed"
@@ -165,7 +167,8 @@ def _print_rows(rows: list[dict], uri: str, version: str, as_json: bool) -> None
         if row["error"]:
             print(f"{row['file']}: ERROR {row['error']}")
             continue
-        print(f"{row['file']}: {row['label']} ({row['species']}) p={row['probability']:.3f}")
+        species = f" ({row['species']})" if row["species"] else ""  # none: a folder's class
+        print(f"{row['file']}: {row['label']}{species} p={row['probability']:.3f}")
         for item in row["top5"] or []:  # the pyfunc's ranked {"label", "probability"} list
             print(f"    {item['label']:<28} {item['probability']:.3f}")
 

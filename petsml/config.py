@@ -7,6 +7,7 @@ range fails at start-up with the dotted key that is wrong, not deep inside a tra
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,12 +40,79 @@ class Md5Params(_Section):
     annotations: str = Field(pattern=r"^[0-9a-fA-F]{32}$")
 
 
+# Where the photos come from: the names petsml/data/sources.py defines (config sits below data
+# and cannot import that table; tests/test_folder_source.py checks that both lists agree).
+SOURCES = ("oxford-pets", "folder")
+OFFICIAL_SOURCE = "oxford-pets"
+OFFICIAL_FOLDER = "data/raw"  # where the download stage extracts the official archives
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a dataset name: a registered model's suffix
+
+
 class DataParams(_Section):
     task: Literal["breed", "species"] = "breed"
     base_url: str
     md5: Md5Params
     retries: int = Field(5, ge=0)
     timeout_s: float = Field(30, gt=0)
+    # oxford-pets: the official archives, downloaded into data/raw. folder: your own photos in
+    # the ImageFolder layout, <data.folder>/<class>/<image>. data.folder is a DVC dep of the
+    # stages that read photos (dvc.yaml interpolates it), so adding photos re-runs what changed.
+    source: Literal[SOURCES] = OFFICIAL_SOURCE  # type: ignore[valid-type]
+    folder: str = OFFICIAL_FOLDER
+    name: str | None = None  # the dataset's name; None = the folder's name (source folder)
+    test_list: str | None = None  # source folder: a file in data.folder naming the test images
+
+    @model_validator(mode="after")
+    def _source(self) -> DataParams:
+        folder = Path(self.folder)
+        if self.source == OFFICIAL_SOURCE:
+            if folder != Path(OFFICIAL_FOLDER):
+                raise ValueError(
+                    f"folder: {self.folder!r} with data.source {OFFICIAL_SOURCE!r}, "
+                    f"whose photos are the download stage's output: keep data.folder: "
+                    f"{OFFICIAL_FOLDER}, or set data.source: folder to read your own photos"
+                )
+            if self.test_list is not None:
+                raise ValueError(
+                    "test_list: applies to data.source: folder only (oxford-pets has its "
+                    "official test list); remove it"
+                )
+            return self
+        if folder == Path(OFFICIAL_FOLDER) or folder.is_relative_to(OFFICIAL_FOLDER):
+            raise ValueError(
+                "folder: data.source is folder but data.folder is the download stage's data/raw: "
+                "set it to your photos' folder (<class>/<image> inside), relative to the "
+                "project root or absolute"
+            )
+        if self.task != "breed":
+            raise ValueError(
+                f"task: {self.task!r}, but a folder's labels are its class folders: "
+                "use data.task: breed with data.source: folder"
+            )
+        if self.test_list is not None:
+            test = Path(self.test_list)
+            if test.is_absolute() or ".." in test.parts or not test.parts:
+                raise ValueError(
+                    f"test_list: {self.test_list!r} must be a file inside data.folder, "
+                    "given relative to it (e.g. test.txt), so DVC sees it change with the photos"
+                )
+        name = self.dataset_name
+        if not _NAME.match(name):
+            what = "name: " if self.name is not None else "folder: the folder's name "
+            raise ValueError(
+                f"{what}{name!r} is not a usable dataset name (letters, digits, '_', '.', '-'; "
+                "it names the registered model): set data.name"
+            )
+        return self
+
+    @property
+    def dataset_name(self) -> str:
+        """``data.name``, else ``oxford-pets`` or the folder's own name."""
+        if self.name is not None:
+            return self.name
+        if self.source == OFFICIAL_SOURCE:
+            return OFFICIAL_SOURCE
+        return Path(self.folder).resolve().name
 
 
 class ValidateParams(_Section):
@@ -53,17 +121,36 @@ class ValidateParams(_Section):
     max_images_per_breed: int = Field(250, ge=1)
     min_width: int = Field(32, ge=1)
     min_height: int = Field(32, ge=1)
+    # data.source: folder: the bounds per class folder (the *_per_breed ones are the official
+    # data's). 5 = at least one photo each for train, validation and a drawn test split.
+    min_images_per_class: int = Field(5, ge=1)
+    max_images_per_class: int | None = Field(None, ge=1)  # None = no upper bound
 
     @model_validator(mode="after")
     def _ordered(self) -> ValidateParams:
         if self.min_images_per_breed > self.max_images_per_breed:
             raise ValueError("min_images_per_breed must not exceed max_images_per_breed")
+        if self.max_images_per_class is not None and (
+            self.min_images_per_class > self.max_images_per_class
+        ):
+            raise ValueError("min_images_per_class: must not exceed validate.max_images_per_class")
         return self
 
 
 class SplitParams(_Section):
     val_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 42
+    # data.source: folder without data.test_list: a stratified slice of each class is the test set
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _room_for_train(self) -> SplitParams:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                "test_fraction: split.val_fraction + split.test_fraction must stay below 1 "
+                "(images are left to train on)"
+            )
+        return self
 
 
 class DecodeParams(_Section):
@@ -211,7 +298,10 @@ class Params(_Section):
 
     @property
     def registered_model_name(self) -> str:
-        return f"{self.registry.model_prefix}-{self.data.task}"
+        """``<prefix>-<task>`` for the official data; ``<prefix>-<dataset name>`` for a folder."""
+        if self.data.source == OFFICIAL_SOURCE:
+            return f"{self.registry.model_prefix}-{self.data.task}"
+        return f"{self.registry.model_prefix}-{self.data.dataset_name}"
 
     def flat(self) -> dict[str, Any]:
         """Dotted key -> value, the shape MLflow params and DVC ``-S`` overrides use."""
@@ -265,7 +355,20 @@ def _problem(item: Any) -> str:
             f"YAML read this value as a {'boolean' if isinstance(value, bool) else 'number'} "
             f'({value!r}), not as text; put it in quotes: {leaf}: "<value as written>"'
         )
+    if kind == "value_error" and isinstance(value, dict):  # a section's cross-key rule
+        return str(item["msg"]).removeprefix("Value error, ")
     return f"{item['msg']} (got {value!r})"
+
+
+def _key_of(item: Any) -> str:
+    """Dotted key of an error; a section rule's message that opens with ``<key>:`` names it."""
+    loc = [str(part).replace("validate_", "validate") for part in item["loc"]]
+    if item["type"] == "value_error" and isinstance(item.get("input"), dict):
+        head, sep, _ = str(item["msg"]).removeprefix("Value error, ").partition(": ")
+        section = _section_model(tuple(loc))
+        if sep and section is not None and head in section.model_fields:
+            loc.append(head)
+    return ".".join(loc) or "<root>"
 
 
 def _describe(error: ValidationError, path: Path) -> str:
@@ -273,9 +376,11 @@ def _describe(error: ValidationError, path: Path) -> str:
     # Unknown keys first: a misspelt key usually also leaves the real one missing.
     items = sorted(error.errors(), key=lambda item: item["type"] != "extra_forbidden")
     for item in items:
-        key = ".".join(str(part) for part in item["loc"]) or "<root>"
-        key = key.replace("validate_", "validate")
-        lines.append(f"  {key}: {_problem(item)}")
+        problem = _problem(item)
+        key = _key_of(item)
+        if key != ".".join(map(str, item["loc"])).replace("validate_", "validate"):
+            problem = problem.partition(": ")[2]  # the key moved from the message to the line
+        lines.append(f"  {key}: {problem}")
     lines.append(f"Fix the key(s) above in {path}.")
     return "\n".join(lines)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from petsml.config import DEFAULT_PARAMS, ConfigError, Params, load_params
+from petsml.config import DEFAULT_PARAMS, OFFICIAL_SOURCE, ConfigError, Params, load_params
 
 
 def check_params_file(path: str | Path = DEFAULT_PARAMS) -> Params:
@@ -19,7 +19,21 @@ def check_params_file(path: str | Path = DEFAULT_PARAMS) -> Params:
     path = Path(path)
     params = load_params(path)
     _check_backbone(params.model.backbone, path)
+    _check_folder(params, path)
     return params
+
+
+def _check_folder(params: Params, path: Path) -> None:
+    """An image folder source must exist before DVC hashes it (DVC's own error names no key)."""
+    data = params.data
+    if data.source == OFFICIAL_SOURCE or Path(data.folder).is_dir():
+        return
+    what = "is not a folder" if Path(data.folder).exists() else "does not exist"
+    raise ConfigError(
+        f"{path}: invalid configuration\n  data.folder: {data.folder} {what} (from "
+        f"{Path.cwd()}); point it at your photos, <class>/<image> inside, relative to the "
+        f"project root or absolute.\nFix data.folder in {path}."
+    )
 
 
 def _check_backbone(name: str, path: Path) -> None:

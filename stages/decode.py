@@ -1,4 +1,9 @@
-"""DVC stage `decode`: every split image decoded once into a uint8 memmap."""
+"""DVC stage `decode`: every split image decoded once into a uint8 memmap.
+
+Files are read from ``data.folder`` (``data/raw`` for the official data), which is a dep.
+"""
+
+from pathlib import Path
 
 import pandas as pd
 
@@ -13,7 +18,9 @@ def main() -> None:
     frame = pd.concat(
         [pd.read_csv(paths.split_csv(name), keep_default_na=False) for name in paths.SPLIT_NAMES]
     )
-    decode_images(frame, paths.RAW, paths.DECODED, params.decode.size, params.decode.workers)
+    decode_images(
+        frame, Path(params.data.folder), paths.DECODED, params.decode.size, params.decode.workers
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from petsml import paths
 from petsml.config import load_params
 from petsml.data.manifest import read_manifest
+from petsml.data.sources import get_source
 from petsml.data.validation import validate_manifest
 from petsml.errors import PetsError
 from petsml.stage import run_stage
@@ -15,7 +16,10 @@ def main() -> None:
             f"{paths.MANIFEST}: missing. Run the manifest stage first (dvc repro manifest)."
         )
     manifest = read_manifest(paths.MANIFEST)
-    validate_manifest(manifest, params.validate_params, paths.VALIDATION_REPORTS, paths.QUARANTINE)
+    rules = get_source(params.data.source).rules(params.validate_params, params.data, manifest)
+    validate_manifest(
+        manifest, params.validate_params, paths.VALIDATION_REPORTS, paths.QUARANTINE, rules
+    )
 
 
 if __name__ == "__main__":

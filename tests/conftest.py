@@ -1,4 +1,5 @@
-"""Shared fixtures: generated Oxford-IIIT-layout archives, a loopback mirror of them, a tiny model.
+"""Shared fixtures: generated Oxford-IIIT-layout archives, a loopback mirror of them, a temporary
+Prefect server, a tiny model.
 
 Helpers that are plain functions live in modules beside this one (``project``, ``fakedata``,
 ``models``, ``serving``, ``tracking``, ``predictions``); a test module never imports another
@@ -37,6 +38,18 @@ def loopback_mirror(fake_archives):
     """An HTTP server on 127.0.0.1 serving :func:`fake_archives` (``.url``, ``.requests``)."""
     with MirrorServer(fake_archives.folder) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A temporary Prefect API (SQLite in a temp dir); flow results stored in a temp dir too."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
+        with prefect_test_harness(server_startup_timeout=180):
+            yield PREFECT_API_URL.value()
 
 
 @pytest.fixture

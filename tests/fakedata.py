@@ -283,3 +283,24 @@ def rows_for_ids(image_ids, root: Path) -> list[dict]:
             }
         )
     return rows
+
+
+def make_image_folder(
+    root: Path,
+    classes: tuple[str, ...] = ("circle", "square", "zebra"),
+    per_class: int = 8,
+    size: tuple[int, int] = (48, 40),
+    seed: int = 0,
+    start: int = 0,
+) -> list[Path]:
+    """Write ``<root>/<class>/<n>.jpg`` photos (learnable: hue and stripes per class), numbered
+    from ``start`` so a second call adds new photos; returns the files written."""
+    rng = np.random.default_rng([seed, start])
+    written = []
+    for index, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for number in range(start, start + per_class):
+            path = root / name / f"{number:03d}.jpg"
+            _save_jpeg(class_image(index, rng, size), path)
+            written.append(path)
+    return written

@@ -39,18 +39,6 @@ from tests.project import REPO, dvc, fake_data_params, make_project, run, set_pa
 DATA_STAGES = ["params", "download", "manifest", "validate", "split"]
 
 
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory):
-    """A temporary Prefect API (SQLite in a temp dir); flow results stored in a temp dir too."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    storage = tmp_path_factory.mktemp("prefect-results")
-    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
-        with prefect_test_harness(server_startup_timeout=180):
-            yield PREFECT_API_URL.value()
-
-
 @pytest.fixture(scope="module")
 def archives(fake_archives):
     """The shared generated archives (tests/conftest.py): (folder, md5)."""

@@ -31,6 +31,9 @@ COLUMNS = [
 SPECIES_CODE = {"1": "cat", "2": "dog"}
 
 
+FACT_COLUMNS = ["decodable", "format", "mode", "width", "height", "bytes", "sha256", "error"]
+
+
 class AnnotationError(PetsError):
     """An annotation file is missing or malformed; the message names the file and line."""
 
@@ -50,7 +53,10 @@ class FileFacts:
 def inspect_file(path: str | Path) -> FileFacts:
     """Hash the bytes and decode fully: ``verify()`` alone misses truncated JPEGs."""
     path = Path(path)
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as error:  # unreadable (permissions, I/O error): a fact, not a crash
+        return FileFacts(False, "", "", 0, 0, 0, "", f"unreadable: {type(error).__name__}: {error}")
     digest = hashlib.sha256(data).hexdigest()
     try:
         with Image.open(path) as img:
@@ -114,29 +120,10 @@ def build_manifest(raw: str | Path, workers: int = 0) -> pd.DataFrame:
     table["class_id"] = table["class_id"].astype(int)  # an empty `unlisted` frame makes it float
     table["exists"] = table["file"].isin(disk_files)
 
-    present = table.loc[table["exists"], "file"].tolist()
-    workers = workers or os.cpu_count() or 1
-    paths = [str(raw / f) for f in present]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        facts = list(
-            tqdm(
-                pool.map(inspect_file, paths, chunksize=32),
-                total=len(paths),
-                desc="inspect images",
-                unit="img",
-                mininterval=2,
-            )
-        )
-    facts_frame = pd.DataFrame([asdict(f) for f in facts], index=present)
-    table = table.join(facts_frame, on="file")
+    table = with_file_facts(
+        table, raw, workers, "listed in annotations/list.txt but no file in images/"
+    )
     missing = ~table["exists"]
-    table.loc[missing, "decodable"] = False
-    table.loc[missing, "error"] = "listed in annotations/list.txt but no file in images/"
-    table["decodable"] = table["decodable"].astype(bool)
-    for col in ("width", "height", "bytes"):
-        table[col] = table[col].fillna(0).astype(int)
-    for col in ("format", "mode", "sha256", "error"):
-        table[col] = table[col].fillna("")
     log.info(
         "manifest: %d rows (%d listed, %d unlisted files, %d listed without file)",
         len(table),
@@ -147,9 +134,50 @@ def build_manifest(raw: str | Path, workers: int = 0) -> pd.DataFrame:
     return table[COLUMNS]
 
 
+def with_file_facts(
+    table: pd.DataFrame, root: Path, workers: int, missing_error: str
+) -> pd.DataFrame:
+    """``table`` (columns file, exists, ...) joined with :func:`inspect_file` of each present
+    file under ``root``, measured in parallel; rows without a file get ``missing_error``."""
+    present = table.loc[table["exists"], "file"].tolist()
+    workers = workers or os.cpu_count() or 1
+    paths = [str(root / f) for f in present]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        facts = list(
+            tqdm(
+                pool.map(inspect_file, paths, chunksize=32),
+                total=len(paths),
+                desc="inspect images",
+                unit="img",
+                mininterval=2,
+            )
+        )
+    facts_frame = pd.DataFrame([asdict(f) for f in facts], index=present, columns=FACT_COLUMNS)
+    table = table.join(facts_frame, on="file")
+    missing = ~table["exists"]
+    table.loc[missing, "decodable"] = False
+    table.loc[missing, "error"] = missing_error
+    table["decodable"] = table["decodable"].astype(bool)
+    for col in ("width", "height", "bytes"):
+        table[col] = table[col].fillna(0).astype(int)
+    for col in ("format", "mode", "sha256", "error"):
+        table[col] = table[col].fillna("")
+    return table
+
+
 def read_manifest(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(
         path,
         keep_default_na=False,
-        dtype={"sha256": str, "format": str, "mode": str, "error": str, "species": str},
+        # breed as text: a folder's classes may be named 0..9 (pandas would read numbers)
+        dtype={
+            "sha256": str,
+            "format": str,
+            "mode": str,
+            "error": str,
+            "species": str,
+            "breed": str,
+            "image_id": str,
+            "file": str,
+        },  # fmt: skip
     )

@@ -2,12 +2,16 @@
 
 Test is the official ``test.txt`` list, untouched, so results compare with the literature.
 Validation is a per-breed stratified slice of trainval, seeded, so a model is tuned on photos of
-every breed and the split is reproducible from ``split.seed``.
+every breed and the split is reproducible from ``split.seed``. An image folder without a test
+list gets a stratified, seeded test slice of each class first (``test_fraction``), and its class
+list is written beside the splits (``classes.csv``): the official names are fixed, a folder's
+are its own.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +22,7 @@ from petsml.errors import PetsError
 log = logging.getLogger(__name__)
 
 SPLIT_COLUMNS = ["image_id", "file", "breed", "class_id", "species", "species_id", "sha256"]
+CLASSES = "classes.csv"  # class_id,name: written for sources with their own classes
 
 
 class SplitLeakError(PetsError):
@@ -32,7 +37,8 @@ def usable_rows(manifest: pd.DataFrame, quarantine: pd.DataFrame) -> pd.DataFram
         & manifest["split"].isin(["trainval", "test"])
         & ~manifest["file"].isin(set(quarantine["file"]))  # by file: ids can repeat (.mat)
     ].copy()
-    rows["species_id"] = rows["species"].map({name: i for i, name in enumerate(SPECIES)})
+    species_id = rows["species"].map({name: i for i, name in enumerate(SPECIES)})
+    rows["species_id"] = species_id.fillna(-1).astype(int)  # -1: no species (a folder's class)
     return rows
 
 
@@ -51,10 +57,31 @@ def stratified_val(trainval: pd.DataFrame, fraction: float, seed: int) -> pd.Ser
     return is_val
 
 
+def stratified_test(rows: pd.DataFrame, fraction: float, seed: int) -> pd.Series:
+    """Boolean mask of test rows: ``fraction`` of each class, at least one if it has three
+    (so train and validation keep one each), drawn from its own seeded stream."""
+    rng = np.random.default_rng([seed, 1])  # not the validation draw's stream
+    is_test = pd.Series(False, index=rows.index)
+    for _, group in rows.sort_values("image_id").groupby("breed", sort=True):
+        n_test = min(max(int(round(len(group) * fraction)), 1), len(group) - 2)
+        if n_test > 0:
+            is_test[rng.choice(group.index.to_numpy(), size=n_test, replace=False)] = True
+    return is_test
+
+
 def make_splits(
-    manifest: pd.DataFrame, quarantine: pd.DataFrame, val_fraction: float, seed: int
+    manifest: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    val_fraction: float,
+    seed: int,
+    test_fraction: float | None = None,
 ) -> dict[str, pd.DataFrame]:
+    """Train/val/test frames. ``test_fraction`` set: test is drawn per class from the usable
+    rows (an image folder without a test list); otherwise it is the rows marked ``test``."""
     rows = usable_rows(manifest, quarantine)
+    if test_fraction is not None:
+        is_test = stratified_test(rows, test_fraction, seed)
+        rows = rows.assign(split=rows["split"].where(~is_test, "test"))
     trainval = rows[rows["split"] == "trainval"]
     is_val = stratified_val(trainval, val_fraction, seed)
     splits = {
@@ -88,9 +115,30 @@ def assert_disjoint(splits: dict[str, pd.DataFrame]) -> None:
                     )
 
 
+def write_classes(folder: Path, names: list[str]) -> None:
+    """``classes.csv`` (class_id, name) in a splits folder being written."""
+    pd.DataFrame({"class_id": range(len(names)), "name": names}).to_csv(
+        folder / CLASSES, index=False
+    )
+
+
+def class_names(splits_dir: str | Path, task: str) -> list[str]:
+    """Class names, index = label: the splits' ``classes.csv`` when the source wrote one (an
+    image folder), else the official names of ``task``."""
+    path = Path(splits_dir) / CLASSES
+    if not path.is_file():
+        return list(labels_for(task))
+    frame = pd.read_csv(path, keep_default_na=False, dtype={"name": str})
+    if frame["class_id"].tolist() != list(range(len(frame))):
+        raise PetsError(f"{path}: class ids are not 0..{len(frame) - 1}; re-run `dvc repro split`")
+    return frame["name"].tolist()
+
+
 def load_split(path, task: str) -> pd.DataFrame:
     """A split CSV with a ``label`` column for ``task`` (breed -> class_id, species -> 0/1)."""
-    frame = pd.read_csv(path, keep_default_na=False, dtype={"sha256": str})
+    frame = pd.read_csv(
+        path, keep_default_na=False, dtype={"sha256": str, "breed": str, "image_id": str}
+    )
     labels_for(task)  # validates the task name
     frame["label"] = (frame["class_id"] if task == "breed" else frame["species_id"]).astype("int64")
     return frame

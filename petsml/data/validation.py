@@ -54,6 +54,54 @@ class DataValidationError(PetsError):
     """A hard data check failed; the message names each failed expectation with examples."""
 
 
+@dataclass(frozen=True)
+class LabelRules:
+    """What a source's labels must satisfy: the class names (index = class id), whether the
+    Oxford species rule and the all-breeds check apply, and the usable images per class, with
+    the params keys that set them (named in the checks and in the error)."""
+
+    classes: tuple[str, ...]
+    species: bool
+    require_all: bool
+    min_images: int
+    max_images: int | None
+    unit: str  # "breed" (official) or "class" (a folder): check names and params keys
+    fix: str  # what to do when a hard check fails
+
+    @property
+    def bounds_keys(self) -> str:
+        return f"validate.min_images_per_{self.unit} / max_images_per_{self.unit}"
+
+
+def official_rules(params: ValidateParams) -> LabelRules:
+    """The Oxford-IIIT Pet rules: 37 official breeds, the species rule, the per-breed bounds."""
+    return LabelRules(
+        classes=BREEDS,
+        species=True,
+        require_all=params.require_all_breeds,
+        min_images=params.min_images_per_breed,
+        max_images=params.max_images_per_breed,
+        unit="breed",
+        fix="Fix the data (re-run the download and manifest stages) or, for a subset or a "
+        "mirror, adjust validate.* in params.yaml.",
+    )
+
+
+def folder_rules(params: ValidateParams, classes: list[str], folder: str) -> LabelRules:
+    """An image folder's rules: its own class folders, the per-class bounds."""
+    return LabelRules(
+        classes=tuple(classes),
+        species=False,
+        require_all=False,  # every class folder is a class: an empty one fails the count
+        min_images=params.min_images_per_class,
+        max_images=params.max_images_per_class,
+        unit="class",
+        fix=f"Fix the photos in {folder} (add photos to a class short of them, remove "
+        "duplicates) or adjust validate.min_images_per_class / max_images_per_class in "
+        "params.yaml.",
+    )
+
+
 @dataclass
 class ValidationSummary:
     """What :func:`validate_manifest` found; ``to_dict()`` is ``summary.json``."""
@@ -63,6 +111,7 @@ class ValidationSummary:
     expectations: list[dict[str, Any]]
     quarantine: pd.DataFrame = field(repr=False)
     out_dir: Path = Path(".")
+    fix: str = ""
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -89,8 +138,7 @@ class ValidationSummary:
             lines.extend(f"      e.g. {_example(example)}" for example in exp["examples"])
         lines.append(
             f"Details: {self.out_dir / SUMMARY_FILE}; Data Docs: {self.data_docs}. "
-            "Quarantined files do not cause this. Fix the data (re-run the download and manifest "
-            "stages) or, for a subset or a mirror, adjust validate.* in params.yaml."
+            f"Quarantined files do not cause this. {self.fix}"
         )
         return "\n".join(lines)
 
@@ -131,12 +179,17 @@ def quarantine_table(manifest: pd.DataFrame, params: ValidateParams) -> pd.DataF
     return rows[QUARANTINE_COLUMNS].reset_index(drop=True)
 
 
-def usable_images(manifest: pd.DataFrame, params: ValidateParams) -> pd.DataFrame:
+def usable_images(
+    manifest: pd.DataFrame, params: ValidateParams, rules: LabelRules | None = None
+) -> pd.DataFrame:
     """Listed rows the quarantine leaves, plus the class id and species their name implies."""
     flags = manifest[["listed", "exists", "decodable"]].astype(bool)
     keep = flags["listed"] & flags["exists"] & flags["decodable"] & ~too_small(manifest, params)
     rows = manifest.loc[keep].reset_index(drop=True)
-    rows["class_id_by_name"] = rows["breed"].map(lambda b: CLASS_ID.get(b, -1)).astype(int)
+    class_id = (
+        CLASS_ID if rules is None else {name: index for index, name in enumerate(rules.classes)}
+    )
+    rows["class_id_by_name"] = rows["breed"].map(lambda b: class_id.get(b, -1)).astype(int)
     rows["species_by_name"] = rows["breed"].astype(str).map(species_of)
     return rows
 
@@ -171,7 +224,7 @@ def _counts(manifest: pd.DataFrame, usable: pd.DataFrame, quarantine: pd.DataFra
 # Expectation suites.
 
 
-def _suites(params: ValidateParams) -> dict[str, list[Any]]:
+def _suites(params: ValidateParams, rules: LabelRules) -> dict[str, list[Any]]:
     """Table name -> GX expectations; each carries its short check name in ``meta["check"]``."""
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
@@ -179,17 +232,20 @@ def _suites(params: ValidateParams) -> dict[str, list[Any]]:
     def check(name: str, kind: type, severity: str = CRITICAL, **kwargs: Any) -> Any:
         return kind(meta={"check": name}, severity=severity, **kwargs)
 
-    official = list(BREEDS)
-    images = [
-        check("has_usable_images", gxe.ExpectTableRowCountToBeBetween, min_value=1),
-        check("breed_is_official", gxe.ExpectColumnValuesToBeInSet, column="breed",
-              value_set=official),
+    official = list(rules.classes)
+    species = [
         check("species_is_cat_or_dog", gxe.ExpectColumnValuesToBeInSet, column="species",
               value_set=list(SPECIES)),
         # The dataset's rule: capitalised breed names are cats, lower-case names are dogs.
         check("species_matches_breed_case", gxe.ExpectColumnPairValuesToBeEqual,
               column_A="species", column_B="species_by_name"),
-        check("class_id_matches_breed", gxe.ExpectColumnPairValuesToBeEqual,
+    ] if rules.species else []  # fmt: skip
+    known = "breed_is_official" if rules.unit == "breed" else "class_is_a_class_folder"
+    images = [
+        check("has_usable_images", gxe.ExpectTableRowCountToBeBetween, min_value=1),
+        check(known, gxe.ExpectColumnValuesToBeInSet, column="breed", value_set=official),
+        *species,
+        check(f"class_id_matches_{rules.unit}", gxe.ExpectColumnPairValuesToBeEqual,
               column_A="class_id", column_B="class_id_by_name"),
         # An id in both official splits appears twice (or with a split outside the two).
         check("image_id_unique", gxe.ExpectColumnValuesToBeUnique, column="image_id"),
@@ -202,13 +258,13 @@ def _suites(params: ValidateParams) -> dict[str, list[Any]]:
         check("mode_is_rgb", gxe.ExpectColumnValuesToBeInSet, INFO, column="mode",
               value_set=["RGB"]),
     ]  # fmt: skip
-    if params.require_all_breeds:
+    if rules.require_all:
         images.insert(2, check("all_breeds_present", gxe.ExpectColumnDistinctValuesToContainSet,
                                column="breed", value_set=official))  # fmt: skip
     counts = [
-        check("images_per_breed_in_range", gxe.ExpectColumnValuesToBeBetween,
-              column="usable_images", min_value=params.min_images_per_breed,
-              max_value=params.max_images_per_breed),
+        check(f"images_per_{rules.unit}_in_range", gxe.ExpectColumnValuesToBeBetween,
+              column="usable_images", min_value=rules.min_images,
+              max_value=rules.max_images),
     ]  # fmt: skip
     # Non-fatal: what fails here is the quarantine (and the unlisted files), not a stop.
     # Sizes are checked where a listed file decoded (an undecodable one has no size).
@@ -264,7 +320,7 @@ def _gx_context(docs_dir: Path) -> Any:
 
 
 def _run_checkpoints(
-    tables: dict[str, pd.DataFrame], params: ValidateParams, docs_dir: Path
+    tables: dict[str, pd.DataFrame], params: ValidateParams, docs_dir: Path, rules: LabelRules
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Validate each table through its own checkpoint; returns (check rows, raw GX results)."""
     import great_expectations as gx
@@ -274,7 +330,7 @@ def _run_checkpoints(
     source = context.data_sources.add_pandas("manifest")
     checks: list[dict[str, Any]] = []
     raw: list[dict[str, Any]] = []
-    for table, expectations in _suites(params).items():
+    for table, expectations in _suites(params, rules).items():
         batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all_rows")
         suite = context.suites.add(gx.ExpectationSuite(name=f"pets.{table}"))
         for expectation in expectations:
@@ -368,16 +424,22 @@ def _example(example: Any) -> str:
 
 
 def validate_manifest(
-    manifest: pd.DataFrame, params: ValidateParams, out_dir: Path, quarantine_path: Path
+    manifest: pd.DataFrame,
+    params: ValidateParams,
+    out_dir: Path,
+    quarantine_path: Path,
+    rules: LabelRules | None = None,
 ) -> ValidationSummary:
     """Check the manifest, write quarantine, summary and Data Docs; raise on hard failures.
 
-    ``out_dir`` is replaced as a whole (``summary.json``, ``gx_results.json``, ``data_docs/``).
-    Raises :class:`DataValidationError` after writing everything if a critical check failed.
+    ``rules`` are the source's label rules (default: the official dataset's). ``out_dir`` is
+    replaced as a whole (``summary.json``, ``gx_results.json``, ``data_docs/``). Raises
+    :class:`DataValidationError` after writing everything if a critical check failed.
     """
     out_dir, quarantine_path = Path(out_dir), Path(quarantine_path)
+    rules = rules or official_rules(params)
     quarantine = quarantine_table(manifest, params)
-    usable = usable_images(manifest, params)
+    usable = usable_images(manifest, params, rules)
     tables = {
         "usable_images": usable,
         "breed_counts": breed_counts(manifest, usable),
@@ -387,13 +449,14 @@ def validate_manifest(
     with atomic_path(quarantine_path, suffix=".csv") as tmp:
         quarantine.to_csv(tmp, index=False)
     with atomic_dir(out_dir) as tmp_dir:
-        checks, raw = _run_checkpoints(tables, params, tmp_dir / DOCS_DIR)
+        checks, raw = _run_checkpoints(tables, params, tmp_dir / DOCS_DIR, rules)
         summary = ValidationSummary(
             success=not any(not c["success"] and c["severity"] == CRITICAL for c in checks),
             counts=counts,
             expectations=checks,
             quarantine=quarantine,
             out_dir=out_dir,
+            fix=rules.fix,
         )
         write_json(tmp_dir / SUMMARY_FILE, summary.to_dict())
         write_json(tmp_dir / RESULTS_FILE, raw)

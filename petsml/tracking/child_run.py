@@ -119,8 +119,9 @@ def log_datasets(datasets: list[tuple[Any, str]]) -> None:
         )
 
 
-def example_image(root: Path) -> Path | None:
-    """A real test image for the model's input example, when the raw data is here."""
+def example_image(root: Path, image_root: str | Path = paths.RAW) -> Path | None:
+    """A real test image for the model's input example, when the photos (``data.folder``,
+    relative to ``root`` or absolute) are here."""
     csv = root / paths.split_csv("test")
     if not csv.is_file():
         return None
@@ -131,7 +132,7 @@ def example_image(root: Path) -> Path | None:
     except (ValueError, OSError):
         return None
     for name in files[:20]:
-        candidate = root / paths.RAW / name
+        candidate = root / image_root / name
         if candidate.is_file():
             return candidate
     return None

@@ -287,11 +287,12 @@ class PetClassifierModel(mlflow.pyfunc.PythonModel):
             )
         return k
 
-    def _species(self, label: str) -> str:
+    def _species(self, label: str) -> str | None:
+        """Cat or dog for an official breed; None for a class of the user's own images."""
         if self.task == "breed":
-            from petsml.data.breeds import species_of
+            from petsml.data.breeds import CLASS_ID, species_of
 
-            return species_of(label)
+            return species_of(label) if label in CLASS_ID else None
         return label
 
     def _forward(self, images: np.ndarray, with_embeddings: bool):

@@ -20,7 +20,12 @@ from petsml.config import Params
 from petsml.errors import PetsError
 from petsml.evaluation.results import ResultsError, read_metrics
 from petsml.models.model_dir import ModelDirError, model_file, read_history, read_summary
-from petsml.tracking.run_tags import COMMON_SECTIONS, DVC_DATA_OUTS, UNKNOWN
+from petsml.tracking.run_tags import (
+    COMMON_SECTIONS,
+    DVC_DATA_OUTS,
+    TAG_RAW_HASH,
+    UNKNOWN,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +76,12 @@ def git_commit(root: str | Path = ".") -> tuple[str, bool | None]:
         return UNKNOWN, None
 
 
-def dvc_data_hashes(root: str | Path = ".") -> dict[str, str]:
-    """md5 of the ``data/splits`` and ``data/raw`` outs recorded in ``dvc.lock`` (or unknown)."""
+def dvc_data_hashes(root: str | Path = ".", photos: str | None = None) -> dict[str, str]:
+    """md5 of the ``data/splits`` and ``data/raw`` outs recorded in ``dvc.lock`` (or unknown).
+
+    ``photos``: ``data.folder`` when it is not ``data/raw`` (an image folder): the raw hash is
+    then the folder's, as the manifest stage's dep records it.
+    """
     import yaml
 
     found = dict.fromkeys(DVC_DATA_OUTS, UNKNOWN)
@@ -83,11 +92,17 @@ def dvc_data_hashes(root: str | Path = ".") -> dict[str, str]:
         return found
     stages = lock.get("stages", {}) if isinstance(lock, dict) else {}
     wanted = {path: key for key, path in DVC_DATA_OUTS.items()}
+    folder = None if photos is None else photos.rstrip("/")
+    if folder == DVC_DATA_OUTS[TAG_RAW_HASH]:
+        folder = None
     for stage in stages.values() if isinstance(stages, dict) else []:
         for out in (stage or {}).get("outs", []) or []:
             path = str(out.get("path", "")).rstrip("/")
-            if path in wanted and out.get("md5"):
+            if path in wanted and out.get("md5") and not (folder and wanted[path] == TAG_RAW_HASH):
                 found[wanted[path]] = str(out["md5"])
+        for dep in (stage or {}).get("deps", []) or [] if folder else []:
+            if str(dep.get("path", "")).rstrip("/") == folder and dep.get("md5"):
+                found[TAG_RAW_HASH] = str(dep["md5"])
     return found
 
 

@@ -31,7 +31,7 @@ def run_key(params: Params, files: list[StrategyFiles], root: str | Path = ".") 
         "strategies": list(params.train.strategies),
         "metrics_sha256": sha256_file(root / paths.METRICS),
         "models_sha256": {f.strategy: sha256_file(f.model_pt) for f in files},
-        "dvc": dvc_data_hashes(root),
+        "dvc": dvc_data_hashes(root, params.data.folder),
         "splits_sha256": {
             name: sha256_file(root / paths.split_csv(name))
             for name in paths.SPLIT_NAMES

@@ -97,7 +97,7 @@ log = logging.getLogger(__name__)
 def _run_tags(params: Params, key: str, root: Path) -> dict[str, str]:
     """Tags of the parent and every child: run key, git commit (and dirtiness), DVC data hashes."""
     commit, dirty = git_commit(root)
-    hashes = dvc_data_hashes(root)
+    hashes = dvc_data_hashes(root, params.data.folder)
     tags = {TAG_RUN_KEY: key, TAG_GIT_COMMIT: commit, TAG_TASK: params.data.task, **hashes}
     if dirty is not None:
         tags[TAG_GIT_DIRTY] = str(dirty).lower()
@@ -116,7 +116,7 @@ def _log_new_runs(
     tags = _run_tags(params, key, root)
     commit = tags[TAG_GIT_COMMIT]
     datasets = list_datasets(params, root)
-    example = example_image(root)
+    example = example_image(root, params.data.folder)
     children: dict[str, str] = {}
     model_ids: dict[str, str] = {}
     parent_name = f"pipeline-{params.data.task}-{commit[:8] if commit != UNKNOWN else key[:8]}"

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from petsml.config import Params
-from petsml.data.breeds import labels_for
 from petsml.data.feature_file import feature_path, read_features, rows_for
+from petsml.data.split import class_names as class_names_of
 from petsml.data.split import load_split
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier
@@ -62,7 +62,7 @@ def fit(strategy: Strategy, params: Params, out_dir: Path, inputs: Inputs) -> di
         early_block=params.model.early_block,
         image_size=params.model.image_size,
     )
-    class_names = list(labels_for(task))
+    class_names = class_names_of(inputs.splits_dir, task)
     W, b = pad_classes(head.W, head.b, len(class_names))
     model = Classifier.from_linear(backbone, W, b, feature=feature)
     meta = {

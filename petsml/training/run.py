@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from petsml.config import Params
-from petsml.data.breeds import labels_for
 from petsml.data.decode import DecodedImages
+from petsml.data.split import class_names as class_names_of
 from petsml.data.tensors import pick_device
 from petsml.models.classifier import Classifier
 from petsml.training import cached_top
@@ -98,7 +98,7 @@ def load_data(
 def set_up(strategy: Strategy, params: Params, inputs: Inputs) -> Run:
     """Data, device, model, parameter groups, optimiser and schedule, in a seeded order."""
     t = params.train
-    class_names = list(labels_for(params.data.task))
+    class_names = class_names_of(inputs.splits_dir, params.data.task)
     train, val, decode_size = load_data(params, inputs, class_names)
     device = pick_device(t.device)
     random.seed(t.seed)

@@ -1,0 +1,67 @@
+"""Where the photos come from: one table of sources behind one function, :func:`get_source`.
+
+A source turns ``data.*`` into the manifest (one row per file, the same columns for every
+source), says which label rules validation applies, whether the test split is drawn rather
+than given, and which class names the split stage records. Everything after the manifest
+(quarantine, splits, decoding, training, tracking, serving) is the same for every source.
+``data.folder`` is where the photos are read from: the download stage's ``data/raw`` for the
+official data, the user's ``<class>/<image>`` folder otherwise.
+
+To add a source: a builder module beside ``folder.py``, a :class:`Source` row in
+:data:`SOURCES`, its name in ``petsml.config.SOURCES`` (``tests/test_folder_source.py`` checks
+both lists agree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from petsml.config import DataParams, ValidateParams
+from petsml.data.folder import build_folder_manifest, listed_classes
+from petsml.data.manifest import build_manifest
+from petsml.data.validation import LabelRules, folder_rules, official_rules
+from petsml.errors import PetsError
+
+
+@dataclass(frozen=True)
+class Source:
+    """One way of getting photos: ``data.source: <name>``."""
+
+    name: str
+    manifest: Callable[[DataParams, int], pd.DataFrame]  # (data params, workers) -> manifest
+    rules: Callable[[ValidateParams, DataParams, pd.DataFrame], LabelRules]
+    draws_test: Callable[[DataParams], bool]  # test drawn by the split stage, not listed
+    classes: Callable[[pd.DataFrame], list[str] | None]  # recorded in classes.csv; None: fixed
+
+
+SOURCES: dict[str, Source] = {
+    "oxford-pets": Source(
+        name="oxford-pets",
+        manifest=lambda data, workers: build_manifest(data.folder, workers=workers),
+        rules=lambda validate, data, manifest: official_rules(validate),
+        draws_test=lambda data: False,
+        classes=lambda manifest: None,
+    ),
+    "folder": Source(
+        name="folder",
+        manifest=lambda data, workers: build_folder_manifest(data.folder, data.test_list, workers),
+        rules=lambda validate, data, manifest: folder_rules(
+            validate, listed_classes(manifest), data.folder
+        ),
+        draws_test=lambda data: data.test_list is None,
+        classes=listed_classes,
+    ),
+}
+
+
+def get_source(name: str) -> Source:
+    """The :class:`Source` row for ``data.source``; names the valid ones otherwise."""
+    try:
+        return SOURCES[name]
+    except KeyError:
+        raise PetsError(
+            f"data.source {name!r} is not a source; use one of {', '.join(SOURCES)}"
+        ) from None
