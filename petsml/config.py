@@ -183,6 +183,8 @@ class TrainParams(_Section):
     warmup_epochs: int = Field(1, ge=0)
     prefetch: int = Field(2, ge=0)
     compile: bool = False
+    # data-parallel under torchrun (petsml.training.distributed): auto = when launched so
+    distributed: Literal["auto", "on", "off"] = "auto"
 
     @field_validator("strategies")
     @classmethod

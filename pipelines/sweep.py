@@ -167,12 +167,20 @@ def run_member(
     parameters: dict[str, Any],
     deployment: str | None,
     logger: logging.Logger | logging.LoggerAdapter,
+    project: Path | None = None,
 ) -> dict[str, Any]:
-    """One member: a ``pets-train`` subflow here, or a run of ``deployment`` on a work pool."""
+    """One member: a ``pets-train`` subflow here, or a run of ``deployment`` on a work pool.
+
+    A work-pool member's row is built from what it logged, not from its return value (which
+    another machine's worker keeps unless Prefect has shared result storage): its DVC
+    experiment in ``project`` and the MLflow run that experiment names
+    (:func:`pipelines.results.logged_by_member`)."""
     started = time.time()
     result: Any = None
     if deployment:
         from prefect.deployments import run_deployment
+
+        from pipelines.results import logged_by_member
 
         # None values stay unset; project_dir is the worker's own checkout
         parameters = {k: v for k, v in parameters.items() if v is not None and k != "project_dir"}
@@ -184,6 +192,11 @@ def run_member(
             result = state.result(raise_on_failure=False) if state else None
         except Exception as error:  # noqa: BLE001 - results need shared result storage
             logger.warning("member %s: result not readable here (%s)", member, error)
+        result = result if isinstance(result, Mapping) else {}
+        logged = logged_by_member(project, member) if project is not None else {}
+        if not logged:
+            logger.warning("member %s: no DVC experiment %r here (dvc exp pull?)", member, member)
+        result = {**result, **{k: v for k, v in logged.items() if v is not None}}
     else:
         run = train_pipeline.with_options(flow_run_name=member)
         state = run(**parameters, return_state=True)
@@ -280,7 +293,7 @@ def sweep(
             "strategies": [strategy],
             "experiment_name": member,
         }
-        return run_member(member, backbone, strategy, parameters, deployment, logger)
+        return run_member(member, backbone, strategy, parameters, deployment, logger, project)
 
     with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
         futures = [

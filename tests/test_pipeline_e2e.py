@@ -8,11 +8,12 @@ under the execution (read back through MlflowClient), a champion in the registry
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from tests.fakedata import MirrorServer, make_dataset, pack_archives
-from tests.project import dvc, fake_data_params, make_project, tool_env
+from tests.project import changed_stages, dvc, fake_data_params, make_project, run, tool_env
 
 STRATEGIES = ["feature_extractor", "svm_early", "scratch"]
 
@@ -123,3 +124,56 @@ def test_compare_ranks_what_ran_with_its_costs_and_checks_the_advice(pipeline_ru
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`petsml.role` = 'pipeline'")
     logged = {f.path for f in client.list_artifacts(parent.info.run_id, "comparison")}
     assert {"comparison/comparison.md", "comparison/comparison.html"} <= logged
+def _mtimes(project: Path, outs: list[str]) -> dict[str, int]:
+    """mtime (ns) of every file under the given stage outputs."""
+    found = {}
+    for out in outs:
+        path = project / out
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        found |= {p.relative_to(project).as_posix(): p.stat().st_mtime_ns for p in files}
+    return found
+
+
+def test_a_second_clone_pulls_every_output_from_a_dvc_remote_and_recomputes_nothing(
+    pipeline_run, tmp_path
+):
+    """The team setup of docs/SCALING.md with a local-folder remote (DVC's code path for S3/GCS
+    too): push after the run; a second clone pulls and its `dvc repro` recomputes nothing. Both
+    clones use one MLflow store (a tracking server in a team; here the run's SQLite file), so
+    the always-run `mlflow_store` check finds the runs and `track`/`register` stay skipped."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    project, tracking, *_ = pipeline_run
+    env = tool_env(MLFLOW_TRACKING_URI=tracking)
+    dvc(project, "remote", "add", "-d", "shared", str(tmp_path / "remote"))
+    run(project, "git", "add", "-A")
+    run(project, "git", "commit", "-qm", "pipeline run, shared DVC remote")
+    dvc(project, "push", env=env)
+
+    clone = tmp_path / "clone"
+    run(tmp_path, "git", "clone", "-q", str(project), str(clone))
+    assert not (clone / "data/decoded").exists()  # outputs come from the remote, not git
+    dvc(clone, "pull", env=env)
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
+    outs = [o["path"] for stage in lock.values() for o in stage.get("outs", [])]
+    assert {"data/decoded", "models/feature_extractor", "reports/metrics.json"} <= set(outs)
+    assert changed_stages(clone, env=env) == set()
+    before = _mtimes(clone, outs)
+
+    again = dvc(clone, "repro", env=env, timeout=300)
+    ran = [line.split("'")[1] for line in again.stdout.splitlines() if line.startswith("Running")]
+    assert ran == ["mlflow_store"], again.stdout  # looks at the store, finds every run
+    after = _mtimes(clone, outs)
+    store_check = "reports/mlflow_store.json"
+    assert {k: v for k, v in after.items() if k != store_check} == {
+        k: v for k, v in before.items() if k != store_check
+    }
+    assert (clone / store_check).read_text() == (project / store_check).read_text()
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    experiment = client.get_experiment_by_name("oxford-pets")
+    parents = [
+        r for r in client.search_runs([experiment.experiment_id])
+        if "mlflow.parentRunId" not in r.data.tags
+    ]  # fmt: skip
+    assert len(parents) == 1  # the clone logged nothing new

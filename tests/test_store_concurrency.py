@@ -8,52 +8,20 @@ exist yet (the first contact creates its tables). Everything is read back with M
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.models import make_tiny_model
-from tests.predictions import N_TEST, predictions_table
-from tests.tracking import execution
+from tests.tracking import run_sweep_members
 
 MEMBERS = 3
 NAME = "pets-sweep-breed"
 
 
-def _member(index: int, uri: str, model_pt: str, root: str, barrier) -> None:
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    from petsml.tracking import store
-    from petsml.tracking.registration import register_execution
-
-    barrier.wait(timeout=300)
-    uri = store.configure(root)
-    tracking = {"uri": uri, "experiment_id": store.get_or_create_experiment("sweep", uri)}
-    correct = np.arange(N_TEST) < 20 + 10 * index
-    runs = execution(tracking, Path(model_pt), {"finetune_top": (0.5, predictions_table(correct))},
-                     key=f"member{index}")  # fmt: skip
-    report = register_execution(runs, NAME, 0.05)
-    Path(root, f"member{index}.json").write_text(json.dumps({"runs": runs, "report": report}))
-
-
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
-    model_pt = make_tiny_model(root / "model.pt", strategy="finetune_top")
     uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"  # not there yet
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(MEMBERS)
-    processes = [
-        context.Process(target=_member, args=(i, uri, str(model_pt), str(root), barrier))
-        for i in range(MEMBERS)
-    ]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout=900)
-    return root, uri, [p.exitcode for p in processes]
+    return root, uri, run_sweep_members(root, uri, NAME, MEMBERS)
 
 
 def test_concurrent_members_all_complete_on_one_sqlite_store(swept):

@@ -245,3 +245,40 @@ def register_in_own_store(root: Path) -> tuple[Path, str, dict]:
         )  # fmt: skip
         write_json(project / "reports" / "registry.json", report)
     return project, uri, report
+def sweep_member(index: int, uri: str, model_pt: str, root: str, name: str, barrier) -> None:
+    """One concurrent sweep member in its own process: wait for the others at ``barrier``, log
+    an execution (parent, child, pyfunc model; ``index`` more correct test rows than member 0)
+    to ``uri``, register it as ``name`` with the gate; write ``root/member<index>.json``."""
+    import numpy as np
+
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    from petsml.tracking import store
+    from petsml.tracking.registration import register_execution
+    from tests.predictions import N_TEST, predictions_table
+
+    barrier.wait(timeout=300)
+    uri = store.configure(root)
+    tracking = {"uri": uri, "experiment_id": store.get_or_create_experiment("sweep", uri)}
+    correct = np.arange(N_TEST) < 20 + 10 * index
+    runs = execution(tracking, Path(model_pt), {"finetune_top": (0.5, predictions_table(correct))},
+                     key=f"member{index}")  # fmt: skip
+    report = register_execution(runs, name, 0.05)
+    Path(root, f"member{index}.json").write_text(json.dumps({"runs": runs, "report": report}))
+
+
+def run_sweep_members(root: Path, uri: str, name: str, members: int) -> list[int | None]:
+    """``members`` :func:`sweep_member` processes on one store at once; their exit codes."""
+    import multiprocessing
+
+    model_pt = make_tiny_model(root / "model.pt", strategy="finetune_top")
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(members)
+    processes = [
+        context.Process(target=sweep_member, args=(i, uri, str(model_pt), str(root), name, barrier))
+        for i in range(members)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=900)
+    return [p.exitcode for p in processes]

@@ -52,15 +52,21 @@ def augment(
     generator: torch.Generator,
     scale: tuple[float, float] = (0.35, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    rows: slice | None = None,
+    of: int | None = None,
 ) -> torch.Tensor:
     """Random-resized-crop + horizontal flip for a whole NHWC uint8 batch; returns NHWC uint8.
 
     One affine grid per image, sampled in a single ``grid_sample`` call, so the cost is one
-    kernel per batch rather than per image.
+    kernel per batch rather than per image. ``rows`` of a batch of ``of`` images: the random
+    draws are made for all ``of`` and these rows used, so the shares of a batch split over
+    data-parallel ranks get exactly the crops the whole batch would.
     """
     n = batch_u8.shape[0]
     dev = batch_u8.device
-    rand = torch.rand(n, 4, generator=generator, device=generator.device).to(dev)
+    total = n if of is None else of
+    rows = slice(0, n) if rows is None else rows
+    rand = torch.rand(total, 4, generator=generator, device=generator.device)[rows].to(dev)
     area = scale[0] + (scale[1] - scale[0]) * rand[:, 0]
     log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * rand[:, 1]
     aspect = torch.exp(log_r)
@@ -68,7 +74,7 @@ def augment(
     h = torch.sqrt(area / aspect).clamp(max=1.0)
     cx = (rand[:, 2] * 2 - 1) * (1 - w)
     cy = (rand[:, 3] * 2 - 1) * (1 - h)
-    flip = torch.rand(n, generator=generator, device=generator.device).to(dev) < 0.5
+    flip = torch.rand(total, generator=generator, device=generator.device)[rows].to(dev) < 0.5
     sx = torch.where(flip, -w, w)
     theta = torch.zeros(n, 2, 3, device=dev)
     theta[:, 0, 0] = sx
@@ -82,16 +88,26 @@ def augment(
 
 
 def batches(
-    images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool = False, seed: int = 0
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    rows: slice | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (NHWC uint8, int64 label) tensor batches from in-memory arrays."""
+    """Yield (NHWC uint8, int64 label) tensor batches from in-memory arrays; with ``rows``,
+    only those rows of each batch (a data-parallel rank's share: the others are not read)."""
     order = np.random.default_rng(seed).permutation(len(images)) if shuffle else None
     for start in range(0, len(images), batch_size):
         idx = (
             order[start : start + batch_size]
             if order is not None
-            else slice(start, start + batch_size)
+            else np.arange(start, min(start + batch_size, len(images)))
         )
+        if rows is not None:
+            idx = idx[rows]
+        elif order is None:
+            idx = slice(start, start + batch_size)
         yield (
             torch.from_numpy(np.ascontiguousarray(images[idx])),
             torch.from_numpy(np.asarray(labels[idx], dtype=np.int64)),

@@ -47,7 +47,7 @@ import torch
 from petsml import paths
 from petsml.config import Params
 from petsml.models.model_dir import write_model_dir
-from petsml.training import cached_top
+from petsml.training import cached_top, distributed
 from petsml.training.checkpoint import (
     CHECKPOINT,
     TrainingInterrupted,
@@ -61,6 +61,7 @@ from petsml.training.checkpoint import (
 )
 from petsml.training.loop import (
     Progress,
+    SplitData,
     TrainingError,
     centre_crops,
     check_loss,
@@ -111,21 +112,36 @@ def fit(strategy: Strategy, params: Params, out_dir: Path, inputs: Inputs) -> di
         raise TrainingError(f"{strategy.name}: a trained strategy needs a checkpoint_dir")
     checkpoint_path = Path(inputs.checkpoint_dir) / CHECKPOINT
     saved: dict[str, int] = {}  # {"epoch": e} once a resumable checkpoint holds epoch e
+    world = distributed.detect(params.train.distributed)
+    if world.enabled and strategy.cache_frozen_trunk:
+        raise TrainingError(
+            f"{strategy.name} trains on a cached frozen trunk in one process; launch it "
+            "without torchrun (data-parallel training: finetune_full and scratch)"
+        )
+    distributed.check_batch(world, params.train.batch_size)
     try:
-        return _fit(strategy, params, Path(out_dir), inputs, saved)
+        return _fit(strategy, params, Path(out_dir), inputs, saved, world)
     except KeyboardInterrupt:
         note = interrupted(strategy.name, checkpoint_path, saved.get("epoch"), params.train.epochs)
         raise TrainingInterrupted(note) from None
+    finally:
+        distributed.stop(world)
 
 
 def _fit(
-    strategy: Strategy, params: Params, out_dir: Path, inputs: Inputs, saved: dict[str, int]
+    strategy: Strategy,
+    params: Params,
+    out_dir: Path,
+    inputs: Inputs,
+    saved: dict[str, int],
+    world: distributed.World = distributed.SINGLE,
 ) -> dict[str, Any]:
-    """The recipe: set up, resume or start, cache and probe, train epochs, write the folder."""
+    """The recipe: set up, resume or start, cache and probe, train epochs, write the folder
+    (data-parallel ranks all train; rank 0 alone writes checkpoints and the folder)."""
     t = params.train
     checkpoint_dir = Path(inputs.checkpoint_dir)
     checkpoint_path = checkpoint_dir / CHECKPOINT
-    run = set_up(strategy, params, inputs)
+    run = set_up(strategy, params, inputs, world)
     started = time.perf_counter()
     fp = fingerprint(strategy.name, params, run.train, run.val, run.decode_size, code_digest())
     log.debug("fingerprint %.12s in %.2fs", fp, time.perf_counter() - started)
@@ -139,6 +155,10 @@ def _fit(
             setup_seconds += _cache_frozen_trunk(run)
     if progress.resumed_from is None and run.from_probe:
         setup_seconds += _start_from_probe(run, progress)
+    if world.enabled:  # after the probe: DDP starts every rank from rank 0's weights
+        run.train_forward = distributed.wrap(run.model, world, run.device)
+        if t.compile:
+            run.train_forward = torch.compile(run.train_forward)
     for epoch in range(progress.next_epoch, t.epochs + 1):
         if progress.stopped_early:
             break
@@ -146,15 +166,18 @@ def _fit(
         setup_seconds = 0.0
         progress.record(record, run.model, t.patience, t.epochs)
         _log_epoch(run, progress, record)
-        save_checkpoint(
-            checkpoint_path, fp, strategy.name, run.model, run.optimizer, run.scheduler,
-            progress, run.generator,
-        )  # fmt: skip
+        if world.is_main:
+            save_checkpoint(
+                checkpoint_path, fp, strategy.name, run.model, run.optimizer, run.scheduler,
+                progress, run.generator,
+            )  # fmt: skip
         saved["epoch"] = epoch
         if inputs.on_epoch_end is not None:
             inputs.on_epoch_end(epoch, run.model, record)
-    summary = _write_model_dir(run, progress, out_dir)
-    remove_checkpoint(checkpoint_dir)
+    summary = _write_model_dir(run, progress, out_dir, write=world.is_main)
+    distributed.barrier(world)  # every rank is done with the checkpoint
+    if world.is_main:
+        remove_checkpoint(checkpoint_dir)
     saved.clear()
     log.info(
         "%s: best val accuracy %.4f at epoch %d of %d (%.1fs); wrote %s",
@@ -238,16 +261,26 @@ def _probe_features(
 
 
 def _validate(run: Run) -> tuple[float, float]:
-    """Validation loss and accuracy: from the cached frozen outputs when there are some."""
+    """Validation loss and accuracy: from the cached frozen outputs when there are some;
+    data-parallel, each rank scores every ``size``-th image and the sums are reduced."""
     size, precision = run.params.evaluate.batch_size, run.params.model.precision
     if run.caches is not None:
         return cached_top.evaluate(
             run.top_forward, run.model, run.caches[1], run.device, size, precision
         )
-    return evaluate(
-        run.forward, run.model, run.val, run.prep, run.device, size,
+    world, val = run.world, run.val
+    if world.enabled:
+        picked = slice(world.rank, None, world.size)
+        val = SplitData(val.image_ids[picked], val.images[picked], val.labels[picked])
+    loss, accuracy = evaluate(
+        run.forward, run.model, val, run.prep, run.device, size,
         run.params.train.prefetch, precision,
     )  # fmt: skip
+    if not world.enabled:
+        return loss, accuracy
+    n = len(val.labels)
+    loss_sum, correct, total = distributed.sum_over_ranks(world, loss * n, accuracy * n, n)
+    return loss_sum / max(1, total), correct / max(1, total)
 
 
 def _train_epoch(run: Run, epoch: int, setup_seconds: float) -> dict[str, Any]:
@@ -267,10 +300,10 @@ def _train_epoch(run: Run, epoch: int, setup_seconds: float) -> dict[str, Any]:
         check_loss(train_loss)
     else:
         train_loss, train_acc = train_epoch_full(
-            run.forward, run.model, run.groups.frozen_blocks, run.train, run.prep,
-            run.optimizer, run.scheduler, run.generator, run.device, t.batch_size,
+            run.train_forward or run.forward, run.model, run.groups.frozen_blocks, run.train,
+            run.prep, run.optimizer, run.scheduler, run.generator, run.device, t.batch_size,
             shuffle_seed=shuffle_seed, desc=desc, prefetch_depth=t.prefetch,
-            precision=precision, keep_norm_stats=run.from_probe,
+            precision=precision, keep_norm_stats=run.from_probe, world=run.world,
         )  # fmt: skip
     val_loss, val_acc = _validate(run)
     return {
@@ -313,8 +346,11 @@ def _log_epoch(run: Run, progress: Progress, record: dict[str, Any]) -> None:
 # The model folder
 
 
-def _write_model_dir(run: Run, progress: Progress, out_dir: Path) -> dict[str, Any]:
-    """Load the best epoch's weights and write the model folder; returns its summary."""
+def _write_model_dir(
+    run: Run, progress: Progress, out_dir: Path, write: bool = True
+) -> dict[str, Any]:
+    """Load the best epoch's weights and write the model folder (unless ``write`` is false: a
+    data-parallel rank other than 0); returns its summary."""
     if progress.best["state"] is None:
         raise TrainingError("no epoch was trained; check train.epochs")
     model = run.model
@@ -350,5 +386,6 @@ def _write_model_dir(run: Run, progress: Progress, out_dir: Path) -> dict[str, A
         "decode_size": run.decode_size,
         "backbone": params.model.backbone,
     }
-    write_model_dir(out_dir, model, meta, summary=summary, epochs=history)
+    if write:
+        write_model_dir(out_dir, model, meta, summary=summary, epochs=history)
     return summary

@@ -27,6 +27,7 @@ from petsml.data.split import load_split
 from petsml.data.tensors import augment, batches, to_input
 from petsml.errors import PetsError
 from petsml.models.precision import autocast, use_bf16
+from petsml.training.distributed import SINGLE, World, sum_over_ranks
 
 log = logging.getLogger(__name__)
 
@@ -241,24 +242,39 @@ def train_epoch_full(
     prefetch_depth: int = 2,
     precision: str = "auto",
     keep_norm_stats: bool = False,
+    world: World = SINGLE,
 ) -> tuple[float, float]:
     """One epoch through the whole network: uint8 batches read ahead, augmented on the device,
-    bf16 autocast on CUDA; the short last batch is dropped. Returns (mean loss, accuracy)."""
+    bf16 autocast on CUDA; the short last batch is dropped. Returns (mean loss, accuracy).
+
+    Data-parallel (``world``, :mod:`petsml.training.distributed`): ``batch_size`` is the global
+    batch; this rank reads and trains its share of each, and the returned metrics are summed
+    over the ranks."""
     set_train_mode(model, frozen_blocks, keep_norm_stats)
     bf16 = use_bf16(device, precision)
     steps = steps_per_epoch(len(data.labels), batch_size)
+    rows = world.share(batch_size) if world.enabled else None
+    if world.enabled and len(data.labels) < batch_size:
+        raise TrainingError(
+            f"{len(data.labels)} train images are fewer than one global batch "
+            f"(train.batch_size {batch_size}): lower train.batch_size to train data-parallel"
+        )
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     bar = tqdm(total=steps, desc=desc, unit="batch", mininterval=2, leave=False)
-    stream = batches(data.images, data.labels, batch_size, shuffle=True, seed=shuffle_seed)
+    stream = batches(
+        data.images, data.labels, batch_size, shuffle=True, seed=shuffle_seed, rows=rows
+    )
     stream = (pinned(b, device) for b in stream)
     for step, (x_u8, y) in enumerate(prefetch(stream, prefetch_depth)):
         if step >= steps:  # drop the short last batch: BatchNorm needs more than one sample
             break
         x_u8 = x_u8.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
-        x = to_input(augment(x_u8, prep.input_size, generator), prep.mean, prep.std)
+        of = batch_size if rows is not None else None
+        x = to_input(augment(x_u8, prep.input_size, generator, rows=rows, of=of), prep.mean,
+                     prep.std)  # fmt: skip
         loss, logits = train_step(forward, x, y, optimizer, scheduler, device, bf16)
         loss_sum += loss * len(y)
         correct += (logits.argmax(1) == y).sum()
@@ -269,8 +285,9 @@ def train_epoch_full(
                 loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}"
             )
     bar.close()
+    loss_total, correct_total, seen = sum_over_ranks(world, loss_sum.item(), correct.item(), seen)
     if not seen:
         raise TrainingError("no training batch ran; the train split is empty")
-    loss_value = loss_sum.item() / seen
+    loss_value = loss_total / seen
     check_loss(loss_value)
-    return loss_value, correct.item() / seen
+    return loss_value, correct_total / seen

@@ -22,7 +22,7 @@ from petsml.data.decode import DecodedImages
 from petsml.data.split import class_names as class_names_of
 from petsml.data.tensors import pick_device
 from petsml.models.classifier import Classifier
-from petsml.training import cached_top
+from petsml.training import cached_top, distributed
 from petsml.training.loop import (
     Forward,
     SplitData,
@@ -58,6 +58,8 @@ class Run:
     split: cached_top.TopSplit | None = None
     top_forward: Forward | None = None  # the trainable top + head on cached frozen outputs
     caches: tuple[cached_top.FeatureCache, cached_top.FeatureCache] | None = None
+    world: distributed.World = distributed.SINGLE
+    train_forward: Forward | None = None  # what training steps run (DDP-wrapped when several)
 
     @property
     def settings(self) -> Any:
@@ -95,12 +97,18 @@ def load_data(
     return train, val, decoded.size
 
 
-def set_up(strategy: Strategy, params: Params, inputs: Inputs) -> Run:
-    """Data, device, model, parameter groups, optimiser and schedule, in a seeded order."""
+def set_up(
+    strategy: Strategy,
+    params: Params,
+    inputs: Inputs,
+    world: distributed.World = distributed.SINGLE,
+) -> Run:
+    """Data, device, model, parameter groups, optimiser and schedule, in a seeded order (the
+    same on every data-parallel rank; ``world`` picks this rank's device)."""
     t = params.train
     class_names = class_names_of(inputs.splits_dir, params.data.task)
     train, val, decode_size = load_data(params, inputs, class_names)
-    device = pick_device(t.device)
+    device = distributed.start(world, pick_device(t.device))
     random.seed(t.seed)
     np.random.seed(t.seed)
     model = build_model(strategy, params, len(class_names))
@@ -125,7 +133,7 @@ def set_up(strategy: Strategy, params: Params, inputs: Inputs) -> Run:
     forward, top_forward = _compiled(model, top, device, t.compile)
     return Run(
         strategy, params, class_names, train, val, decode_size, device, model, groups,
-        optimizer, scheduler, generator, steps, forward, split, top_forward,
+        optimizer, scheduler, generator, steps, forward, split, top_forward, world=world,
     )  # fmt: skip
 
 
