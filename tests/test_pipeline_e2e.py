@@ -124,6 +124,8 @@ def test_compare_ranks_what_ran_with_its_costs_and_checks_the_advice(pipeline_ru
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`petsml.role` = 'pipeline'")
     logged = {f.path for f in client.list_artifacts(parent.info.run_id, "comparison")}
     assert {"comparison/comparison.md", "comparison/comparison.html"} <= logged
+
+
 def _mtimes(project: Path, outs: list[str]) -> dict[str, int]:
     """mtime (ns) of every file under the given stage outputs."""
     found = {}

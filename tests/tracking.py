@@ -245,6 +245,8 @@ def register_in_own_store(root: Path) -> tuple[Path, str, dict]:
         )  # fmt: skip
         write_json(project / "reports" / "registry.json", report)
     return project, uri, report
+
+
 def sweep_member(index: int, uri: str, model_pt: str, root: str, name: str, barrier) -> None:
     """One concurrent sweep member in its own process: wait for the others at ``barrier``, log
     an execution (parent, child, pyfunc model; ``index`` more correct test rows than member 0)
