@@ -106,7 +106,8 @@ def _one(tracking, model_pt, correct: np.ndarray, key: str, val: float = 0.8) ->
     return execution(tracking, model_pt, {"finetune_top": (val, predictions_table(correct))}, key)
 
 
-def test_first_version_becomes_champion_with_tags_card_and_history(tracking, model_pt):
+def test_first_version_becomes_champion_with_tags_card_and_history(tracking, model_pt, monkeypatch):
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     champ, _ = masks(30, 5, 5)
     runs = execution(
         tracking,
@@ -119,6 +120,8 @@ def test_first_version_becomes_champion_with_tags_card_and_history(tracking, mod
         key="first",
     )
     report = register_execution(runs, NAME, 0.05)
+    # registering must not pin later code or child processes to this store
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
     assert report["model_name"] == NAME and report["version"] == "1"
     assert report["strategy"] == "feature_extractor"
     assert report["decision"] == "champion" and report["p_value"] is None

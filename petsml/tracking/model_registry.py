@@ -15,6 +15,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -84,17 +85,30 @@ def _version_str(version: Any) -> str:
 
 @contextmanager
 def _global_uri(uri: str) -> Iterator[None]:
-    """Point mlflow's fluent API at ``uri`` for a block (mlflow.register_model uses it)."""
-    import mlflow
+    """Point mlflow's fluent API at ``uri`` for a block (mlflow.register_model uses it).
 
-    before_tracking, before_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    ``mlflow.set_*_uri`` also export ``MLFLOW_*_URI`` for subprocesses, and
+    ``get_registry_uri`` answers the resolved value even when none was set: restoring through
+    them would leave the variables behind and pin later code (and child processes) to this
+    store. So the module globals and the environment are put back exactly as they were."""
+    import mlflow
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    env = {name: os.environ.get(name) for name in names}
+    globals_before = (tracking_utils._tracking_uri, registry_utils._registry_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(before_tracking)
-        mlflow.set_registry_uri(before_registry)
+        tracking_utils._tracking_uri, registry_utils._registry_uri = globals_before
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class ModelRegistry:
