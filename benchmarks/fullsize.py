@@ -70,6 +70,8 @@ class TreeSampler(threading.Thread):
         self.root, self.interval = psutil.Process(pid), interval
         self.stage = "(dvc start)"
         self.peaks: dict[str, int] = {}
+        self.cpu: dict[str, float] = {}  # CPU seconds (user + system) by stage: load-independent
+        self._seen: dict[int, float] = {}
         self.loads: list[float] = []
         self.done = threading.Event()
 
@@ -80,21 +82,27 @@ class TreeSampler(threading.Thread):
                 procs = [self.root, *self.root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 break
-            rss = 0
+            rss, cpu = 0, 0.0
             for proc in procs:
                 try:
                     rss += proc.memory_info().rss
+                    times = proc.cpu_times()
+                    used = times.user + times.system
                 except psutil.Error:
-                    pass
+                    continue
+                cpu += used - self._seen.get(proc.pid, 0.0)
+                self._seen[proc.pid] = used
             self.peaks[self.stage] = max(self.peaks.get(self.stage, 0), rss)
+            self.cpu[self.stage] = self.cpu.get(self.stage, 0.0) + cpu
             if time.monotonic() - last_load > 10:
                 self.loads.append(os.getloadavg()[0])
                 last_load = time.monotonic()
             self.done.wait(self.interval)
 
 
-def repro(project: Path, env: dict[str, str]) -> tuple[list[tuple[str, float]], dict, int, list]:
-    """One ``dvc repro``: (stage, seconds) in order, peak tree RSS per stage, max RSS, loads."""
+def repro(project: Path, env: dict[str, str]) -> tuple[list[tuple[str, float]], TreeSampler, int]:
+    """One ``dvc repro``: (stage, seconds) in order, the sampler (peak RSS and CPU seconds per
+    stage, load averages) and the largest single process's peak RSS."""
     proc = subprocess.Popen(
         ["dvc", "repro"], cwd=project, env=env | {"PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
@@ -120,7 +128,7 @@ def repro(project: Path, env: dict[str, str]) -> tuple[list[tuple[str, float]], 
         sys.exit(f"dvc repro failed ({proc.returncode}):\n{''.join(log[-80:])}")
     ends = [at for _, at in marks[1:]] + [end]
     times = [(name, stop - at) for (name, at), stop in zip(marks, ends, strict=True)]
-    return times, sampler.peaks, usage.ru_maxrss * 1024, sampler.loads
+    return times, sampler, usage.ru_maxrss * 1024
 
 
 def stage_outputs(project: Path) -> dict[str, list[Path]]:
@@ -175,14 +183,21 @@ def main() -> None:
         project = make_project(tmp / "project", overrides)
         env = tool_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db")
         print(f"dvc repro (default params, strategies {_strategies(project)}), started:")
-        times, peaks, max_rss, loads = repro(project, env)
+        times, sampler, max_rss = repro(project, env)
+        peaks, loads = sampler.peaks, sampler.loads
         outs = stage_outputs(project)
         total = sum(secs for _, secs in times)
-        print(f"\n{'stage':<30}{'seconds':>9}{'peak RSS MiB':>14}{'outputs MiB':>13}")
+        print(f"\n{'stage':<30}{'seconds':>9}{'CPU s':>8}{'peak RSS MiB':>14}{'outputs MiB':>13}")
         for name, secs in times:
             size = disk_bytes(*outs.get(name, []))
-            print(f"{name:<30}{secs:>9.1f}{peaks.get(name, 0) / MIB:>14.0f}{size / MIB:>13.0f}")
-        print(f"{'whole dvc repro':<30}{total:>9.1f}{max(peaks.values()) / MIB:>14.0f}")
+            print(
+                f"{name:<30}{secs:>9.1f}{sampler.cpu.get(name, 0):>8.1f}"
+                f"{peaks.get(name, 0) / MIB:>14.0f}{size / MIB:>13.0f}"
+            )
+        print(
+            f"{'whole dvc repro':<30}{total:>9.1f}{sum(sampler.cpu.values()):>8.1f}"
+            f"{max(peaks.values()) / MIB:>14.0f}"
+        )
         low, high = min(loads, default=0), max(loads, default=0)
         print(
             f"largest single process: {max_rss / MIB:.0f} MiB peak RSS; load average during "
@@ -215,7 +230,8 @@ def disk_report(project: Path, env: dict[str, str], tmp: Path) -> None:
 
     print(
         f"\ndisk (MiB, hard links once): data/raw {disk_bytes(data / 'raw') / MIB:.0f}, "
-        f"data/decoded {disk_bytes(data / 'decoded') / MIB:.0f}"
+        f"data/decoded {disk_bytes(data / 'decoded') / MIB:.0f}, data/downloads (the archives, "
+        f"kept outside DVC) {disk_bytes(data / 'downloads') / MIB:.0f}"
     )
     line("as run (cache.type default)")
     for kind in ("hardlink", "symlink"):
