@@ -10,10 +10,13 @@ after a warm-up, with every layer trainable (``finetune_full``):
   read ahead in a thread, augmentation on the device, channels_last, bf16 autocast where the
   hardware has it (``model.precision``),
   ``--compile`` for torch.compile.
-- model only: one prepared batch stepped again and again: the ceiling for the project's path.
+- model only: the project's step (same forward, precision, memory format, batch, compile) on
+  one prepared batch again and again: the ceiling for the project's path. A project figure over
+  100% of it prints a warning that the ceiling is wrong, never the ratio.
 
-Without ``FOLDER`` the photos are synthetic (smooth random fields saved as JPEG, so they decode
-like photos rather than like noise); weights are random (speed does not depend on them).
+A header names the machine (CPU, flags, threads, GPU, load); every line names its precision and
+memory format (``benchmarks/machine.py``). Without ``FOLDER`` the photos are synthetic
+(``benchmarks/photos.py``); weights are random (speed does not depend on them).
 
     python benchmarks/finetune_full.py [FOLDER] [--backbone tv:resnet50] [--batch-size 256]
 """
@@ -30,8 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from machine import header, of_ceiling, peak_rss_mib, tag, timed
 from naive import naive_loader
-from PIL import Image
+from photos import photo_files
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,36 +52,13 @@ from petsml.training.param_groups import build_param_groups  # noqa: E402
 CLASSES = 37
 
 
-def synthetic_photos(folder: Path, n: int, seed: int = 0) -> list[Path]:
-    """``n`` JPEGs of 320 x 400 px built from upsampled low-resolution noise."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for i in range(n):
-        small = rng.integers(0, 256, (10, 8, 3), dtype=np.uint8)
-        img = Image.fromarray(small).resize((320, 400), Image.Resampling.BICUBIC)
-        path = folder / f"photo_{i:05d}.jpg"
-        img.save(path, quality=90)
-        files.append(path)
-    return files
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def images_per_s(n_images: int, device: torch.device, run, *args) -> float:
-    sync(device)
-    started = time.perf_counter()
-    run(*args)
-    sync(device)
-    return n_images / (time.perf_counter() - started)
+    return n_images / timed(lambda: run(*args), device)[0]
 
 
-def make_model(backbone: str, params, device: torch.device, memory_format):
+def make_model(backbone: str, params, device: torch.device, memory_format, image_size=None):
     torch.manual_seed(0)
-    net = Classifier(create_backbone(backbone, pretrained=False), CLASSES)
+    net = Classifier(create_backbone(backbone, pretrained=False, image_size=image_size), CLASSES)
     groups = build_param_groups("finetune_full", net, params)
     net = net.to(device, memory_format=memory_format)
     return net, torch.optim.AdamW(groups.param_groups), groups.frozen_blocks
@@ -104,6 +85,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--image-size", type=int, help="default: the backbone's own")
+    parser.add_argument("--decode-size", type=int, help="default: params.yaml's decode.size")
     args = parser.parse_args()
     device = pick_device(args.device)
     params = load_params(ROOT / "params.yaml")
@@ -112,25 +95,29 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
+    bf16 = use_bf16(device, params.model.precision)
+    project_tag = tag(bf16, torch.channels_last, compiled=args.compile)
+    decode_size = args.decode_size or params.decode.size
     with tempfile.TemporaryDirectory() as tmp:
-        if args.folder:
-            files = sorted(Path(args.folder).rglob("*.jpg"))
-        else:
-            files = synthetic_photos(Path(tmp) / "photos", args.images)
+        files = photo_files(args.folder, Path(tmp), args.images)
         if len(files) < args.batch_size:
             sys.exit(f"{len(files)} photos is less than one batch of {args.batch_size}")
         labels = np.arange(len(files)) % CLASSES
-        prep = create_backbone(args.backbone, pretrained=False).preprocessing
-        name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+        prep = create_backbone(
+            args.backbone, pretrained=False, image_size=args.image_size
+        ).preprocessing
+        print(header(device))
         print(
             f"{args.backbone} full fine-tuning, {len(files)} photos, batch {args.batch_size}, "
-            f"{prep.input_size}px, {device} ({name}), {args.workers} loader workers"
+            f"{prep.input_size}px, {device}, {args.workers} loader workers, model.precision "
+            f"{params.model.precision} -> {'bf16' if bf16 else 'fp32'}"
         )
         steps = len(files) // args.batch_size
         seen = steps * args.batch_size * args.epochs
 
         # Naive: decode every photo every epoch in DataLoader workers; fp32 NCHW.
-        net, opt, _ = make_model(args.backbone, params, device, torch.contiguous_format)
+        nchw = torch.contiguous_format
+        net, opt, _ = make_model(args.backbone, params, device, nchw, args.image_size)
         loader = naive_loader(
             files, labels.tolist(), prep, train=True, batch_size=args.batch_size,
             workers=args.workers, pin_memory=device.type == "cuda",
@@ -145,11 +132,13 @@ def main() -> None:
         started = time.perf_counter()
         data = SplitData(
             [p.stem for p in files],
-            np.stack([load_rgb(p, params.decode.size) for p in files]),
+            np.stack([load_rgb(p, decode_size) for p in files]),
             labels.astype(np.int64),
         )
         decode_secs = time.perf_counter() - started
-        net, opt, frozen = make_model(args.backbone, params, device, torch.channels_last)
+        net, opt, frozen = make_model(
+            args.backbone, params, device, torch.channels_last, args.image_size
+        )
         forward = torch.compile(net) if args.compile else net
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
         gen = torch.Generator().manual_seed(0)
@@ -172,7 +161,6 @@ def main() -> None:
         x_u8 = torch.from_numpy(data.images[: args.batch_size]).to(device)
         x = to_input(augment(x_u8, prep.input_size, gen), prep.mean, prep.std)
         y = torch.from_numpy(data.labels[: args.batch_size]).to(device)
-        bf16 = use_bf16(device, params.model.precision)
 
         def model_only(n: int) -> None:
             net.train()
@@ -182,14 +170,17 @@ def main() -> None:
         model_only(2)
         ceiling = images_per_s(seen, device, model_only, steps * args.epochs)
 
-    print(f"  naive (tutorial, fp32 NCHW)  {naive_ips:9.1f} images/s")
+    naive_tag = tag(False, torch.contiguous_format)
+    print(f"  naive (tutorial)             {naive_ips:9.1f} images/s  {naive_tag}")
     print(
-        f"  project                      {project_ips:9.1f} images/s "
-        f"({project_ips / ceiling:.0%} of model-only; decode once {decode_secs:.1f}s)"
+        f"  project                      {project_ips:9.1f} images/s  {project_tag} "
+        f"({of_ceiling(project_ips, ceiling)}; decode once {decode_secs:.1f}s)"
     )
-    print(f"  model only                   {ceiling:9.1f} images/s")
+    print(f"  model only                   {ceiling:9.1f} images/s  {project_tag}")
     if peak is not None:
         print(f"  peak GPU memory (project)    {peak:9.1f} GiB")
+    else:
+        print(f"  peak memory (RSS, process)   {peak_rss_mib() / 1024:9.1f} GiB")
     print(f"speedup: {project_ips / naive_ips:.2f}")
 
 

@@ -4,9 +4,9 @@ For each precision: images/s of frozen feature extraction (the featurize stage) 
 ``finetune_top`` run (the train stage, its one-off frozen-block cache included; speeds are the
 best of interleaved repeats, so a shared machine's load hits both precisions alike), the probe's
 validation accuracy on those features and the ``finetune_top`` run's, on the real photos, over
-repeated seeded train/val splits. One line per measurement names the CPU, its bf16 flags, the
-threads, the precision and the memory format, then a ``pick:`` line says what ``auto`` picks
-here and whether that is the faster one at equal accuracy.
+repeated seeded train/val splits. A header names the CPU, its flags and the threads; one line per
+precision names it and the memory format (``benchmarks/machine.py``), then a ``pick:`` line says
+what ``auto`` picks here and whether that is the faster one at equal accuracy.
 
     python benchmarks/precision.py [FOLDER] [--splits 3] [--epochs 3]
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import platform
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from machine import header, tag
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from petsml.config import Params, load_params
@@ -40,23 +40,6 @@ from petsml.training.heads import fit_logistic
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "bf16")
-
-
-def machine() -> str:
-    """CPU model, its bf16-related flags and the torch thread count."""
-    model, flags = platform.processor() or "?", []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = [f for f in line.split(":", 1)[1].split() if "bf16" in f or "amx" in f]
-                break
-    except OSError:
-        pass
-    return (
-        f"cpu {model!r} bf16 flags [{' '.join(flags) or 'none'}] threads {torch.get_num_threads()}"
-    )
 
 
 def photo_frame(folder: Path) -> pd.DataFrame:
@@ -101,8 +84,11 @@ def main() -> None:
     params = load_params(ROOT / "params.yaml")
     frame = photo_frame(Path(args.folder))
     cpu = torch.device("cpu")
-    head = f"{machine()} | memory channels_last | backbone {params.model.backbone}"
-    print(f"{len(frame)} photos from {args.folder}; {args.splits} seeded 2:1 splits")
+    print(header())
+    print(
+        f"{len(frame)} photos from {args.folder}; {args.splits} seeded 2:1 splits; backbone "
+        f"{params.model.backbone}"
+    )
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -159,9 +145,10 @@ def main() -> None:
                 "finetune_acc": float(np.mean(ft_acc[precision])),
             }
             r = results[precision]
+            probes = " ".join(f"{a:.3f}" for a in probe_acc[precision])
             print(
-                f"{head} | precision {precision} | features {r['features']:.1f} img/s, probe val "
-                f"acc {r['probe']:.3f} ({' '.join(f'{a:.3f}' for a in probe_acc[precision])}) | "
+                f"{tag(precision == 'bf16', torch.channels_last)} features "
+                f"{r['features']:.1f} img/s, probe val acc {r['probe']:.3f} ({probes}) | "
                 f"finetune_top {r['finetune']:.1f} img/s, val acc {r['finetune_acc']:.3f} "
                 f"({' '.join(f'{a:.3f}' for a in ft_acc[precision])})",
                 flush=True,

@@ -1,28 +1,127 @@
-"""The benchmarks still run (tiny settings, CPU): a figure in the README must stay reproducible."""
+"""The benchmarks still run (tiny settings, CPU) and cannot flatter: a figure in the README must
+stay reproducible, name its machine, and never beat its own model-only ceiling unannounced."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
+from tests.fakedata import make_dataset
+
 REPO = Path(__file__).resolve().parents[1]
+TINY = ["--image-size", "32", "--decode-size", "40"]
+# "  <label>   <x> images/s  [<precision> <memory format>]<the rest>"
+FIGURE = re.compile(r"^  ([a-z][a-z_ +()]*?) +([\d.]+) images/s  (\[[^]]+\])(.*)$", re.M)
+KINDS = ("naive", "project", "model only")
 
 
-def test_finetune_full_benchmark_prints_all_three_paths_and_a_speedup():
-    cmd = [
-        sys.executable, str(REPO / "benchmarks" / "finetune_full.py"), "--device", "cpu",
-        "--backbone", "test_efficientnet", "--batch-size", "4", "--images", "12",
-        "--epochs", "1", "--workers", "1",
-    ]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert out.returncode == 0, out.stderr[-3000:]
-    figures = dict(
-        re.findall(r"^  (naive|project|model only)\b.*?([\d.]+) images/s", out.stdout, re.M)
+def bench_module(name: str):
+    """``benchmarks/<name>.py`` imported by path (benchmarks/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        f"bench_{name}", REPO / "benchmarks" / f"{name}.py"
     )
-    assert set(figures) == {"naive", "project", "model only"}, out.stdout
-    assert all(float(v) > 0 for v in figures.values())
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cpu_flags() -> set[str]:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    line = next((x for x in text.splitlines() if x.startswith("flags")), "flags:")
+    return set(line.split(":", 1)[1].split())
+
+
+def check_honest(out: str, sections: int) -> None:
+    """Every figure names precision and format; the project never beats its ceiling silently."""
+    machine = re.findall(
+        r"^machine: cpu '.+', flags \[(.*?)\], \d+ cores, \d+ torch threads", out, re.M
+    )
+    assert len(machine) == sections, out
+    for flag in {"avx2", "avx512_bf16", "amx_bf16"} & cpu_flags():
+        assert flag in machine[0].split(), (flag, machine[0])
+    figures = [
+        (next(k for k in KINDS if label.startswith(k)), label, value, tags, rest)
+        for label, value, tags, rest in FIGURE.findall(out)
+    ]
+    assert {kind for kind, *_ in figures} == set(KINDS), out
+    for _, label, value, tags, rest in figures:
+        assert float(value) > 0, (label, value)
+        assert re.fullmatch(r"\[(bf16|fp32) (channels_last|NCHW)( \+compile)?\]", tags), tags
+        if label in ("naive", "naive (tutorial)"):
+            assert tags == "[fp32 NCHW]", tags  # the tutorial's path
+        if "of model-only" in rest or "ceiling" in rest:
+            ratio = re.search(r"(\d+)% of model-only", rest)
+            assert "WARNING: the ceiling is wrong" in rest or int(ratio.group(1)) <= 105, rest
+    project = {tags for kind, _, _, tags, _ in figures if kind == "project"}
+    ceiling = {tags for kind, _, _, tags, _ in figures if kind == "model only"}
+    assert project == ceiling, (project, ceiling)  # the ceiling runs what the project runs
+
+
+def test_ceiling_over_100_percent_prints_a_warning_never_the_ratio():
+    machine = bench_module("machine")
+    assert machine.of_ceiling(90, 100) == "90% of model-only"
+    assert "noise" in machine.of_ceiling(103, 100)
+    flattering = machine.of_ceiling(258, 100)
+    assert flattering.startswith("WARNING: the ceiling is wrong"), flattering
+    assert "of model-only" in flattering and "258%" in flattering
+
+
+def test_header_names_cpu_flags_threads_and_tags_name_precision_and_format():
+    machine = bench_module("machine")
+    head = machine.header()
+    assert head.startswith("machine: cpu '") and f"{torch.get_num_threads()} torch threads" in head
+    for flag in set(machine.FLAGS) & cpu_flags():
+        assert flag in head, (flag, head)
+    assert machine.tag(True, torch.channels_last) == "[bf16 channels_last]"
+    assert machine.tag(False, torch.contiguous_format, compiled=True) == "[fp32 NCHW +compile]"
+
+
+@pytest.fixture(scope="module")
+def gpu_sh_on_cpu(tmp_path_factory) -> str:
+    """benchmarks/gpu.sh as the GPU run would call it, on the CPU with a tiny backbone."""
+    env = dict(os.environ) | {
+        "PYTHON": sys.executable, "DEVICE": "cpu", "BACKBONE": "test_efficientnet",
+        "EXTRACT_BACKBONE": "test_efficientnet", "BATCH": "4", "IMAGES": "12", "EPOCHS": "1",
+        "COMPILE": "off", "WORKERS": "1", "SIZES": " ".join(TINY),
+        "TMPDIR": str(tmp_path_factory.mktemp("gpu_sh")),
+    }  # fmt: skip
+    out = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu.sh")], capture_output=True, text=True,
+        timeout=600, cwd=REPO, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+def test_gpu_sh_runs_on_cpu_with_a_tiny_backbone_and_prints_honest_figures(gpu_sh_on_cpu):
+    out = gpu_sh_on_cpu
+    assert re.search(r"^== machine: .*load", out, re.M) and "torch 2." in out, out
+    finetune, extraction = out.split("== test_efficientnet frozen feature extraction")
+    assert "== test_efficientnet full fine-tuning, torch.compile off" in finetune, out
+    check_honest(finetune, sections=1)
+    check_honest(extraction, sections=1)
+    assert len(re.findall(r"^  peak memory \(RSS", out, re.M)) == 2, out
+    assert len(re.findall(r"^speedup: \d+\.\d\d$", out, re.M)) == 2, out
+
+
+def test_throughput_prints_machine_precision_format_and_ceilings(tmp_path):
+    ds = make_dataset(tmp_path / "photos", per_breed=6, test_per_breed=0, quirks=False)
+    cmd = [
+        sys.executable, str(REPO / "benchmarks" / "throughput.py"), str(ds.root),
+        "--backbone", "test_efficientnet", "--random-init", *TINY, "--epochs", "1",
+        "--batch-size", "4", "--workers", "0",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    check_honest(out.stdout, sections=1)
+    assert len(re.findall(r"of model-only|ceiling is wrong", out.stdout)) == 2, out.stdout
     assert re.search(r"^speedup: \d+\.\d\d$", out.stdout, re.M), out.stdout
 
 
