@@ -4,14 +4,14 @@ Helpers that are plain functions live in modules beside this one (``project``, `
 ``models``, ``serving``, ``tracking``, ``predictions``); a test module never imports another
 (``test_layout.py``). Session scope: the archives are read-only inputs, built once per run.
 
-Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) every test must:
+Under pytest-xdist (``make test`` runs ``-n 2 --dist loadfile``) every test must:
 - bind port 0 (never a fixed port), write only under ``tmp_path``/``tmp_path_factory``, and
   restore any env var, cwd, signal handler or torch thread count it changes;
-- expect its module to run whole on one worker (each module is its own ``xdist_group``, so a
-  module fixture is built once), but session fixtures once per worker: modules sharing an
-  expensive session fixture name one ``pytest.mark.xdist_group`` (``pytestmark = ...``);
-- mark a module taking over ~30 s ``pytest.mark.slow``: slow groups start first, so the two
-  workers end together. Workers run torch and child processes on one thread each.
+- expect its module to run whole on one worker (module fixtures are built once), but session
+  fixtures once per worker that uses them: modules sharing an expensive session fixture are
+  listed in ``XDIST_SHARED`` below (one worker runs them all);
+- mark a module taking over ~30 s ``pytestmark = pytest.mark.slow``: slow modules start first,
+  so the two workers end together. Workers run torch and child processes on one thread each.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def loopback_mirror(fake_archives):
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory):
     """The whole pipeline run once (``tests.project.run_whole_pipeline``): the e2e tests read
-    it, the store-recovery tests copy it (both in xdist group ``pipeline_run``)."""
+    it, the store-recovery tests copy it (one xdist worker runs both: ``XDIST_SHARED``)."""
     from tests.project import run_whole_pipeline
 
     return run_whole_pipeline(tmp_path_factory.mktemp("e2e"))
@@ -76,20 +76,34 @@ def pytest_configure(config) -> None:
         torch.set_num_threads(1)
 
 
-def _group(item) -> str:
-    mark = item.get_closest_marker("xdist_group")
-    return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+# Modules sharing an expensive session fixture run on the worker of the module they map to.
+XDIST_SHARED = {"tests/test_store_recovery_e2e.py": "tests/test_pipeline_e2e.py"}  # pipeline_run
 
 
-@pytest.hookimpl(tryfirst=True)
+def _scope(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    return XDIST_SHARED.get(module, module)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` with the modules of :data:`XDIST_SHARED` on one worker (xdist's own
+    ``loadgroup`` marks do nothing under pytest 9: it renames nodes in a way pytest 9 ignores)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    return SharedFixtureScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Under xdist: a test without an ``xdist_group`` joins its module's group (module fixtures
-    are built once), and groups holding a ``slow`` test come first (the longest start first;
+    """Under xdist, modules holding a ``slow`` test come first (the longest start first;
     ``--no-loadscope-reorder`` keeps that order)."""
     if not hasattr(config, "workerinput"):
         return
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
-    slow = {_group(item) for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: _group(item) not in slow)
+    slow = {_scope(item.nodeid) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: _scope(item.nodeid) not in slow)

@@ -14,8 +14,8 @@ import pytest
 from tests.project import E2E_STRATEGIES as STRATEGIES
 
 # the run itself is the session fixture ``pipeline_run`` (tests/conftest.py), shared with
-# test_store_recovery_e2e: the same xdist group, so it is built once
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline_run")]
+# test_store_recovery_e2e (XDIST_SHARED there: one worker runs both, so it is built once)
+pytestmark = pytest.mark.slow
 
 
 def test_metrics_cover_every_strategy(pipeline_run):

@@ -19,7 +19,7 @@ import pytest
 
 from tests.project import dvc, tool_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline_run")]
+pytestmark = pytest.mark.slow
 NAME = "oxford-pets-breed"
 
 
@@ -73,7 +73,7 @@ def _assert_reports_name_what_the_store_holds(project) -> dict:
 @pytest.fixture(scope="module")
 def project(pipeline_run, tmp_path_factory):
     """A copy of the session's whole-pipeline run (tests/conftest.py), which test_pipeline_e2e
-    reads: these tests delete its store. Same xdist group, so the run is built once."""
+    reads: these tests delete its store. One xdist worker runs both (XDIST_SHARED)."""
     source, _, first, _ = pipeline_run
     assert {"track", "register", "mlflow_store"} <= _ran(first)
     path = tmp_path_factory.mktemp("recovery") / "p"
