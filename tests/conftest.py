@@ -11,12 +11,11 @@ Under pytest-xdist (``make test`` runs ``-n 2 --dist loadfile``) every test must
   fixtures once per worker that uses them: modules sharing an expensive session fixture are
   listed in ``XDIST_SHARED`` below (one worker runs them all);
 - mark a module taking over ~30 s ``pytestmark = pytest.mark.slow``: slow modules start first,
-  so the two workers end together. Workers run torch and child processes on one thread each.
+  so the two workers end together.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,16 +63,6 @@ def tiny_model(tmp_path) -> Path:
     from tests.models import make_tiny_model
 
     return make_tiny_model(tmp_path / "model.pt")
-
-
-def pytest_configure(config) -> None:
-    """An xdist worker shares 2 cores with another one: torch and child processes (DVC stages,
-    servers) get one thread each instead of one per core each (oversubscribed, they thrash)."""
-    if hasattr(config, "workerinput"):
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
-        import torch
-
-        torch.set_num_threads(1)
 
 
 # Modules sharing an expensive session fixture run on the worker of the module they map to.
