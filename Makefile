@@ -19,7 +19,7 @@ run: install
 
 test: install
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder --durations=15; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -4,6 +4,15 @@ Prefect server, a tiny model.
 Helpers that are plain functions live in modules beside this one (``project``, ``fakedata``,
 ``models``, ``serving``, ``tracking``, ``predictions``); a test module never imports another
 (``test_layout.py``). Session scope: the archives are read-only inputs, built once per run.
+
+Under pytest-xdist (``make test`` runs ``-n 2 --dist loadfile``) every test must:
+- bind port 0 (never a fixed port), write only under ``tmp_path``/``tmp_path_factory``, and
+  restore any env var, cwd, signal handler or torch thread count it changes;
+- expect its module to run whole on one worker (module fixtures are built once), but session
+  fixtures once per worker that uses them: modules sharing an expensive session fixture are
+  listed in ``XDIST_SHARED`` below (one worker runs them all);
+- mark a module taking over ~30 s ``pytestmark = pytest.mark.slow``: slow modules start first,
+  so the two workers end together.
 """
 
 from __future__ import annotations
@@ -52,6 +61,15 @@ def prefect_server(tmp_path_factory):
             yield PREFECT_API_URL.value()
 
 
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory):
+    """The whole pipeline run once (``tests.project.run_whole_pipeline``): the e2e tests read
+    it, the store-recovery tests copy it (one xdist worker runs both: ``XDIST_SHARED``)."""
+    from tests.project import run_whole_pipeline
+
+    return run_whole_pipeline(tmp_path_factory.mktemp("e2e"))
+
+
 @pytest.fixture
 def tiny_model(tmp_path) -> Path:
     """A saved tiny classifier (``model.pt``) over every breed, offline weights, no training."""
@@ -68,3 +86,36 @@ def registered_project(tmp_path_factory):
     from tests.tracking import register_in_own_store
 
     return register_in_own_store(tmp_path_factory.mktemp("registered"))
+
+
+# Modules sharing an expensive session fixture run on the worker of the module they map to.
+XDIST_SHARED = {"tests/test_store_recovery_e2e.py": "tests/test_pipeline_e2e.py"}  # pipeline_run
+
+
+def _scope(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    return XDIST_SHARED.get(module, module)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` with the modules of :data:`XDIST_SHARED` on one worker (xdist's own
+    ``loadgroup`` marks do nothing under pytest 9: it renames nodes in a way pytest 9 ignores)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    return SharedFixtureScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under xdist, modules holding a ``slow`` test come first (the longest start first;
+    ``--no-loadscope-reorder`` keeps that order)."""
+    if not hasattr(config, "workerinput"):
+        return
+    slow = {_scope(item.nodeid) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: _scope(item.nodeid) not in slow)

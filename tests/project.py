@@ -142,3 +142,34 @@ def changed_stages(project: Path, env: dict[str, str] | None = None) -> set[str]
     always = {name for name, stage in declared.items() if stage.get("always_changed")}
     status = json.loads(dvc(project, "status", "--json", env=env).stdout or "{}")
     return {name.rpartition(":")[2] for name in status} - always
+
+
+E2E_STRATEGIES = ["feature_extractor", "svm_early", "scratch"]
+
+
+def run_whole_pipeline(root: Path) -> tuple[Path, str, subprocess.CompletedProcess, ...]:
+    """The whole pipeline under `dvc repro` on generated photos from a loopback mirror, then a
+    second `dvc repro` (nothing changed), tracked into the project's default store
+    (``mlruns/mlflow.db``). Returns (project, tracking URI, first repro, second repro).
+
+    Built once per session (the ``pipeline_run`` fixture): test_pipeline_e2e reads it,
+    test_store_recovery_e2e works on a copy (the project can be copied with its ``mlruns/``)."""
+    from tests.fakedata import MirrorServer, make_dataset, pack_archives
+
+    make_dataset(root / "src", per_breed=12, test_per_breed=4)
+    md5 = pack_archives(root / "src", root / "mirror")
+    overrides = fake_data_params("", md5) | {
+        "model.image_size": 64,
+        "train.strategies": E2E_STRATEGIES,
+        "train.epochs": 2,
+        "train.batch_size": 16,
+        "features.batch_size": 32,
+    }
+    env = tool_env()
+    env.pop("MLFLOW_TRACKING_URI", None)  # the project default: sqlite:///mlruns/mlflow.db
+    with MirrorServer(root / "mirror") as server:
+        overrides["data.base_url"] = server.url
+        project = make_project(root / "p", overrides)
+        first = dvc(project, "repro", env=env, timeout=900)
+        second = dvc(project, "repro", env=env, timeout=300)
+    return project, f"sqlite:///{project / 'mlruns' / 'mlflow.db'}", first, second

@@ -38,7 +38,15 @@ from petsml.models.offline_weights import (
 from petsml.training.cached_top import split_backbone
 from petsml.training.features import extract_features
 
-torch.set_num_threads(2)
+
+@pytest.fixture(autouse=True, scope="module")
+def at_most_two_threads():
+    """Small models: more than 2 threads only thrash; restored for the modules after this."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(2, threads))
+    yield
+    torch.set_num_threads(threads)
+
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "pets-sample" / "images"

@@ -12,32 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakedata import MirrorServer, make_dataset, pack_archives
-from tests.project import changed_stages, dvc, fake_data_params, make_project, run, tool_env
+from tests.project import E2E_STRATEGIES as STRATEGIES
+from tests.project import changed_stages, dvc, run, tool_env
 
-STRATEGIES = ["feature_extractor", "svm_early", "scratch"]
-
-
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    make_dataset(root / "src", per_breed=12, test_per_breed=4)
-    md5 = pack_archives(root / "src", root / "mirror")
-    overrides = fake_data_params("", md5) | {
-        "model.image_size": 64,
-        "train.strategies": STRATEGIES,
-        "train.epochs": 2,
-        "train.batch_size": 16,
-        "features.batch_size": 32,
-    }
-    tracking = f"sqlite:///{root}/mlflow.db"
-    env = tool_env(MLFLOW_TRACKING_URI=tracking)
-    with MirrorServer(root / "mirror") as server:
-        overrides["data.base_url"] = server.url
-        project = make_project(root / "p", overrides)
-        first = dvc(project, "repro", env=env, timeout=900)
-        second = dvc(project, "repro", env=env, timeout=300)
-    return project, tracking, first, second
+# the run itself is the session fixture ``pipeline_run`` (tests/conftest.py), shared with
+# test_store_recovery_e2e (XDIST_SHARED there: one worker runs both, so it is built once)
+pytestmark = pytest.mark.slow
 
 
 def test_metrics_cover_every_strategy(pipeline_run):

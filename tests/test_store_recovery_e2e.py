@@ -11,15 +11,15 @@ not through the pipeline's own code).
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import time
 
 import pytest
 
-from tests.fakedata import MirrorServer, make_dataset, pack_archives
-from tests.project import dvc, fake_data_params, make_project, tool_env
+from tests.project import dvc, tool_env
 
-STRATEGIES = ["feature_extractor", "svm_early"]  # frozen-feature strategies: seconds to fit
+pytestmark = pytest.mark.slow
 NAME = "oxford-pets-breed"
 
 
@@ -71,20 +71,13 @@ def _assert_reports_name_what_the_store_holds(project) -> dict:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("recovery")
-    make_dataset(root / "src", per_breed=12, test_per_breed=4)
-    md5 = pack_archives(root / "src", root / "mirror")
-    overrides = fake_data_params("", md5) | {
-        "model.image_size": 64,
-        "train.strategies": STRATEGIES,
-        "features.batch_size": 32,
-    }
-    with MirrorServer(root / "mirror") as server:
-        overrides["data.base_url"] = server.url
-        path = make_project(root / "p", overrides)
-        first = dvc(path, "repro", env=_env(), timeout=900)
+def project(pipeline_run, tmp_path_factory):
+    """A copy of the session's whole-pipeline run (tests/conftest.py), which test_pipeline_e2e
+    reads: these tests delete its store. One xdist worker runs both (XDIST_SHARED)."""
+    source, _, first, _ = pipeline_run
     assert {"track", "register", "mlflow_store"} <= _ran(first)
+    path = tmp_path_factory.mktemp("recovery") / "p"
+    shutil.copytree(source, path, symlinks=True)
     return path
 
 
