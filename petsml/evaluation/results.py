@@ -13,7 +13,10 @@ torch or pandas): the CLI and the Prefect flows load it.
      "rows": [{"rank": 1, "strategy": ..., <a key per COLUMNS entry>}, ...],   # best first
      "pareto": {"accuracy": "val_accuracy", "latency": "latency_ms_batch1", "front": [...]},
      "advice": {"advised": ..., "winner": ..., "matched": true | false | null,
-                "statement": "..."}}
+                "statement": "..."},
+     "onnx": {"measured": true | false, "int8": ..., "what": "..."},  # when the stage passes it
+     "notes": ["...", ...]}   # sentences under the table: how extra columns were measured,
+                              # why a row's cells are empty (each row may carry its "notes")
 """
 
 from __future__ import annotations
