@@ -231,8 +231,8 @@ class EvaluateParams(_Section):
 class CompareParams(_Section):
     """The ``compare`` stage's ONNX columns: each strategy exported and measured in a temporary
     folder (petsml.compare_onnx). Off by default: an export, a parity pass over the test split
-    and the batch-1 timings cost more per strategy than the rest of the stage (14-31 s for one
-    Lite0 at 64 px on the loaded 2-core project machine); int8 adds static quantization
+    and the batch-1 timings cost more than the rest of the stage (21 s for the e2e test
+    pipeline's three Lite0 models at 64 px on the 2-core project machine); int8 adds quantization
     calibrated on ``calibration`` train photos."""
 
     onnx: bool = False  # ONNX fp32 size, batch-1 p50 latency and top-1 agreement with PyTorch
