@@ -228,6 +228,28 @@ class EvaluateParams(_Section):
     calibration_bins: int = Field(15, ge=2)
 
 
+class CompareParams(_Section):
+    """The ``compare`` stage's ONNX columns: each strategy exported and measured in a temporary
+    folder (petsml.compare_onnx). Off by default: an export, a parity pass over the test split
+    and the batch-1 timings cost more than the rest of the stage (21 s for the e2e test
+    pipeline's three Lite0 models at 64 px on the 2-core project machine); int8 adds quantization
+    calibrated on ``calibration`` train photos."""
+
+    onnx: bool = False  # ONNX fp32 size, batch-1 p50 latency and top-1 agreement with PyTorch
+    onnx_int8: bool = False  # + ONNX int8 size, p50 latency and accuracy drop (points)
+    calibration: int = Field(100, ge=1)  # training photos the int8 activation ranges come from
+    latency_runs: int = Field(20, ge=1)  # timed batch-1 calls per model after warm-up
+
+    @model_validator(mode="after")
+    def _int8_needs_onnx(self) -> CompareParams:
+        if self.onnx_int8 and not self.onnx:
+            raise ValueError(
+                "onnx_int8: true needs onnx: true (int8 is quantized from the fp32 export); "
+                "set compare.onnx: true or compare.onnx_int8: false"
+            )
+        return self
+
+
 class AdviseParams(_Section):
     """The ``advise`` stage: which strategy to ship, measured on a cheap subsample before training.
 
@@ -287,6 +309,7 @@ class Params(_Section):
     finetune_full: FinetuneFullParams = FinetuneFullParams()
     scratch: ScratchParams = ScratchParams()
     evaluate: EvaluateParams = EvaluateParams()
+    compare: CompareParams = CompareParams()
     advise: AdviseParams = AdviseParams()
     mlflow: MlflowParams = MlflowParams()
     registry: RegistryParams = RegistryParams()

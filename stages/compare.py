@@ -2,17 +2,20 @@
 
 Writes reports/comparison.{json,md,html} (the strategies ranked by validation accuracy with
 test quality, training time, latency per image at batch 1 and 64 on the run's device,
-parameters, model size, the transfer gain over scratch, the Pareto front and the advice check)
-and reports/comparison/ (data for `dvc plots show`, the figures).
+parameters, model size, the ONNX fp32/int8 size, latency and parity when `compare.onnx` asks,
+the transfer gain over scratch, the Pareto front and the advice check) and reports/comparison/
+(data for `dvc plots show`, the figures).
 """
 
+from petsml.compare_onnx import onnx_columns
 from petsml.config import load_params
 from petsml.evaluation.comparison import compare_all
 from petsml.stage import run_stage
 
 
 def main() -> None:
-    report = compare_all(load_params())
+    params = load_params()
+    report = compare_all(params, extras=[onnx_columns(params.compare)])
     print(f"compare: advice {report['advice']['statement']}")
 
 

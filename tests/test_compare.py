@@ -60,6 +60,116 @@ def test_report_ranks_by_validation_with_every_column(compared):
     assert csv[0].startswith("strategy,val_accuracy") and len(csv) == len(rows) + 1
 
 
+def test_rows_carry_the_onnx_columns_of_a_real_export(compared):
+    """Every strategy's tiny model exported (fp32 + int8) in a temp folder and measured."""
+    from petsml.evaluation.results import ONNX_COLUMNS, ONNX_KEYS
+    from tests.comparison import ONNX_SETTINGS
+
+    _, project, report = compared
+    for row in report["rows"]:
+        assert row["onnx_fp32_top1_agreement"] == 1.0  # the parity gate passed on test
+        assert row["onnx_fp32_mb"] > 0 and row["onnx_int8_mb"] > 0
+        assert row["onnx_fp32_p50_ms"] > 0 and row["onnx_int8_p50_ms"] > 0
+        assert isinstance(row["int8_accuracy_drop_points"], float)
+        assert "notes" not in row
+    assert report["onnx"]["measured"] and report["onnx"]["int8"]
+    assert report["onnx"]["calibration_photos"] == ONNX_SETTINGS["calibration"]
+    md = (project / "reports" / "comparison.md").read_text()
+    assert all(f" {c.header} |" in md for c in ONNX_COLUMNS)
+    assert report["onnx"]["what"] in md
+    best = report["rows"][0]
+    assert f"| {best['onnx_fp32_p50_ms']:.2f} |" in md
+    assert set(ONNX_KEYS) <= set(report["rows"][0])
+    assert not list(project.rglob("*.onnx"))  # the exports are not kept
+
+
+def _bench_and_runs(project):
+    import numpy as np
+    import torch
+
+    from petsml.config import load_params
+    from petsml.evaluation.comparison import Bench, strategy_runs
+    from tests.models import DECODE_SIZE
+
+    runs = strategy_runs(load_params(project / "params.yaml"), project)
+    images = np.zeros((64, DECODE_SIZE, DECODE_SIZE, 3), np.uint8)  # latency: batch 1 and 64
+    return Bench(torch.device("cpu"), images), runs
+
+
+def test_onnx_off_leaves_the_cells_empty_and_says_so(compared):
+    from petsml.compare_onnx import onnx_columns
+    from petsml.config import CompareParams
+    from petsml.evaluation.comparison import build_report
+    from petsml.evaluation.comparison_render import markdown
+
+    _, project, _ = compared
+    bench, runs = _bench_and_runs(project)
+    off = onnx_columns(CompareParams(onnx=False), project)
+    assert off.part is None
+    report = build_report(runs[:1], bench, None, [off])
+    row = report["rows"][0]
+    assert row.get("onnx_fp32_mb") is None and row.get("onnx_int8_p50_ms") is None
+    assert report["onnx"]["measured"] is False
+    assert "`compare.onnx` is false" in markdown(report)
+
+
+def test_the_compare_params_are_typed_and_checked():
+    import yaml
+
+    from petsml.config import CompareParams, ConfigError, parse_params
+    from tests.tracking import REPO
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert parse_params(raw).compare == CompareParams()  # params.yaml states the defaults
+    assert CompareParams().onnx is False  # the default `dvc repro` stays cheap
+    raw["compare"] = {"onnx": True, "onnx_int8": True, "calibration": 50}
+    assert parse_params(raw).compare.calibration == 50
+    raw["compare"] = {"onnx": False, "onnx_int8": True}
+    with pytest.raises(ConfigError, match=r"compare\.onnx_int8: true needs onnx: true"):
+        parse_params(raw)
+    raw["compare"] = {"calibration": 0}
+    with pytest.raises(ConfigError, match=r"compare\.calibration"):
+        parse_params(raw)
+
+
+def test_a_model_that_cannot_be_exported_gets_empty_cells_and_a_note(compared):
+    """A head with an operator ONNX opset 17 lacks (histc): the row stays, its ONNX cells are
+    empty, and the note names the reason (the fixture's report shows the others measured)."""
+    import torch
+    from torch import nn
+
+    from petsml.compare_onnx import onnx_columns
+    from petsml.config import CompareParams
+    from petsml.evaluation.comparison import build_report
+    from petsml.evaluation.comparison_render import markdown
+    from petsml.evaluation.results import ONNX_KEYS
+
+    class HistogramHead(nn.Module):
+        def __init__(self, linear: nn.Module) -> None:
+            super().__init__()
+            self.linear = linear
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.linear(x)
+            return y + torch.histc(y, bins=4).sum()
+
+    _, project, _ = compared
+    bench, runs = _bench_and_runs(project)
+    broken = runs[0]
+    broken.model().head = HistogramHead(broken.model().head)
+    extra = onnx_columns(CompareParams(onnx=True, latency_runs=2), project)
+    report = build_report([broken], bench, None, [extra])
+    (bad,) = report["rows"]
+    assert all(bad[k] is None for k in ONNX_KEYS)
+    assert bad["latency_ms_batch1"] > 0  # the rest of the row is measured
+    (note,) = bad["notes"]
+    assert note.startswith("ONNX columns empty: ExportError: this model cannot be exported")
+    assert "histc" in note
+    md = markdown(report)
+    assert f"`{broken.strategy}`: {note}" in md
+    assert "int8 columns off" in md
+
+
 def test_html_report_is_one_offline_file(compared):
     _, project, report = compared
     page = (project / "reports" / "comparison.html").read_text()

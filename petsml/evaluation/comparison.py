@@ -56,12 +56,19 @@ class StrategyRun:
     summary: dict[str, Any]
     model_path: Path
     _model: Classifier | None = field(default=None, repr=False)
+    _spec: dict[str, Any] | None = field(default=None, repr=False)
 
     def model(self) -> Classifier:
         """The saved classifier, loaded once (the size and latency parts share it)."""
         if self._model is None:
-            self._model, _ = load_classifier(self.model_path, map_location="cpu")
+            self._model, self._spec = load_classifier(self.model_path, map_location="cpu")
         return self._model
+
+    def spec(self) -> dict[str, Any]:
+        """The saved classifier's spec (``load_classifier``'s second value)."""
+        if self._spec is None:
+            self._spec = load_classifier(self.model_path, map_location="cpu")[1]
+        return self._spec
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,19 @@ class Bench:
 
 RowPart = Callable[[StrategyRun, Bench], dict[str, Any]]
 TablePart = Callable[[list[dict[str, Any]]], None]
+
+
+@dataclass(frozen=True)
+class ExtraColumns:
+    """Columns measured by code this package may not import (petsml.export's ONNX columns are
+    composed one layer up, by :mod:`petsml.compare_onnx`): a row part (None: not measured, the
+    cells stay empty), and how they were measured, written as ``report[section]``, whose
+    ``"what"`` sentence goes under the table. A row part may return ``"notes"`` (a list of
+    sentences, e.g. why a model has empty cells); they are gathered in the row's ``notes``."""
+
+    section: str
+    about: dict[str, Any]
+    part: RowPart | None = None
 
 
 # --------------------------------------------------------------------------- one row
@@ -104,7 +124,11 @@ ROW_PARTS: list[RowPart] = [evaluated, size, latency_cells]
 def build_row(run: StrategyRun, bench: Bench, parts: Sequence[RowPart] = ROW_PARTS) -> dict:
     row: dict[str, Any] = {"strategy": run.strategy}
     for part in parts:
-        row.update(part(run, bench))
+        cells = dict(part(run, bench))
+        notes = cells.pop("notes", None) or []
+        row.update(cells)
+        if notes:
+            row["notes"] = [*row.get("notes", []), *notes]
     run._model = None  # one model in memory at a time
     return row
 
@@ -258,15 +282,19 @@ def build_report(
     runs: Sequence[StrategyRun],
     bench: Bench,
     advice: Mapping[str, Any] | None,
+    extras: Sequence[ExtraColumns] = (),
 ) -> dict[str, Any]:
     """The comparison.json contract (:mod:`petsml.evaluation.results`)."""
-    rows = [build_row(run, bench) for run in runs]
+    parts = [*ROW_PARTS, *(extra.part for extra in extras if extra.part is not None)]
+    rows = [build_row(run, bench, parts) for run in runs]
     for part in TABLE_PARTS:
         part(rows)
     ranked = rank(rows)
     front = pareto_front(ranked)
     for row in ranked:
         row["pareto"] = row["strategy"] in front
+    notes = [str(extra.about["what"]) for extra in extras if extra.about.get("what")]
+    notes += [f"`{row['strategy']}`: {note}" for row in ranked for note in row.get("notes", [])]
     return {
         "version": COMPARISON_VERSION,
         "ranked_by": RANKED_BY,
@@ -285,6 +313,8 @@ def build_report(
         "rows": ranked,
         "pareto": {"accuracy": FRONT_ACCURACY, "latency": FRONT_LATENCY, "front": front},
         "advice": advice_verdict(advice, ranked),
+        **{extra.section: dict(extra.about) for extra in extras},
+        "notes": notes,
     }
 
 
@@ -299,8 +329,14 @@ def read_advice(root: Path) -> dict[str, Any] | None:
         return None
 
 
-def compare_all(params: Params, root: str | Path = ".", device: torch.device | None = None) -> dict:
-    """The whole compare stage: measure, build, write every comparison file; returns the JSON."""
+def compare_all(
+    params: Params,
+    root: str | Path = ".",
+    device: torch.device | None = None,
+    extras: Sequence[ExtraColumns] = (),
+) -> dict:
+    """The whole compare stage: measure, build, write every comparison file; returns the JSON.
+    ``extras``: columns measured by code above this package (the stage passes the ONNX ones)."""
     from petsml.evaluation.comparison_render import write_comparison
 
     root = Path(root)
@@ -308,7 +344,7 @@ def compare_all(params: Params, root: str | Path = ".", device: torch.device | N
     device = device or pick_device(params.train.device)
     decoded = DecodedImages.open(root / paths.DECODED)
     images = latency.sample_images(decoded, max(latency.BATCH_SIZES), seed=params.train.seed)
-    report = build_report(runs, Bench(device, images), read_advice(root))
+    report = build_report(runs, Bench(device, images), read_advice(root), extras)
     write_comparison(report, root)
     for row in report["rows"]:
         log.info(

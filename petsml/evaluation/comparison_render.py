@@ -132,6 +132,7 @@ def _notes(report: Mapping[str, Any]) -> list[str]:
         f"**Pareto front** (`{pareto['accuracy']}` vs `{pareto['latency']}`): "
         + (", ".join(f"`{s}`" for s in pareto["front"]) or "none"),
         gain,
+        *(str(note) for note in report.get("notes") or []),
     ]
 
 

@@ -13,7 +13,10 @@ torch or pandas): the CLI and the Prefect flows load it.
      "rows": [{"rank": 1, "strategy": ..., <a key per COLUMNS entry>}, ...],   # best first
      "pareto": {"accuracy": "val_accuracy", "latency": "latency_ms_batch1", "front": [...]},
      "advice": {"advised": ..., "winner": ..., "matched": true | false | null,
-                "statement": "..."}}
+                "statement": "..."},
+     "onnx": {"measured": true | false, "int8": ..., "what": "..."},  # when the stage passes it
+     "notes": ["...", ...]}   # sentences under the table: how extra columns were measured,
+                              # why a row's cells are empty (each row may carry its "notes")
 """
 
 from __future__ import annotations
@@ -60,6 +63,22 @@ class Column:
     help: str
 
 
+# The compare stage's ONNX columns (params compare.onnx / compare.onnx_int8), measured on CPU
+# with ONNX Runtime by petsml.export and composed into the rows by petsml.compare_onnx.
+ONNX_COLUMNS: tuple[Column, ...] = (
+    Column("onnx_fp32_mb", "ONNX MB", ".1f", "ONNX fp32 file size, MB"),
+    Column("onnx_fp32_p50_ms", "ONNX ms b1", ".2f",
+           "ONNX Runtime fp32 latency on CPU, batch 1, median ms"),
+    Column("onnx_fp32_top1_agreement", "ONNX agree", ".3f",
+           "share of test photos where ONNX fp32 and PyTorch pick the same class"),
+    Column("onnx_int8_mb", "int8 MB", ".1f", "ONNX int8 (static quantization) file size, MB"),
+    Column("onnx_int8_p50_ms", "int8 ms b1", ".2f",
+           "ONNX Runtime int8 latency on CPU, batch 1, median ms"),
+    Column("int8_accuracy_drop_points", "int8 drop pts", "+.1f",
+           "test accuracy points int8 loses against PyTorch fp32"),
+)  # fmt: skip
+ONNX_KEYS = tuple(c.key for c in ONNX_COLUMNS)
+
 # The comparison's columns, in order: the report, `pets report`, the MLflow parent's table and
 # the sweep table all read this one list. A new column is one entry here plus one row-builder
 # in petsml.evaluation.comparison (ROW_PARTS).
@@ -79,6 +98,7 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "transfer_gain", "gain vs scratch", "+.3f", "test accuracy minus scratch's (when it ran)"
     ),
+    *ONNX_COLUMNS,
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 
@@ -190,5 +210,6 @@ def render_text(report: Mapping[str, Any]) -> str:
     ]
     if advice.get("statement"):
         lines.append(f"Advice: {advice['statement']}")
+    lines += [str(note) for note in report.get("notes") or []]
     lines.append(f"Full report: {COMPARISON_MD}, {COMPARISON_HTML}")
     return "\n".join(lines)
