@@ -89,7 +89,10 @@ def registered_project(tmp_path_factory):
 
 
 # Modules sharing an expensive session fixture run on the worker of the module they map to.
-XDIST_SHARED = {"tests/test_store_recovery_e2e.py": "tests/test_pipeline_e2e.py"}  # pipeline_run
+XDIST_SHARED = {
+    "tests/test_store_recovery_e2e.py": "tests/test_pipeline_e2e.py",  # pipeline_run
+    "tests/test_continuous_training.py": "tests/test_flows.py",  # prefect_server (~40 s)
+}
 
 
 def _scope(nodeid: str) -> str:

@@ -74,11 +74,15 @@ def test_an_interrupted_two_process_run_resumes_after_its_last_epoch(two_ranks):
 
 def test_two_processes_end_at_the_one_process_weights(data, two_ranks, tmp_path):
     job, _ = two_ranks
-    torch.set_num_threads(1)
-    summary = train_strategy(
-        STRATEGY, tiny_params(), tmp_path / "out", checkpoint_dir=tmp_path / "checkpoints",
-        splits_dir=data["splits"], decoded_dir=data["decoded"],
-    )  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank: the same reduction order (restored: xdist workers)
+    try:
+        summary = train_strategy(
+            STRATEGY, tiny_params(), tmp_path / "out", checkpoint_dir=tmp_path / "checkpoints",
+            splits_dir=data["splits"], decoded_dir=data["decoded"],
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
     per_rank = [json.loads(Path(job["root"], f"rank{r}.json").read_text()) for r in (0, 1)]
     # metrics are reduced over the ranks: both saw the whole epoch, as one process does
     assert per_rank[0]["val_accuracy"] == per_rank[1]["val_accuracy"] == summary["val_accuracy"]
