@@ -177,6 +177,10 @@ def inspect_store(uri: str, experiment: str, claims: dict[str, Any]) -> tuple[st
             reader.close()
     except sqlite3.Error as error:  # not the schema this reader knows: ask MLflow
         log.debug("reading %s directly failed (%s); asking MLflow", db, error)
+        # A store another process is still creating has no tables yet: MLflow would migrate it
+        # at the same time and fail (alembic "expected to match one row"); wait for the schema
+        # lock that creation holds.
+        ensure_store(uri)
         reader = _ClientReader(uri)
         return _inspect(reader, experiment, claims, uri)
 
