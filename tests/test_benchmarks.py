@@ -121,7 +121,10 @@ def test_throughput_prints_machine_precision_format_and_ceilings(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
     check_honest(out.stdout, sections=1)
-    assert len(re.findall(r"of model-only|ceiling is wrong", out.stdout)) == 2, out.stdout
+    # each project figure is held against its ceiling: a ratio, or the warning (which also
+    # names "% of model-only") when a tiny, noisy run lands over it; one per line
+    against = r"^\s+project.*(% of model-only|ceiling is wrong)"
+    assert len(re.findall(against, out.stdout, re.M)) == 2, out.stdout
     assert re.search(r"^speedup: \d+\.\d\d$", out.stdout, re.M), out.stdout
 
 
