@@ -11,14 +11,18 @@ ceiling is wrong instead of printing a flattering percentage.
 from __future__ import annotations
 
 import os
-import platform
 import resource
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+# this checkout's petsml, also where it is not installed (benchmarks/gpu.sh on a bare machine)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from petsml.models.precision import cpu_model_and_flags as cpu_info  # noqa: E402
 
 # The CPU flags that decide which kernels a run gets (bf16: native or emulated; AVX2/AVX-512).
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "neon")
@@ -27,18 +31,9 @@ NOISE = 0.05  # a project figure this far over its ceiling is timing noise, not 
 
 
 def cpu_model_and_flags() -> tuple[str, list[str]]:
-    """The CPU's model name and which of :data:`FLAGS` it reports (Linux ``/proc/cpuinfo``)."""
-    model, flags = platform.processor() or platform.machine() or "?", []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith(("flags", "Features")) and not flags:
-                present = set(line.split(":", 1)[1].split())
-                flags = [f for f in FLAGS if f in present]
-    except OSError:
-        pass
-    return model, flags
+    """The CPU's model name and which of :data:`FLAGS` it reports."""
+    model, present = cpu_info()
+    return model, [f for f in FLAGS if f in present]
 
 
 def load_average() -> str:

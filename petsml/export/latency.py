@@ -7,12 +7,12 @@ them more than anything else.
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import numpy as np
+
+from petsml.models.precision import cpu_model_and_flags
 
 # CPU flags that decide how fast fp32/int8 kernels run (VNNI: int8 dot products)
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
@@ -53,16 +53,8 @@ def machine(threads: int) -> dict:
     """CPU model, the SIMD flags that matter for fp32/int8 inference, threads, load."""
     import os
 
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine()):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith(("flags", "Features")) and not flags:
-                present = set(line.split(":", 1)[1].split())
-                flags = [f for f in FLAGS if f in present]
-    except OSError:
-        pass
+    model, present = cpu_model_and_flags()
+    flags = [f for f in FLAGS if f in present]
     try:
         load = [round(v, 2) for v in os.getloadavg()]
     except OSError:

@@ -23,12 +23,26 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @functools.cache
-def cpu_has_native_bf16() -> bool:
+def cpu_model_and_flags() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and every flag it reports (Linux ``/proc/cpuinfo``; ``Features`` on
+    ARM): the one reader behind the precision choice, the export timings and the benchmarks."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine() or "?", frozenset()
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    flags = next((line for line in text.splitlines() if line.startswith("flags")), "").split()
+        return model, flags
+    for line in text.splitlines():
+        if line.startswith("model name") and model in ("?", platform.machine()):
+            model = line.split(":", 1)[1].strip()
+        elif line.startswith(("flags", "Features")) and not flags:
+            flags = frozenset(line.split(":", 1)[1].split())
+    return model, flags
+
+
+def cpu_has_native_bf16() -> bool:
+    flags = cpu_model_and_flags()[1]
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
