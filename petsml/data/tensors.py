@@ -110,7 +110,7 @@ def batches(
             idx = slice(start, start + batch_size)
         yield (
             torch.from_numpy(np.ascontiguousarray(images[idx])),
-            torch.from_numpy(np.asarray(labels[idx], dtype=np.int64)),
+            torch.from_numpy(np.array(labels[idx], dtype=np.int64)),  # copied: may be read-only
         )
 
 
