@@ -13,45 +13,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
+from sample_project import DEFAULT_SAMPLE, repro, sample_project
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from petsml.evaluation.results import render_text  # noqa: E402
-from tests.fakedata import pack_archives  # noqa: E402
-from tests.project import dvc, fake_data_params, make_project, tool_env  # noqa: E402
-
-
-def _timed(project: Path, env: dict, *args: str) -> float:
-    started = time.perf_counter()
-    dvc(project, "repro", *args, env=env, timeout=7200)
-    return time.perf_counter() - started
+from petsml.evaluation.results import render_text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("folder", nargs="?", default=str(ROOT.parent / "shared" / "pets-sample"))
+    parser.add_argument("folder", nargs="?", default=str(DEFAULT_SAMPLE))
     parser.add_argument("-S", "--set", action="append", default=[], help="params key=value")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        md5 = pack_archives(Path(args.folder), tmp_path / "mirror")
-        overrides = fake_data_params(str(tmp_path / "mirror"), md5) | {
-            "decode.size": 256,
-            "validate.min_images_per_breed": 1,
-            "validate.max_images_per_breed": 250,
-        }
-        overrides |= {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
-        project = make_project(tmp_path / "p", overrides)
-        env = tool_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
-        before_s = _timed(project, env, "evaluate")
-        compare_s = _timed(project, env, "compare")
+        overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+        project, env = sample_project(Path(args.folder), Path(tmp), overrides)
+        before_s = repro(project, env, "evaluate")
+        compare_s = repro(project, env, "compare")
         report = json.loads((project / "reports/comparison.json").read_text())
     print(render_text(report))
     print(f"CPU threads: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}")

@@ -20,7 +20,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,20 +31,11 @@ from petsml.export.measure import export_and_measure, format_report  # noqa: E40
 
 def run_sample_pipeline(folder: Path, work: Path) -> Path:
     """The pipeline on real photos in a copy of this repo under ``work``; returns the project."""
-    from tests.fakedata import pack_archives
-    from tests.project import dvc, fake_data_params, make_project, tool_env
+    from sample_project import repro, sample_project
 
-    md5 = pack_archives(folder, work / "mirror")
-    overrides = fake_data_params(str(work / "mirror"), md5) | {
-        "decode.size": 256,
-        "validate.min_images_per_breed": 1,
-        "validate.max_images_per_breed": 250,
-    }
-    project = make_project(work / "p", overrides)
-    env = tool_env(MLFLOW_TRACKING_URI=f"sqlite:///{work}/mlflow.db")
-    started = time.perf_counter()
-    dvc(project, "repro", env=env, timeout=7200)
-    print(f"pipeline (dvc repro) on {folder}: {time.perf_counter() - started:.0f} s", flush=True)
+    project, env = sample_project(folder, work)
+    seconds = repro(project, env)
+    print(f"pipeline (dvc repro) on {folder}: {seconds:.0f} s", flush=True)
     return project
 
 

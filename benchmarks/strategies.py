@@ -11,40 +11,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.fakedata import pack_archives  # noqa: E402
-from tests.project import dvc, fake_data_params, make_project, tool_env  # noqa: E402
+from sample_project import DEFAULT_SAMPLE, repro, sample_project
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("folder", nargs="?", default=str(ROOT.parent / "shared" / "pets-sample"))
+    parser.add_argument("folder", nargs="?", default=str(DEFAULT_SAMPLE))
     parser.add_argument("-s", "--strategy", action="append", dest="strategies")
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args()
     strategies = args.strategies or ["feature_extractor", "svm_early"]
     with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        md5 = pack_archives(Path(args.folder), tmp_path / "mirror")
-        overrides = fake_data_params(str(tmp_path / "mirror"), md5) | {
-            "decode.size": 256,
-            "validate.min_images_per_breed": 1,
-            "validate.max_images_per_breed": 250,
-            "train.strategies": strategies,
-            "train.epochs": args.epochs,
-        }
-        project = make_project(tmp_path / "p", overrides)
-        env = tool_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
-        started = time.perf_counter()
-        dvc(project, "repro", env=env, timeout=7200)
-        total = time.perf_counter() - started
+        project, env = sample_project(
+            Path(args.folder),
+            Path(tmp),
+            {"train.strategies": strategies, "train.epochs": args.epochs},
+        )
+        total = repro(project, env)
         metrics = json.loads((project / "reports/metrics.json").read_text())
     print(
         f"{'strategy':<20}{'val acc':>9}{'test acc':>10}{'top-5':>8}{'macro F1':>10}"
