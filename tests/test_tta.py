@@ -144,3 +144,16 @@ def test_params_key_train_tta_is_validated_and_names_the_registry_s_modes():
     raw["train"]["tta"] = "mirror"
     with pytest.raises(config.ConfigError, match=r"train\.tta"):
         config.parse_params(raw)
+
+
+def test_dvc_re_runs_train_and_every_model_reader_when_train_tta_changes():
+    """The one reader of train.tta is the train stage; the stages that load a model read it
+    from models/ (the folder train rewrites), so none can be stale and called up to date."""
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        stages = {s.addressing: s for s in repo.index.stages}
+    readers = {name for name, s in stages.items() for p in s.params if "train.tta" in p.params}
+    assert readers == {name for name in stages if name.startswith("train@")} != set()
+    for name in ("evaluate", "compare", "track"):
+        assert "models" in [str(d.def_path) for d in stages[name].deps], name
