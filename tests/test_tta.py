@@ -139,6 +139,7 @@ def test_a_model_file_from_before_tta_loads_as_none(saved, tmp_path):
 
 def test_params_key_train_tta_is_validated_and_names_the_registry_s_modes():
     assert config.TTA_MODES == tuple(TTA)
+    assert all(views[0] == "identity" for views in TTA.values())  # the embedding's view
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     assert config.parse_params(raw).train.tta == "none"
     raw["train"]["tta"] = "mirror"

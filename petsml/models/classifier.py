@@ -100,12 +100,11 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         views = self.views()
-        if len(views) == 1:  # no TTA: exactly the plain graph (training, and tta "none")
-            return self.head(self.features(VIEWS[views[0]](x)))
         logits = self.head(self.features(VIEWS[views[0]](x)))
         for name in views[1:]:
             logits = logits + self.head(self.features(VIEWS[name](x)))
-        return logits / len(views)
+        # one view (training, tta "none"): exactly the plain graph, no division
+        return logits if len(views) == 1 else logits / len(views)
 
     def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(``forward(x)``, pooled penultimate feature of ``x`` itself) from the same passes.
@@ -124,9 +123,9 @@ class Classifier(nn.Module):
                 penultimate, early = self.backbone.forward_both(view)
             out = self.head_on(penultimate, early)
             logits = out if logits is None else logits + out
-            if embedding is None:
+            if name == "identity":
                 embedding = penultimate
-        assert logits is not None and embedding is not None  # TTA views are never empty
+        assert logits is not None and embedding is not None  # every TTA mode has "identity"
         return (logits if len(views) == 1 else logits / len(views)), embedding
 
     @classmethod
