@@ -24,6 +24,10 @@ Strategy = Literal[STRATEGIES]  # type: ignore[valid-type]  # the same names, on
 FEATURE_STRATEGIES = ("feature_extractor", "svm_early")  # consume the cached features
 TRAINED_STRATEGIES = ("finetune_top", "finetune_full", "scratch")  # consume decoded images
 
+# Test-time augmentation of the shipped model (train.tta): the modes of the registry in
+# petsml/models/classifier.py (TTA), which config sits below; tests/test_tta.py holds both equal.
+TTA_MODES = ("none", "flip")
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 
@@ -185,6 +189,8 @@ class TrainParams(_Section):
     compile: bool = False
     # data-parallel under torchrun (petsml.training.distributed): auto = when launched so
     distributed: Literal["auto", "on", "off"] = "auto"
+    # the shipped model's test-time augmentation, saved in model.pt (evaluation and serving alike)
+    tta: Literal[TTA_MODES] = "none"  # type: ignore[valid-type]
 
     @field_validator("strategies")
     @classmethod

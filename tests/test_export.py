@@ -199,6 +199,31 @@ def test_an_early_block_model_folder_exports_for_the_comparison_report(registere
     assert report["source"]["feature"] == "early"
 
 
+def test_a_flip_tta_model_exports_with_the_flip_inside_the_graph(registered, tmp_path):
+    """A model saved with ``tta: flip`` and loaded back exports at opset 17 and passes the fp32
+    parity check, and the graph answers like the flip model, not like its weights without TTA."""
+    from petsml.export.contract import Contract
+    from petsml.export.measure import load_data
+    from petsml.export.onnx_export import OPSET, export_onnx, session
+    from petsml.export.parity import agreement, check_fp32, onnx_logits, torch_logits
+    from petsml.models.classifier import load_classifier, save_classifier
+
+    project = registered["project"]
+    model, spec = load_classifier(project / "models" / STRATEGY / "model.pt")
+    data = load_data(Contract.for_model(spec), project / "data/decoded", project / "data/splits")
+    plain = torch_logits(model, data.test_u8)
+    model.tta = "flip"
+    save_classifier(model, tmp_path / "model.pt", {k: v for k, v in spec.items() if k != "tta"})
+    model, spec = load_classifier(tmp_path / "model.pt")
+    contract = Contract.for_model(spec)
+    assert model.tta == "flip" and contract.extra["tta"] == "flip" and OPSET == 17
+    graph = onnx_logits(session(export_onnx(model, tmp_path / "model.onnx", contract)),
+                        data.test_u8, contract)  # fmt: skip
+    reference = torch_logits(model, data.test_u8)
+    check_fp32(agreement(reference, graph, data.test_labels), reference)  # the export's parity
+    assert np.abs(graph - plain).max() > 1e-3  # the mirror view is in the graph
+
+
 def test_the_edge_benchmark_measures_a_project_s_model_folders(registered):
     """``benchmarks/edge.py`` (the README's table) still runs: one strategy, no int8, 2 calls."""
     from tests.project import REPO, run

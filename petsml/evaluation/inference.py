@@ -10,7 +10,8 @@ real photos that moved test predictions away from what the shipped model says.
 * :func:`model_logits` runs one classifier;
 * :func:`shared_trunk_logits` runs several classifiers that share one backbone (the frozen-feature
   strategies, whose backbones are the same pretrained weights) with one pass of it, each head on
-  the feature it uses - half the cost of two passes for the default CPU strategies;
+  the feature it uses - half the cost of two passes for the default CPU strategies (a pass per
+  test-time view when a model averages several: ``tta: flip`` in its spec);
 * :func:`feature_logits` (the cached features through a head) remains as a diagnostic: how far
   the features the head was fitted on are from what the shipped model computes.
 """
@@ -29,6 +30,7 @@ from petsml.data.decode import DecodedImages
 from petsml.data.feature_file import FeatureFileError, read_features, rows_for
 from petsml.data.prefetch import input_batches
 from petsml.errors import PetsError
+from petsml.models.classifier import VIEWS
 
 log = logging.getLogger(__name__)
 
@@ -144,20 +146,30 @@ def shared_trunk_logits(
     device: torch.device | None = None,
     desc: str = "evaluate",
 ) -> list[np.ndarray]:
-    """Logits of classifiers with one :func:`trunk_fingerprint`, from one float32 pass.
+    """Logits of classifiers with one :func:`trunk_fingerprint`, from one float32 pass per view.
 
     Each model's head reads the feature it was built on (penultimate or early block) from
-    ``backbone.forward_both``, the same layers its own ``forward`` would run.
+    ``backbone.forward_both``, the same layers its own ``forward`` would run, and averages its
+    logits over its own test-time views (``Classifier.views``, eval mode): the trunk runs once
+    per view any of the models uses (twice when one has ``tta: flip``), so every model's logits
+    equal its own ``forward``'s.
     """
     if len({trunk_fingerprint(m) for m in models}) > 1:
         raise ValueError("shared_trunk_logits needs classifiers with identical backbones")
     device = device or torch.device("cpu")
     backbone = models[0].backbone.eval().to(device, memory_format=torch.channels_last)
-    heads = [m.head.eval().to(device) for m in models]
+    for model in models:
+        model.head.eval().to(device)
+    wanted = [model.eval().views() for model in models]
+    views = list(dict.fromkeys(name for names in wanted for name in names))  # ordered union
     out: list[list[np.ndarray]] = [[] for _ in models]
     for x in _inputs(backbone, images, image_ids, batch_size, device, desc):
-        penultimate, early = backbone.forward_both(x)
-        for logits, model, head in zip(out, models, heads, strict=True):
-            feature = penultimate if model.feature == "penultimate" else early
-            logits.append(head(feature).float().cpu().numpy())
+        features = {name: backbone.forward_both(VIEWS[name](x)) for name in views}
+        for logits, model, names in zip(out, models, wanted, strict=True):
+            total = model.head_on(*features[names[0]])
+            for name in names[1:]:
+                total = total + model.head_on(*features[name])
+            if len(names) > 1:
+                total = total / len(names)
+            logits.append(total.float().cpu().numpy())
     return [_stack(o, m.head.out_features) for o, m in zip(out, models, strict=True)]

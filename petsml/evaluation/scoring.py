@@ -143,6 +143,10 @@ def _features_check(
     """How the cached features through the head compare with the shipped model's logits."""
     if features is None:
         return {}
+    if item.model.tta != "none":  # the cached features are of the unaugmented images only
+        log.info("%s: tta %s, cached features not compared with the model", item.strategy,
+                 item.model.tta)  # fmt: skip
+        return {}
     try:
         cached = feature_logits(item.model, features, ids, source=str(paths.FEATURES / "test.npz"))
     except EvaluationError as error:

@@ -100,7 +100,8 @@ class Contract:
             std=tuple(float(v) for v in spec["std"]),  # type: ignore[arg-type]
             class_names=tuple(str(c) for c in spec["class_names"]),
             task=str(spec.get("task", "breed")),
-            extra={k: spec.get(k) for k in ("strategy", "backbone", "feature") if k in spec},
+            # tta: informative only, the averaging over views is inside the exported graph
+            extra={k: spec.get(k) for k in ("strategy", "backbone", "feature", "tta") if k in spec},
         )
 
     def as_json(self) -> dict[str, Any]:

@@ -3,11 +3,17 @@
 ``model.pt`` holds ``{"spec": {...}, "state_dict": {...}}``; the spec says how to rebuild the
 network offline (``create_backbone(..., pretrained=False)``) and carries the caller's metadata
 (``strategy``, ``task``, ``class_names``, ``decode_size``, ...) at its top level.
+
+Test-time augmentation is a property of the shipped model, not of whoever runs it: the spec's
+``tta`` (:data:`TTA`) names the views whose logits an eval-mode forward averages, so evaluation,
+the served pyfunc, the web page and the ONNX export all answer alike from the one file. A model
+in train mode never augments: training and its validation passes see plain ``head(features(x))``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +27,21 @@ from petsml.models.backbones import Backbone, create_backbone
 
 Feature = Literal["penultimate", "early"]
 FEATURES = ("penultimate", "early")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the spec's ``tta`` (a version-1 file has none: it loads as "none")
+
+# Test-time views: name -> the transform of a normalised NCHW batch.
+VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "identity": lambda x: x,
+    "hflip": lambda x: torch.flip(x, dims=[3]),  # mirror the width axis of NCHW
+}
+# Test-time augmentation (params.yaml ``train.tta``): mode -> the views whose logits an eval-mode
+# forward averages. The mean of the logits, so for the linear head it equals the head of the
+# mean pooled feature and every consumer still applies one softmax. petsml.config repeats the
+# names (it sits below models); tests/test_tta.py holds both lists equal.
+TTA: dict[str, tuple[str, ...]] = {
+    "none": ("identity",),
+    "flip": ("identity", "hflip"),
+}
 
 
 class ModelFileError(PetsError):
@@ -31,7 +51,13 @@ class ModelFileError(PetsError):
 class Classifier(nn.Module):
     """``head(features(x))``: logits from normalised NCHW float at the backbone's input size."""
 
-    def __init__(self, backbone: Backbone, num_classes: int, feature: Feature = "penultimate"):
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        feature: Feature = "penultimate",
+        tta: str = "none",
+    ):
         super().__init__()
         if feature not in FEATURES:
             raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
@@ -40,8 +66,24 @@ class Classifier(nn.Module):
         self.backbone = backbone
         self.feature = feature
         self.num_classes = int(num_classes)
+        self.tta = tta
         dim = backbone.feature_dim if feature == "penultimate" else backbone.early_dim
         self.head = nn.Linear(dim, self.num_classes)
+
+    @property
+    def tta(self) -> str:
+        """Test-time augmentation of the eval-mode forward: a key of :data:`TTA`."""
+        return self._tta
+
+    @tta.setter
+    def tta(self, mode: str) -> None:
+        if mode not in TTA:
+            raise ValueError(f"tta must be one of {tuple(TTA)}, got {mode!r}")
+        self._tta = mode
+
+    def views(self) -> tuple[str, ...]:
+        """Names of the views (:data:`VIEWS`) :meth:`forward` averages now: one in train mode."""
+        return TTA["none"] if self.training else TTA[self.tta]
 
     @property
     def in_features(self) -> int:
@@ -52,8 +94,39 @@ class Classifier(nn.Module):
             return self.backbone.forward_features(x)
         return self.backbone.forward_early(x)
 
+    def head_on(self, penultimate: torch.Tensor, early: torch.Tensor | None) -> torch.Tensor:
+        """The head on the feature this classifier uses, from ``backbone.forward_both``'s pair."""
+        return self.head(penultimate if self.feature == "penultimate" else early)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        views = self.views()
+        logits = self.head(self.features(VIEWS[views[0]](x)))
+        for name in views[1:]:
+            logits = logits + self.head(self.features(VIEWS[name](x)))
+        # one view (training, tta "none"): exactly the plain graph, no division
+        return logits if len(views) == 1 else logits / len(views)
+
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``forward(x)``, pooled penultimate feature of ``x`` itself) from the same passes.
+
+        The embedding is the unaugmented view's, as :mod:`petsml.similar` indexes photos, so a
+        query and the indexed photos stay comparable whatever the TTA.
+        """
+        views = self.views()
+        embedding: torch.Tensor | None = None
+        logits: torch.Tensor | None = None
+        for name in views:
+            view = VIEWS[name](x)
+            if self.feature == "penultimate":
+                penultimate, early = self.backbone.forward_features(view), None
+            else:
+                penultimate, early = self.backbone.forward_both(view)
+            out = self.head_on(penultimate, early)
+            logits = out if logits is None else logits + out
+            if name == "identity":
+                embedding = penultimate
+        assert logits is not None and embedding is not None  # every TTA mode has "identity"
+        return (logits if len(views) == 1 else logits / len(views)), embedding
 
     @classmethod
     def from_linear(
@@ -91,6 +164,7 @@ class Classifier(nn.Module):
             "std": list(bb.preprocessing.std),
             "feature": self.feature,
             "num_classes": self.num_classes,
+            "tta": self.tta,
         }
 
 
@@ -123,7 +197,10 @@ def save_classifier(
 def load_classifier(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[Classifier, dict[str, Any]]:
-    """Rebuild a saved :class:`Classifier` offline; returns ``(model in eval mode, spec)``."""
+    """Rebuild a saved :class:`Classifier` offline; returns ``(model in eval mode, spec)``.
+
+    A file without ``tta`` (format 1) loads as ``"none"``; the returned spec always names it.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found; run the training stage first.")
@@ -132,6 +209,18 @@ def load_classifier(
         spec, state = blob["spec"], blob["state_dict"]
     except Exception as error:  # truncated or foreign file: torch raises many types
         raise ModelFileError(f"{path}: not a petsml model file ({error}); re-train.") from None
+    version = spec.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model file format {version!r} is newer than this petsml reads "
+            f"({FORMAT_VERSION}); update the project or re-train with this one."
+        )
+    tta = spec.get("tta", "none")  # version 1 files predate TTA
+    if tta not in TTA:
+        raise ModelFileError(
+            f"{path}: spec tta {tta!r} is not one of {tuple(TTA)}; re-train with a known "
+            "train.tta in params.yaml."
+        )
     backbone = create_backbone(
         spec.get("backbone_resolved", spec["backbone"]),
         pretrained=False,
@@ -139,7 +228,7 @@ def load_classifier(
         image_size=spec.get("image_size"),
     )
     backbone.name = spec["backbone"]
-    model = Classifier(backbone, spec["num_classes"], spec["feature"])
+    model = Classifier(backbone, spec["num_classes"], spec["feature"], tta=tta)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
@@ -148,4 +237,4 @@ def load_classifier(
             f"({error}); re-run training or install the library versions it was trained with."
         ) from None
     model.to(map_location)
-    return model.eval(), spec
+    return model.eval(), {**spec, "tta": tta}

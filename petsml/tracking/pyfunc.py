@@ -1,7 +1,9 @@
 """The trained classifier as an MLflow pyfunc model: image in, breed (or species) out.
 
 Serving decodes exactly as training did: ``load_rgb`` (short-side resize to the decode size,
-centre crop) then ``to_input`` (centre crop to the network's input size, normalise). A row
+centre crop) then ``to_input`` (centre crop to the network's input size, normalise), and runs
+the saved classifier's own forward, so its test-time augmentation (the spec's ``tta``) applies
+here exactly as in evaluation. A row
 whose image cannot be used gets a message in ``error`` (and null label, species, probability);
 the other rows are still predicted.
 
@@ -303,15 +305,10 @@ class PetClassifierModel(mlflow.pyfunc.PythonModel):
 
         batch = torch.from_numpy(images).to(self.device)
         x = to_input(batch, self.mean, self.std, size=self.input_size)
-        with torch.inference_mode():
+        with torch.inference_mode():  # the model's own forward: its spec's TTA included
             if not with_embeddings:
                 return torch.softmax(self.model(x).float(), dim=1).cpu().numpy(), None
-            if self.model.feature == "penultimate":
-                embedded = self.model.backbone.forward_features(x)
-                logits = self.model.head(embedded)
-            else:
-                embedded, early = self.model.backbone.forward_both(x)
-                logits = self.model.head(early)
+            logits, embedded = self.model.forward_with_embedding(x)
             probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
             return probs, embedded.float().cpu().numpy()
 

@@ -356,6 +356,7 @@ def _write_model_dir(
     model = run.model
     model.load_state_dict(progress.best["state"])
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    model.tta = run.params.train.tta  # trained and validated without; shipped with
     t, params, name = run.params.train, run.params, run.strategy.name
     history = progress.history
     summary = {

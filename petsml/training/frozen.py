@@ -65,6 +65,7 @@ def fit(strategy: Strategy, params: Params, out_dir: Path, inputs: Inputs) -> di
     class_names = class_names_of(inputs.splits_dir, task)
     W, b = pad_classes(head.W, head.b, len(class_names))
     model = Classifier.from_linear(backbone, W, b, feature=feature)
+    model.tta = params.train.tta  # the head was fitted without it; the shipped model applies it
     meta = {
         "strategy": strategy.name,
         "task": task,
