@@ -270,12 +270,17 @@ def run_finetune(
     return val, accuracy(proba, y[te]), accuracy((proba + proba_m) / 2, y[te]), picked
 
 
-def fmt_row(label: str, s: Scores) -> str:
+def fmt_row(label: str, s: Scores, reference: Scores) -> str:
+    """One table row; the difference to ``reference`` is paired: split by split (the LP-FT rows
+    ran on the first splits only), so the splits' common ups and downs cancel."""
     t = np.array(s.test)
+    d = t - np.array(reference.test[: len(t)])
     spread = f"{t.std():.3f}" if len(t) > 1 else "  -  "
+    d_spread = f"{d.std():.3f}" if len(t) > 1 else "  -  "
     return (
         f"  {short(label):<44} {np.mean(s.val):7.3f}  {t.mean():.3f} ± {spread}  "
-        f"{t.min():.3f}–{t.max():.3f}  {len(t):>5}{'  ' + s.note if s.note else ''}"
+        f"{t.min():.3f}–{t.max():.3f}  {d.mean():+.3f} ± {d_spread}  {len(t):>5}"
+        f"{'  ' + s.note if s.note else ''}"
     )
 
 
@@ -383,12 +388,14 @@ def main() -> None:
             seconds["finetune"] = time.perf_counter() - t0
 
     print()
+    reference = f"probe {sets[0].key}"
     print(
         f"  {'configuration':<44} {'val acc':>7}  {'test acc mean ± std':<19}  "
-        f"{'min–max':<11}  {'seeds':>5}"
+        f"{'min–max':<11}  {'Δ test, paired':<14}  {'seeds':>5}"
     )
     for label, scores in rows.items():
-        print(fmt_row(label, scores))
+        print(fmt_row(label, scores, rows[reference]))
+    print(f"(Δ test: minus {short(reference)}'s test accuracy on the same split, mean ± std)")
     full = {k: v for k, v in rows.items() if len(v.test) == len(seeds)}
     best = max(full, key=lambda k: (np.mean(full[k].val), -len(k)))
     b = full[best]

@@ -141,10 +141,10 @@ def test_similar_benchmark_compares_exact_searches_that_agree():
     assert "faiss IndexFlatIP" in out.stdout  # timed, or skipped with the reason
 
 
-# "  <configuration>   <val acc>  <mean> ± <std>  <min>–<max>  <seeds>[  <note>]"
+# "  <configuration>  <val acc>  <mean> ± <std>  <min>–<max>  <paired Δ> ± <std>  <seeds>[  <note>]"
 ACCURACY_ROW = re.compile(
-    r"^  (\S.*?) +(\d\.\d{3})  (\d\.\d{3}) ± (\d\.\d{3}|  -  )  (\d\.\d{3})–(\d\.\d{3}) +(\d+)"
-    r"(?:  (.*))?$",
+    r"^  (\S.*?) +(\d\.\d{3})  (\d\.\d{3}) ± (\d\.\d{3}|  -  )  (\d\.\d{3})–(\d\.\d{3})  "
+    r"([+-]\d\.\d{3}) ± (?:\d\.\d{3}|  -  ) +(\d+)(?:  (.*))?$",
     re.M,
 )
 
@@ -195,8 +195,10 @@ def test_accuracy_benchmark_prints_a_table_over_seeded_splits(tmp_path):
     lpft = [f"probe {picked} (same splits as LP-FT)", f"LP-FT finetune_top {picked}"]
     lpft.append(lpft[-1] + " + flip TTA")
     assert sorted(rows) == sorted(expected + lpft), text
-    for label, (val, mean, std, low, high, seeds, note) in rows.items():
+    for label, (val, mean, std, low, high, delta, seeds, note) in rows.items():
         assert 0 <= float(low) <= float(mean) <= float(high) <= 1 and 0 <= float(val) <= 1, label
+        if label == f"probe {sets[0]}":
+            assert delta in ("+0.000", "-0.000"), delta  # the reference, against itself
         assert seeds == ("1" if label in lpft else "2"), (label, seeds)
         assert (note == "1 of 2 splits") == (label in lpft), (label, note)
         assert (std == "  -  ") == (label in lpft), (label, std)  # one split has no spread
