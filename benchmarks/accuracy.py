@@ -54,10 +54,11 @@ from petsml.config import load_params, parse_params
 from petsml.data.breeds import CLASS_ID, breed_of, species_of
 from petsml.data.decode import DecodedImages, decode_images
 from petsml.data.split import stratified_test, stratified_val
+from petsml.data.tensors import to_input
 from petsml.evaluation.inference import model_logits
 from petsml.models.backbones import create_backbone
 from petsml.models.model_dir import read_model_dir
-from petsml.models.precision import use_bf16
+from petsml.models.precision import autocast, use_bf16
 from petsml.training.features import extract_features
 from petsml.training.finetune import train_strategy
 from petsml.training.heads import HeadFit, fit_logistic
@@ -141,7 +142,7 @@ def seeded_split(frame: pd.DataFrame, seed: int, test_fraction: float, val_fract
 
 def extract(
     entries: list[str], frame: pd.DataFrame, folder: Path, tmp: Path, args, precision: str
-) -> tuple[list[FeatureSet], dict[int, float]]:
+) -> tuple[list[FeatureSet], dict[int, float], dict[str, torch.nn.Module]]:
     """Decode each needed size once and extract every entry's features (photo and mirror)."""
     ids = frame.image_id.tolist()
     backbones: dict[str, torch.nn.Module] = {}
@@ -187,7 +188,34 @@ def extract(
             f"images/s, {cpu_ms:.0f} CPU ms/image (input {input_size}px from {size}px)",
             flush=True,
         )
-    return out, decode_seconds
+    return out, decode_seconds, backbones
+
+
+@torch.inference_mode()
+def interleaved_cost(
+    sets: list[FeatureSet], backbones: dict, rounds: int, batch: int, bf16: bool
+) -> dict[str, float]:
+    """images/s of each entry's frozen forward (``extract_features``' step) on the same photos.
+
+    The backbones take turns, round after round (the first round warms up), and the median
+    round counts: a shared machine's load changes then hit every backbone alike, which
+    separate passes minutes apart do not get.
+    """
+    inputs = {}
+    for fs in sets:
+        prep = backbones[fs.name].preprocessing
+        u8 = torch.from_numpy(DecodedImages.open(fs.decoded_dir).array[:batch].copy())
+        inputs[fs.key] = to_input(u8, prep.mean, prep.std, size=int(prep.input_size))
+        backbones[fs.name].eval().to(memory_format=torch.channels_last)
+    times: dict[str, list[float]] = {fs.key: [] for fs in sets}
+    for round_ in range(rounds + 1):
+        for fs in sets:
+            started = time.perf_counter()
+            with autocast(CPU, bf16):
+                backbones[fs.name].forward_both(inputs[fs.key])
+            if round_:
+                times[fs.key].append(time.perf_counter() - started)
+    return {key: len(inputs[key]) / float(np.median(t)) for key, t in times.items()}
 
 
 def probe_variants(
@@ -300,6 +328,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="decode processes (0: per core)")
     parser.add_argument("--image-size", type=int, help="override every backbone's input size")
     parser.add_argument("--random-init", action="store_true", help="no pretrained weights")
+    parser.add_argument("--cost-rounds", type=int, default=3, help="interleaved forward timing")
+    parser.add_argument("--cost-batch", type=int, default=32, help="photos per timed forward")
+    parser.add_argument("--cost-only", action="store_true", help="stop after the forward cost")
     args = parser.parse_args()
     started_all = time.perf_counter()
     torch.manual_seed(0)
@@ -327,13 +358,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         t0 = time.perf_counter()
-        sets, decode_seconds = extract(
+        sets, decode_seconds, backbones = extract(
             args.backbones, frame, folder, tmp, args, params.model.precision
         )
         seconds["decode"] = sum(decode_seconds.values())
         seconds["features"] = time.perf_counter() - t0 - seconds["decode"]
         if not sets:
             raise SystemExit("no backbone entry fits its decode size")
+        t0 = time.perf_counter()
+        cost = interleaved_cost(sets, backbones, args.cost_rounds, args.cost_batch, bf16)
+        first = cost[sets[0].key]
+        print(
+            f"frozen forward, interleaved ({args.cost_rounds} rounds of {args.cost_batch} photos, "
+            f"median) [{precision_name(bf16)} channels_last]: "
+            + ", ".join(f"{short(k)} {v:.1f} images/s ({v / first:.2f}x)" for k, v in cost.items()),
+            flush=True,
+        )
+        seconds["forward cost"] = time.perf_counter() - t0
+        if args.cost_only:
+            return
 
         t0 = time.perf_counter()
         probas: dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]] = {}

@@ -209,6 +209,12 @@ def test_accuracy_benchmark_prints_a_table_over_seeded_splits(tmp_path):
     assert float(best.group(2)) == max(float(rows[k][0]) for k in expected)  # picked on val
     speeds = re.search(r"^extraction images/s \[(bf16|fp32) channels_last\]: (.+)$", text, re.M)
     assert speeds and [s.split()[0] for s in speeds.group(2).split(", ")] == sets, text
-    seconds = re.search(r"^seconds: decode \d+, features \d+, probes \d+, ensembles \d+, "
+    cost = re.search(r"^frozen forward, interleaved .*\]: (.+)$", text, re.M)
+    assert cost and re.fullmatch(
+        r"test_efficientnet@36 [\d.]+ images/s \(1\.00x\), test_efficientnet@40 [\d.]+ images/s "
+        r"\([\d.]+x\)", cost.group(1)
+    ), text  # fmt: skip
+    seconds = re.search(r"^seconds: decode \d+, features \d+, forward cost \d+, probes \d+, "
+                        r"ensembles \d+, "
                         r"finetune \d+, total \d+; load average now", text, re.M)  # fmt: skip
     assert seconds, text
