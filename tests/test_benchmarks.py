@@ -176,7 +176,8 @@ def test_accuracy_benchmark_prints_a_table_over_seeded_splits(tmp_path):
         sys.executable, str(REPO / "benchmarks" / "accuracy.py"), str(ds.root), "--seeds", "2",
         "--backbones", "test_efficientnet@36", "test_efficientnet@40", "--image-size", "32",
         "--random-init", "--finetune-seeds", "1", "--finetune-lrs", "1e-3",
-        "--finetune-epochs", "1", "--workers", "1", "--batch-size", "8",
+        "--finetune-epochs", "1", "--workers", "1", "--batch-size", "8", "--cost-rounds", "1",
+        "--cost-batch", "4",
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -209,7 +210,7 @@ def test_accuracy_benchmark_prints_a_table_over_seeded_splits(tmp_path):
     assert float(best.group(2)) == max(float(rows[k][0]) for k in expected)  # picked on val
     speeds = re.search(r"^extraction images/s \[(bf16|fp32) channels_last\]: (.+)$", text, re.M)
     assert speeds and [s.split()[0] for s in speeds.group(2).split(", ")] == sets, text
-    cost = re.search(r"^frozen forward, interleaved .*\]: (.+)$", text, re.M)
+    cost = re.search(r"^frozen forward, interleaved \(1 rounds of 4 .*\]: (.+)$", text, re.M)
     assert cost and re.fullmatch(
         r"test_efficientnet@36 [\d.]+ images/s \(1\.00x\), test_efficientnet@40 [\d.]+ images/s "
         r"\([\d.]+x\)", cost.group(1)
