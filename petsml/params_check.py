@@ -9,10 +9,13 @@ backbone name must resolve (offline registry, torchvision or timm), which import
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
 from petsml.config import DEFAULT_PARAMS, OFFICIAL_SOURCE, ConfigError, Params, load_params
+
+log = logging.getLogger(__name__)
 
 
 def check_params_file(path: str | Path = DEFAULT_PARAMS) -> Params:
@@ -58,11 +61,12 @@ CROP_RATIO = 224 / 256
 
 
 def _check_input_fits(params: Params, path: Path) -> None:
-    """The model's input is a centre crop of the decoded image, so it must fit in decode.size.
+    """Warn when the model's input (a centre crop of the decoded image) exceeds decode.size.
 
-    Checked here, where the input size is known without building a network (an offline
-    backbone's own size, or ``model.image_size``): otherwise ``efficientnet_lite2`` (260 px) with
-    ``decode.size: 256`` would decode every photo and only fail at ``featurize``.
+    Known here without building a network (an offline backbone's own size, or
+    ``model.image_size``): ``efficientnet_lite2`` (260 px) with ``decode.size: 256`` would decode
+    every photo and only fail at ``featurize``. A warning, not an error: the data stages (and
+    tests and sweeps that run only them, with small decode sizes) never build the model.
     """
     from petsml.models.backbones import resolve_backbone
     from petsml.models.offline_weights import OFFLINE_BACKBONES
@@ -77,9 +81,9 @@ def _check_input_fits(params: Params, path: Path) -> None:
         what = f"{params.model.backbone}'s input {size}px"
     if size > params.decode.size:
         keep = math.ceil(size / CROP_RATIO - 1e-9)
-        raise ConfigError(
-            f"{path}: invalid configuration\n  decode.size: {params.decode.size} is smaller "
-            f"than {what}, a centre crop of the decoded image. Set decode.size to {keep} (the "
-            f"default's 224-of-256 crop) or at least {size}, or lower model.image_size.\n"
-            f"Fix decode.size in {path}."
-        )
+        log.warning(
+            "%s: decode.size %d is smaller than %s, a centre crop of the decoded image: "
+            "featurize and train will fail. Set decode.size to %d (the default's 224-of-256 "
+            "crop) or at least %d, or lower model.image_size.",
+            path, params.decode.size, what, keep, size,
+        )  # fmt: skip
