@@ -254,6 +254,8 @@ def finetune_params(base: dict, fs: FeatureSet, args, lr: float, epochs: int):
     raw["data"]["task"] = "breed"
     raw["train"].update(epochs=epochs, device="cpu", batch_size=args.finetune_batch_size)
     raw["finetune_top"].update(lr=lr, head_init="probe")
+    if "tta" in raw["train"]:  # the model's own TTA (train.tta): off, this script mirrors itself
+        raw["train"]["tta"] = "none"
     return parse_params(raw)
 
 
