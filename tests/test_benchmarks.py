@@ -28,6 +28,7 @@ def bench_module(name: str):
         f"bench_{name}", REPO / "benchmarks" / f"{name}.py"
     )
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     return module
 
@@ -138,3 +139,83 @@ def test_similar_benchmark_compares_exact_searches_that_agree():
     assert len(lines) == 4, out.stdout
     assert all(same == "100" for *_, same in lines), out.stdout  # exact: the same neighbours
     assert "faiss IndexFlatIP" in out.stdout  # timed, or skipped with the reason
+
+
+# "  <configuration>  <val acc>  <mean> ± <std>  <min>–<max>  <paired Δ> ± <std>  <seeds>[  <note>]"
+ACCURACY_ROW = re.compile(
+    r"^  (\S.*?) +(\d\.\d{3})  (\d\.\d{3}) ± (\d\.\d{3}|  -  )  (\d\.\d{3})–(\d\.\d{3})  "
+    r"([+-]\d\.\d{3}) ± (?:\d\.\d{3}|  -  ) +(\d+)(?:  (.*))?$",
+    re.M,
+)
+
+
+def test_accuracy_splits_are_disjoint_stratified_and_seeded(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # accuracy.py imports machine.py
+    accuracy = bench_module("accuracy")
+    import pandas as pd
+
+    ids = [f"{breed}_{i}" for breed in ("Abyssinian", "pug", "beagle") for i in range(1, 11)]
+    frame = pd.DataFrame({"image_id": ids})
+    frame["breed"] = frame.image_id.str.rsplit("_", n=1).str[0]
+    splits = [accuracy.seeded_split(frame, seed, 0.3, 0.25) for seed in (0, 0, 1)]
+    for train, val, test in splits:
+        assert (
+            len(set(train) | set(val) | set(test))
+            == len(frame)
+            == len(train) + len(val) + len(test)
+        )
+        for part, per_breed in ((train, 5), (val, 2), (test, 3)):
+            assert frame.breed.iloc[part].value_counts().tolist() == [per_breed] * 3
+    assert all((a == b).all() for a, b in zip(splits[0], splits[1], strict=True))  # seeded
+    assert not (splits[0][2] == splits[2][2]).all()  # another seed, another test slice
+
+
+def test_accuracy_benchmark_prints_a_table_over_seeded_splits(tmp_path):
+    ds = make_dataset(tmp_path / "photos", per_breed=6, test_per_breed=0, quirks=False)
+    cmd = [
+        sys.executable, str(REPO / "benchmarks" / "accuracy.py"), str(ds.root), "--seeds", "2",
+        "--backbones", "test_efficientnet@36", "test_efficientnet@40", "--image-size", "32",
+        "--random-init", "--finetune-seeds", "1", "--finetune-lrs", "1e-3",
+        "--finetune-epochs", "1", "--workers", "1", "--batch-size", "8", "--cost-rounds", "1",
+        "--cost-batch", "4",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = out.stdout
+    assert re.search(r"^machine: cpu '.+', flags \[.*\], \d+ cores, .*load average", text, re.M)
+    rows = {label: rest for label, *rest in ACCURACY_ROW.findall(text)}
+    sets = ["test_efficientnet@36", "test_efficientnet@40"]
+    variants = ["", " + flip TTA", " + flip train", " + flip train + flip TTA"]
+    both = "+".join(sets)
+    expected = [f"probe {s}{v}" for s in sets for v in variants] + [
+        f"{kind} {both}{v}"
+        for kind in ("concat", "prob-avg")
+        for v in ("", " + flip train + flip TTA")
+    ]
+    picked = max(sets, key=lambda s: float(rows[f"probe {s}"][0]))  # LP-FT: best probe on val
+    lpft = [f"probe {picked} (same splits as LP-FT)", f"LP-FT finetune_top {picked}"]
+    lpft.append(lpft[-1] + " + flip TTA")
+    assert sorted(rows) == sorted(expected + lpft), text
+    for label, (val, mean, std, low, high, delta, seeds, note) in rows.items():
+        assert 0 <= float(low) <= float(mean) <= float(high) <= 1 and 0 <= float(val) <= 1, label
+        if label == f"probe {sets[0]}":
+            assert delta in ("+0.000", "-0.000"), delta  # the reference, against itself
+        assert seeds == ("1" if label in lpft else "2"), (label, seeds)
+        assert (note == "1 of 2 splits") == (label in lpft), (label, note)
+        assert (std == "  -  ") == (label in lpft), (label, std)  # one split has no spread
+    best = re.search(
+        r"^best on validation \(mean over 2 splits\): (.+): val (\S+), test", text, re.M
+    )
+    assert best and best.group(1) in expected, text
+    assert float(best.group(2)) == max(float(rows[k][0]) for k in expected)  # picked on val
+    speeds = re.search(r"^extraction images/s \[(bf16|fp32) channels_last\]: (.+)$", text, re.M)
+    assert speeds and [s.split()[0] for s in speeds.group(2).split(", ")] == sets, text
+    cost = re.search(r"^frozen forward, interleaved \(1 rounds of 4 .*\]: (.+)$", text, re.M)
+    assert cost and re.fullmatch(
+        r"test_efficientnet@36 [\d.]+ images/s \(1\.00x\), test_efficientnet@40 [\d.]+ images/s "
+        r"\([\d.]+x\)", cost.group(1)
+    ), text  # fmt: skip
+    seconds = re.search(r"^seconds: decode \d+, features \d+, forward cost \d+, probes \d+, "
+                        r"ensembles \d+, "
+                        r"finetune \d+, total \d+; load average now", text, re.M)  # fmt: skip
+    assert seconds, text

@@ -89,6 +89,25 @@ def test_an_unknown_backbone_is_rejected_when_params_are_checked(tmp_path):
     assert f"Fix model.backbone in {path}" in message
 
 
+def test_a_backbone_input_larger_than_decode_size_is_warned_about_up_front(tmp_path, caplog):
+    path = tmp_path / "params.yaml"
+
+    def check(backbone: str, decode: int, image_size=None) -> str:
+        model = {**PARAMS["model"], "backbone": backbone, "image_size": image_size}
+        path.write_text(yaml.safe_dump({**PARAMS, "model": model, "decode": {"size": decode}}))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="petsml.params_check"):
+            assert check_params_file(path).decode.size == decode  # data stages still run
+        return caplog.text
+
+    assert check("efficientnet_lite1", 256) == check("efficientnet_lite2", 298) == ""
+    message = check("efficientnet_lite2", 256)  # Lite2 is 260 px
+    assert "decode.size 256 is smaller than efficientnet_lite2's input 260px" in message
+    assert "Set decode.size to 298" in message and str(path) in message
+    assert "than model.image_size 300" in check("tv:resnet18", 256, image_size=300)
+    assert check("efficientnet_lite2", 256, image_size=224) == ""
+
+
 # --------------------------------------------------------------------------- real DVC
 
 
