@@ -163,7 +163,7 @@ class DecodeParams(_Section):
 
 
 class ModelParams(_Section):
-    backbone: str = "efficientnet_lite0"
+    backbone: str = "efficientnet_lite1"
     pretrained: bool = True
     image_size: int | None = Field(None, ge=16)
     # An index into the backbone's blocks (negative = from the end), or "auto": the block the

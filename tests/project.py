@@ -112,6 +112,9 @@ def fake_data_params(mirror_url: str, md5: dict[str, str]) -> dict:
         "validate.require_all_breeds": False,
         "decode.size": 72,
         "decode.workers": 2,
+        # the smallest real offline backbone keeps generated-data pipelines quick; the shipped
+        # default (Lite1) loads in tests/test_backbones.py
+        "model.backbone": "efficientnet_lite0",
     }
 
 

