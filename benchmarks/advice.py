@@ -97,7 +97,10 @@ def run_dataset(name: str, project: Path, env: dict) -> dict:
     similarity = advice["similarity"]
 
     def best(key: str) -> str:
-        return max(sorted(metrics), key=lambda s: metrics[s][key])
+        """The best strategy by ``key``, or every one tied with it (``a = b``): a tie is the
+        honest answer on a few dozen photos, not the alphabetically first of the tied."""
+        top = max(m[key] for m in metrics.values())
+        return " = ".join(s for s in sorted(metrics) if metrics[s][key] == top)
 
     return {
         "dataset": name,

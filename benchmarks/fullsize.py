@@ -15,6 +15,12 @@ Heavy (about 1 GB of JPEGs, 1.5 GB of decoded cache, twice that with a copy cach
 once, niced, on an otherwise idle machine if you can; the header prints the load.
 
     python benchmarks/fullsize.py [--per-breed 200] [--workdir /tmp] [--keep]
+    python benchmarks/fullsize.py --photos ../shared/pets-sample   # real photos instead
+
+It ends with the advise stage's share of the whole run and, since the other stages scale with
+the photo count while advise reads a capped subsample, that share estimated for the 7,349
+photos of the real dataset (``--full-photos``): exact for advise when every class already
+fills ``advise.max_train_per_class`` / ``max_val_per_class`` (37 x 40 stand-in photos do).
 """
 
 from __future__ import annotations
@@ -154,6 +160,12 @@ def main() -> None:
     parser.add_argument("--size", default="500x375", help="photo width x height")
     parser.add_argument("--workdir", default=tempfile.gettempdir(), help="where to build it all")
     parser.add_argument("--keep", action="store_true", help="keep the stand-in and the project")
+    parser.add_argument(
+        "--photos",
+        help="an official-layout folder of real photos to pack instead of the generated "
+        "stand-in (e.g. ../shared/pets-sample)",
+    )
+    parser.add_argument("--full-photos", type=int, default=7349, help="photo count to scale to")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     print(header(), flush=True)
@@ -161,14 +173,22 @@ def main() -> None:
     print(f"working in {tmp} ({_fs_type(tmp)})", flush=True)
     try:
         started = time.perf_counter()
-        ds = make_dataset(
-            tmp / "standin", breeds=tuple(BREEDS), per_breed=args.per_breed,
-            test_per_breed=args.per_breed // 2, size=(width, height),
-        )  # fmt: skip
-        md5 = pack_archives(tmp / "standin", tmp / "mirror")
-        jpeg_bytes = disk_bytes(tmp / "standin" / "images")
+        if args.photos:
+            source = Path(args.photos).resolve()
+            photos = len(list((source / "images").glob("*.jpg")))
+        else:
+            source = tmp / "standin"
+            ds = make_dataset(
+                source, breeds=tuple(BREEDS), per_breed=args.per_breed,
+                test_per_breed=args.per_breed // 2, size=(width, height),
+            )  # fmt: skip
+            photos = len(ds.ids)
+        md5 = pack_archives(source, tmp / "mirror")
+        jpeg_bytes = disk_bytes(source / "images")
+        what = f"photos from {source}" if args.photos else "stand-in"
+        shape = "as they are" if args.photos else f"{width}x{height}"
         print(
-            f"stand-in: {len(ds.ids)} photos, {width}x{height}, {jpeg_bytes / MIB:.0f} MiB of "
+            f"{what}: {photos} photos, {shape}, {jpeg_bytes / MIB:.0f} MiB of "
             f"JPEG, archives {disk_bytes(tmp / 'mirror') / MIB:.0f} MiB, built in "
             f"{time.perf_counter() - started:.0f} s",
             flush=True,
@@ -178,7 +198,7 @@ def main() -> None:
             "data.md5.images": md5["images"],
             "data.md5.annotations": md5["annotations"],
         }
-        if args.per_breed < 150:  # a smoke run: the official counts' check would stop it
+        if args.photos or args.per_breed < 150:  # the official counts' check would stop it
             overrides["validate.min_images_per_breed"] = 1
         project = make_project(tmp / "project", overrides)
         env = tool_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db")
@@ -203,6 +223,7 @@ def main() -> None:
             f"largest single process: {max_rss / MIB:.0f} MiB peak RSS; load average during "
             f"the run {low:.1f}-{high:.1f} (now {load_average()})"
         )
+        advise_share(times, photos, args.full_photos)
         noop, _ = _seconds(lambda: subprocess.run(
             ["dvc", "repro"], cwd=project, env=env, check=True, capture_output=True
         ))  # fmt: skip
@@ -213,6 +234,29 @@ def main() -> None:
             print(f"kept {tmp}")
         else:
             subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+# Stages whose work does not grow with the photo count (MLflow bookkeeping, one latency probe).
+FIXED_STAGES = {"(dvc start)", "params", "compare", "mlflow_store", "track", "register"}
+
+
+def advise_share(times: list[tuple[str, float]], photos: int, full_photos: int) -> None:
+    """The advise stage's share of this run, and estimated at ``full_photos`` photos: the
+    stages that read every photo scaled by the photo count, the fixed ones and advise as
+    measured (advise reads at most ``advise.max_*_per_class`` photos per class, so the
+    estimate holds when this run's classes already fill those caps)."""
+    advise = sum(secs for name, secs in times if name == "advise")
+    if not advise:
+        return
+    fixed = sum(secs for name, secs in times if name in FIXED_STAGES)
+    scaling = sum(secs for name, secs in times if name not in FIXED_STAGES | {"advise"})
+    whole = advise + fixed + scaling
+    full = advise + fixed + scaling * full_photos / photos
+    print(
+        f"advise: {advise:.1f} s of {whole:.1f} s = {advise / whole:.1%} of this run; at "
+        f"{full_photos} photos (per-photo stages x {full_photos / photos:.1f}, the others as "
+        f"measured) about {advise:.0f} s of {full:.0f} s = {advise / full:.1%}"
+    )
 
 
 def disk_report(project: Path, env: dict[str, str], tmp: Path) -> None:

@@ -269,8 +269,8 @@ class AdviseParams(_Section):
     )  # an earlier block must beat the last by more
     more_data_gain: float = Field(0.02, ge=0, le=1)  # last learning-curve step gaining more = helps
     fractions: list[float] = Field([0.1, 0.25, 0.5, 1.0], min_length=2)
-    max_train_per_class: int = Field(15, ge=1)
-    max_val_per_class: int = Field(8, ge=1)
+    max_train_per_class: int = Field(8, ge=1)
+    max_val_per_class: int = Field(4, ge=1)
     seed: int = 0
     C: float = Field(0.1, gt=0)  # logistic-regression inverse regularisation of every probe
     grid: int = Field(2, ge=1, le=8)  # spatial grid (grid x grid) pooled beside mean and std

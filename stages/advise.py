@@ -27,8 +27,10 @@ def main() -> None:
     train = load_split(paths.split_csv("train"), params.data.task)
     val = load_split(paths.split_csv("val"), params.data.task)
     device = pick_device(params.train.device)
-    advice = advise(params, DecodedImages.open(paths.DECODED), train, val, device)
+    timings: dict[str, float] = {}
+    advice = advise(params, DecodedImages.open(paths.DECODED), train, val, device, timings)
     seconds = time.perf_counter() - started
+    log.info("advise: seconds by part: %s", ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     write_advice(advice, paths.ADVICE, paths.ADVICE_MD, paths.ADVICE_PLOTS, seconds)
     write_resolved(params, resolve_early_block(params, paths.ADVICE))
     log.info("%s [%.0f s]", summary(advice), seconds)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from petsml.advice.advise import AdviceError, draw_sample, spearman
+from petsml.advice.advise import AdviceError, Sample, draw_sample, rank_backbones, spearman
 from petsml.advice.decision import (
     STRATEGY_OF_CELL,
     decide,
@@ -34,6 +34,7 @@ from petsml.advice.probe import (
     rich_pool,
 )
 from petsml.config import ConfigError, load_params, parse_params
+from petsml.data.decode import DecodedImages
 from petsml.io import write_json
 from petsml.models.backbones import create_backbone
 from tests.fakedata import MirrorServer, make_dataset, pack_archives
@@ -175,6 +176,25 @@ def test_splits_that_cannot_be_probed_are_refused_naming_the_fix(tmp_path):
         draw_sample(one_class, two, params)
     with pytest.raises(AdviceError, match="split.val_fraction"):
         draw_sample(two, two.iloc[:0], params)
+
+
+def test_a_candidate_larger_than_the_decoded_cache_is_skipped_naming_the_fix(tmp_path):
+    """Lite2 wants 260 px; on the default 256 px cache it is skipped with the reason, not a
+    crash in the middle of the ranking (here: Lite1's 240 px against a 64 px cache)."""
+    raw = json.loads(json.dumps(_params(tmp_path, -3).model_dump(by_alias=True)))
+    raw["advise"]["backbones"] = ["efficientnet_lite1"]
+    raw["model"]["pretrained"] = False  # the check needs the input size only, not the weights
+    params = parse_params(raw)
+    ids = [f"a_{i}" for i in range(4)] + [f"b_{i}" for i in range(4)]
+    images = DecodedImages(np.zeros((8, 64, 64, 3), np.uint8), {k: i for i, k in enumerate(ids)})
+    labels = np.array([0, 0, 0, 1, 0, 1, 1, 1])
+    sample = Sample(ids[:6], labels[:6], ids[6:], labels[6:])
+    main = np.random.default_rng(0).normal(size=(8, 5)) + labels[:, None]
+    ranks = rank_backbones(params, images, sample, main, torch.device("cpu"))
+    assert [row["backbone"] for row in ranks["ranking"]] == ["efficientnet_lite0"]
+    (skipped,) = ranks["skipped"]
+    assert skipped["backbone"] == "efficientnet_lite1"
+    assert "240 px" in skipped["reason"] and "decode.size" in skipped["reason"]
 
 
 # ---------------------------------------------------------------------- model.early_block: auto

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +87,17 @@ def draw_sample(train: pd.DataFrame, val: pd.DataFrame, params: Params) -> Sampl
         val_ids=val["image_id"].iloc[va].tolist(),
         y_val=val["label"].to_numpy()[va],
     )
+
+
+@contextmanager
+def _timed(timings: dict[str, float] | None, part: str) -> Iterator[None]:
+    """Adds the seconds the block takes to ``timings[part]`` (when timings are kept)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[part] = timings.get(part, 0.0) + time.perf_counter() - started
 
 
 def size_facts(train: pd.DataFrame) -> dict[str, Any]:
@@ -208,7 +221,12 @@ def _score_backbone(x: np.ndarray, sample: Sample, C: float) -> dict[str, float]
 
 
 def rank_backbones(
-    params: Params, images: DecodedImages, sample: Sample, main_penultimate: np.ndarray, device
+    params: Params,
+    images: DecodedImages,
+    sample: Sample,
+    main_penultimate: np.ndarray,
+    device,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """LogME and probe accuracy of every candidate; ``model.backbone`` is always one of them."""
     names = list(dict.fromkeys([params.model.backbone, *params.advise.backbones]))
@@ -219,20 +237,32 @@ def rank_backbones(
             x = main_penultimate
         else:
             try:
-                backbone = create_backbone(name, params)
+                with _timed(timings, "backbones: build"):
+                    backbone = create_backbone(name, params)
             except (BackboneError, WeightsUnavailableError) as error:
                 log.warning("advise: backbone %s skipped: %s", name, error)
                 skipped.append({"backbone": name, "reason": str(error)})
                 continue
-            x = penultimate_features(
-                backbone,
-                images,
-                sample.ids,
-                params.features.batch_size,
-                device,
-                params.model.precision,
-            )
-        row = {"backbone": name, **_score_backbone(x, sample, params.advise.C)}
+            needs = int(backbone.preprocessing.input_size)
+            if needs > images.size:  # e.g. Lite2 (260 px) on the default 256 px cache
+                reason = (
+                    f"needs {needs} px input, the decoded cache holds {images.size} px: raise "
+                    "decode.size or set model.image_size to rank it"
+                )
+                log.warning("advise: backbone %s skipped: %s", name, reason)
+                skipped.append({"backbone": name, "reason": reason})
+                continue
+            with _timed(timings, "backbones: frozen pass"):
+                x = penultimate_features(
+                    backbone,
+                    images,
+                    sample.ids,
+                    params.features.batch_size,
+                    device,
+                    params.model.precision,
+                )
+        with _timed(timings, "backbones: LogME + probe"):
+            row = {"backbone": name, **_score_backbone(x, sample, params.advise.C)}
         rows.append(row)
         log.info("advise: %s %s (%.1fs)", name, row, time.perf_counter() - started)
     rows.sort(key=lambda r: -r["logme"])
@@ -253,11 +283,14 @@ def advise(
     train: pd.DataFrame,
     val: pd.DataFrame,
     device: torch.device,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The advice as a JSON-ready dict (``reports/advice.json``'s contract)."""
+    """The advice as a JSON-ready dict (``reports/advice.json``'s contract); ``timings``, when
+    given, receives the seconds each part took (kept out of the JSON: it must reproduce)."""
     cfg = params.advise
     sample = draw_sample(train, val, params)
-    backbone = create_backbone(params.model.backbone, params)
+    with _timed(timings, "build backbone"):
+        backbone = create_backbone(params.model.backbone, params)
     log.info(
         "advise: %s on %d train + %d val images (of %d + %d)",
         params.model.backbone,
@@ -266,25 +299,31 @@ def advise(
         len(train),
         len(val),
     )
-    features = block_features(
-        backbone,
-        images,
-        sample.ids,
-        params.features.batch_size,
-        device,
-        params.model.precision,
-        cfg.grid,
-    )
+    with _timed(timings, "block-wise frozen pass"):
+        features = block_features(
+            backbone,
+            images,
+            sample.ids,
+            params.features.batch_size,
+            device,
+            params.model.precision,
+            cfg.grid,
+        )
     n_train = len(sample.train_ids)
     pen = features.penultimate
-    curve = probe_curve(features, sample, params)
+    with _timed(timings, "probe curve"):
+        curve = probe_curve(features, sample, params)
     rich = [row["rich_pool_val_accuracy"] for row in curve]
     mean = [row["mean_pool_val_accuracy"] for row in curve]
     size = size_facts(train)
     decision = decide(
         size["train_per_class_median"], rich, mean, cfg.small_below, cfg.similar_tolerance
     )
-    lc = learning_curve(pen[:n_train], sample, pen[n_train:], params)
+    with _timed(timings, "learning curve"):
+        lc = learning_curve(pen[:n_train], sample, pen[n_train:], params)
+    with _timed(timings, "ImageNet-likeness"):
+        imagenet = imagenet_likeness(backbone, pen)
+    backbones = rank_backbones(params, images, sample, pen, device, timings)
     similarity = {
         "probe": curve,
         "blocks": len(curve),
@@ -292,7 +331,7 @@ def advise(
         "best_mean_pool_block": int(np.argmax(mean)),
         # LogME checked where it can be: its ranking of the blocks against their probe accuracy
         "logme_probe_rho": spearman([row["rich_pool_logme"] for row in curve], rich),
-        "imagenet": imagenet_likeness(backbone, pen),
+        "imagenet": imagenet,
         "verdict": decision.similarity,
     }
     return {
@@ -311,7 +350,7 @@ def advise(
             "more_data_helps": more_data_helps([r["val_accuracy"] for r in lc], cfg.more_data_gain),
         },
         "similarity": similarity,
-        "backbones": rank_backbones(params, images, sample, pen, device),
+        "backbones": backbones,
         "sample": {
             "train_images": n_train,
             "val_images": len(sample.val_ids),
