@@ -82,7 +82,8 @@ def tiny_model(tmp_path) -> Path:
 def registered_project(tmp_path_factory):
     """:func:`tests.tracking.build_project` tracked and registered in its own SQLite store:
     ``oxford-pets-breed`` version 1 is the champion, its neighbour index inside it. Yields
-    (project, tracking URI, reports/registry.json). Built once per session (~40 s)."""
+    (project, tracking URI, reports/registry.json). Built once per session (~40 s); the modules
+    reading it share one xdist worker (``XDIST_SHARED``) and never change it."""
     from tests.tracking import register_in_own_store
 
     return register_in_own_store(tmp_path_factory.mktemp("registered"))
@@ -92,6 +93,11 @@ def registered_project(tmp_path_factory):
 XDIST_SHARED = {
     "tests/test_store_recovery_e2e.py": "tests/test_pipeline_e2e.py",  # pipeline_run
     "tests/test_continuous_training.py": "tests/test_flows.py",  # prefect_server (~40 s)
+    # registered_project (~40 s)
+    "tests/test_mlflow_ui.py": "tests/test_cli_ui.py",
+    "tests/test_similar.py": "tests/test_cli_ui.py",
+    "tests/test_web.py": "tests/test_cli_ui.py",
+    "tests/test_web_page.py": "tests/test_cli_ui.py",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -10,7 +11,6 @@ import time
 import urllib.request
 
 from tests.project import tool_env
-from tests.tracking import track_in_own_store
 
 
 def _free_port() -> int:
@@ -19,8 +19,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_pets_ui_serves_mlflow_and_prints_the_strategies_link(tmp_path):
-    project, uri, record = track_in_own_store(tmp_path)
+def test_pets_ui_serves_mlflow_and_prints_the_strategies_link(registered_project):
+    project, uri, _ = registered_project  # tracked as the track stage does, then registered
+    record = json.loads((project / "reports" / "mlflow_runs.json").read_text())
     port = _free_port()
     ui = subprocess.Popen(
         [sys.executable, "-m", "petsml.cli", "ui", "--port", str(port), "--tracking-uri", uri],

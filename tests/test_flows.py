@@ -269,12 +269,6 @@ def test_a_failing_stage_fails_the_flow_with_its_own_error(prefect_server, proje
 # --------------------------------------------------------------------------- deployment
 
 
-def _fastapi_rejects_null_bodies() -> bool:
-    import fastapi
-
-    return tuple(int(part) for part in fastapi.__version__.split(".")[:2]) >= (0, 151)
-
-
 def _read_deployment(name: str):
     with _client() as client:
         return client.read_deployment_by_name(name)
@@ -302,28 +296,7 @@ def test_serve_deployment_registers_the_weekly_schedule(prefect_server):
     )
 
 
-@pytest.mark.xfail(
-    _fastapi_rejects_null_bodies(),
-    reason="prefect 3.8.8's server under fastapi>=0.151 answers 422 to the null limit/offset "
-    "`prefect deploy` sends to /work_pools/<pool>/workers/filter; fastapi 0.150 works",
-    strict=True,
-)
-def test_prefect_deploy_all_registers_prefect_yaml(prefect_server, tmp_path):
-    from prefect.client.schemas.actions import WorkPoolCreate
-
-    project = make_project(tmp_path / "p")
-    with _client() as client:
-        client.create_work_pool(WorkPoolCreate(name="pets-local", type="process"))
-    env = tool_env(PREFECT_API_URL=prefect_server)
-    run(project, "prefect", "--no-prompt", "deploy", "--all", env=env, timeout=300)
-
-    weekly = _read_deployment(f"{FLOW_NAME}/{DEPLOYMENT_NAME}")
-    sweeper = _read_deployment("pets-sweep/sweep")
-    assert [s.schedule.cron for s in weekly.schedules] == [WEEKLY_CRON]
-    assert weekly.schedules[0].active and weekly.schedules[0].schedule.timezone == "UTC"
-    assert weekly.work_pool_name == "pets-local" and sweeper.schedules == []
-    step = weekly.pull_steps[0]["prefect.deployments.steps.set_working_directory"]
-    assert Path(step["directory"]) == project.resolve()
+# `prefect deploy --all` of prefect.yaml: tests/test_work_pool.py (its real server has it).
 
 
 def test_command_line_mirrors_the_flow_and_serves_the_schedule(monkeypatch):

@@ -21,18 +21,20 @@ from pathlib import Path
 import pytest
 
 from tests.browser import browser_paths, chromium, free_port, wait_http
-from tests.tracking import METRICS, STRATEGIES, track_in_own_store
+from tests.tracking import METRICS, STRATEGIES
 
 UI_TIMEOUT_S = 240  # a cold React bundle and its first queries on a busy 2-core CI machine
 SCROLLER = "[data-testid='experiment-view-compare-runs-chart-area']"
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory):
-    """(browser, base URL, mlflow_runs.json record) for a tracked tiny project."""
+def ui(tmp_path_factory, registered_project):
+    """(browser, base URL, mlflow_runs.json record) for a tracked tiny project: the session's
+    ``registered_project`` (tracked as the track stage does, then registered)."""
     paths = browser_paths("MLflow UI browser tests")
     root = tmp_path_factory.mktemp("ui")
-    project, uri, record = track_in_own_store(root)
+    project, uri, _ = registered_project
+    record = json.loads((project / "reports" / "mlflow_runs.json").read_text())
 
     port = free_port()
     log = root / "mlflow-ui.log"

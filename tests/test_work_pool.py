@@ -1,6 +1,9 @@
 """Sweep members as flow runs on a Prefect work pool: a real `prefect server`, a `process` pool,
 `prefect deploy --all` of prefect.yaml and two `prefect worker` processes, all on loopback.
 
+What `prefect deploy --all` registered from prefect.yaml (the weekly schedule, the pool, the
+checkout as working directory) is read back from the same server.
+
 Two members (one per frozen strategy) run the real pipeline up to `track` on generated photos;
 each is a run of the `pets-train/sweep-member` deployment that either worker may pick up, saves
 its DVC experiment and logs its MLflow runs; the sweep's table is read back from those.
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.train import DEPLOYMENT_NAME, FLOW_NAME, WEEKLY_CRON
 from tests.fakedata import MirrorServer, make_dataset, pack_archives
 from tests.project import fake_data_params, make_project, run, tool_env
 from tests.servers import free_port, start, stop, wait_http
@@ -21,6 +25,7 @@ pytestmark = pytest.mark.slow
 STRATEGIES = ["feature_extractor", "svm_early"]
 POOL = "pets-local"  # prefect.yaml's pool
 DEPLOYMENT = "pets-train/sweep-member"
+DEPLOYED = (f"{FLOW_NAME}/{DEPLOYMENT_NAME}", "pets-sweep/sweep", DEPLOYMENT)
 
 
 def _prefect_env(api: str, home: Path) -> dict[str, str]:
@@ -28,6 +33,13 @@ def _prefect_env(api: str, home: Path) -> dict[str, str]:
     env.pop("PYTHONPATH", None)  # flows load the project copy's own code
     env.update(PREFECT_API_URL=api, PREFECT_HOME=str(home), PREFECT_WORKER_QUERY_SECONDS="1")
     return env
+
+
+def _read_deployments(names: tuple[str, ...]) -> dict:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {name: client.read_deployment_by_name(name) for name in names}
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +76,13 @@ def pooled_sweep(tmp_path_factory):
                     root / f"worker-{i}.log", cwd=project, env=env,
                 ))  # fmt: skip
             with temporary_settings({PREFECT_API_URL: api}):
+                deployed = _read_deployments(DEPLOYED)
                 state = sweep(
                     project_dir=str(project), strategies=STRATEGIES, deployment=DEPLOYMENT,
                     max_parallel=2, retry_delay_s=0, return_state=True,
                 )  # fmt: skip
         logs = "\n".join((root / f"worker-{i}.log").read_text() for i in range(2))
-        return project, state, logs
+        return project, state, logs, deployed
     finally:
         for worker in workers:
             stop(worker)
@@ -81,7 +94,7 @@ def test_every_member_ran_on_a_worker_and_recorded_its_experiment_and_runs(poole
 
     from pipelines.dvc_graph import experiments
 
-    project, state, logs = pooled_sweep
+    project, state, logs, _ = pooled_sweep
     assert state.is_completed(), state.message
     rows = state.result()
     assert sorted(row["strategy"] for row in rows) == sorted(STRATEGIES)
@@ -105,3 +118,13 @@ def test_every_member_ran_on_a_worker_and_recorded_its_experiment_and_runs(poole
         )
         assert [c.data.tags["strategy"] for c in children] == [row["strategy"]]
         assert round(children[0].data.metrics["val_accuracy"], 4) == row["val_accuracy"]
+
+
+def test_prefect_deploy_all_registered_prefect_yaml(pooled_sweep):
+    project, _, _, deployed = pooled_sweep
+    weekly, sweeper, member = (deployed[name] for name in DEPLOYED)
+    assert [s.schedule.cron for s in weekly.schedules] == [WEEKLY_CRON]
+    assert weekly.schedules[0].active and weekly.schedules[0].schedule.timezone == "UTC"
+    assert weekly.work_pool_name == POOL and sweeper.schedules == [] and member.schedules == []
+    step = weekly.pull_steps[0]["prefect.deployments.steps.set_working_directory"]
+    assert Path(step["directory"]) == project.resolve()
