@@ -35,7 +35,6 @@ closing line print the load average).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 import time
@@ -52,7 +51,7 @@ from machine import header, load_average, precision_name
 
 from petsml.config import load_params, parse_params
 from petsml.data.breeds import CLASS_ID, breed_of, species_of
-from petsml.data.decode import DecodedImages, decode_images
+from petsml.data.decode import DecodedImages, decode_images, decode_size_for
 from petsml.data.split import stratified_test, stratified_val
 from petsml.data.tensors import to_input
 from petsml.evaluation.inference import model_logits
@@ -71,7 +70,6 @@ DEFAULT_BACKBONES = [
     "efficientnet_lite2",
     "efficientnet_lite1@256",
 ]
-CROP_RATIO = 224 / 256  # the shipped default: Lite0's 224 px from decode.size 256
 
 
 @dataclass
@@ -157,7 +155,7 @@ def extract(
             )
         backbone = backbones[name]
         input_size = int(backbone.preprocessing.input_size)
-        size = size or math.ceil(input_size / CROP_RATIO - 1e-9)
+        size = size or decode_size_for(input_size)
         if size < input_size:
             print(f"skipping {entry}: its input is {input_size}px, larger than the decode {size}px")
             continue

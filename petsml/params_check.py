@@ -10,7 +10,6 @@ backbone name must resolve (offline registry, torchvision or timm), which import
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 from petsml.config import DEFAULT_PARAMS, OFFICIAL_SOURCE, ConfigError, Params, load_params
@@ -56,10 +55,6 @@ def _check_backbone(name: str, path: Path) -> None:
         ) from None
 
 
-# The default's centre crop: Lite0's 224 px of the 256 px decoded image.
-CROP_RATIO = 224 / 256
-
-
 def _check_input_fits(params: Params, path: Path) -> None:
     """Warn when the model's input (a centre crop of the decoded image) exceeds decode.size.
 
@@ -68,6 +63,7 @@ def _check_input_fits(params: Params, path: Path) -> None:
     every photo and only fail at ``featurize``. A warning, not an error: the data stages (and
     tests and sweeps that run only them, with small decode sizes) never build the model.
     """
+    from petsml.data.decode import decode_size_for
     from petsml.models.backbones import resolve_backbone
     from petsml.models.offline_weights import OFFLINE_BACKBONES
 
@@ -80,7 +76,7 @@ def _check_input_fits(params: Params, path: Path) -> None:
         size = OFFLINE_BACKBONES[name].input_size
         what = f"{params.model.backbone}'s input {size}px"
     if size > params.decode.size:
-        keep = math.ceil(size / CROP_RATIO - 1e-9)
+        keep = decode_size_for(size)
         log.warning(
             "%s: decode.size %d is smaller than %s, a centre crop of the decoded image: "
             "featurize and train will fail. Set decode.size to %d (the default's 224-of-256 "

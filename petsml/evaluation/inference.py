@@ -30,7 +30,7 @@ from petsml.data.decode import DecodedImages
 from petsml.data.feature_file import FeatureFileError, read_features, rows_for
 from petsml.data.prefetch import input_batches
 from petsml.errors import PetsError
-from petsml.models.classifier import VIEWS
+from petsml.models.classifier import VIEWS, mean_over_views
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +166,6 @@ def shared_trunk_logits(
     for x in _inputs(backbone, images, image_ids, batch_size, device, desc):
         features = {name: backbone.forward_both(VIEWS[name](x)) for name in views}
         for logits, model, names in zip(out, models, wanted, strict=True):
-            total = model.head_on(*features[names[0]])
-            for name in names[1:]:
-                total = total + model.head_on(*features[name])
-            if len(names) > 1:
-                total = total / len(names)
-            logits.append(total.float().cpu().numpy())
+            mean = mean_over_views(names, lambda name: model.head_on(*features[name]))  # noqa: B023
+            logits.append(mean.float().cpu().numpy())
     return [_stack(o, m.head.out_features) for o, m in zip(out, models, strict=True)]

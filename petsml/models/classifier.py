@@ -44,6 +44,19 @@ TTA: dict[str, tuple[str, ...]] = {
 }
 
 
+def mean_over_views(
+    views: tuple[str, ...] | list[str], logits_of: Callable[[str], torch.Tensor]
+) -> torch.Tensor:
+    """Mean of ``logits_of(view)`` over ``views``: what every TTA consumer averages, one way.
+
+    A single view (training, ``tta: none``) returns its logits untouched: exactly the plain graph.
+    """
+    total = logits_of(views[0])
+    for name in views[1:]:
+        total = total + logits_of(name)
+    return total if len(views) == 1 else total / len(views)
+
+
 class ModelFileError(PetsError):
     """A saved model file is missing or unreadable."""
 
@@ -99,12 +112,7 @@ class Classifier(nn.Module):
         return self.head(penultimate if self.feature == "penultimate" else early)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        views = self.views()
-        logits = self.head(self.features(VIEWS[views[0]](x)))
-        for name in views[1:]:
-            logits = logits + self.head(self.features(VIEWS[name](x)))
-        # one view (training, tta "none"): exactly the plain graph, no division
-        return logits if len(views) == 1 else logits / len(views)
+        return mean_over_views(self.views(), lambda name: self.head(self.features(VIEWS[name](x))))
 
     def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(``forward(x)``, pooled penultimate feature of ``x`` itself) from the same passes.
@@ -112,21 +120,22 @@ class Classifier(nn.Module):
         The embedding is the unaugmented view's, as :mod:`petsml.similar` indexes photos, so a
         query and the indexed photos stay comparable whatever the TTA.
         """
-        views = self.views()
         embedding: torch.Tensor | None = None
-        logits: torch.Tensor | None = None
-        for name in views:
+
+        def logits_of(name: str) -> torch.Tensor:
+            nonlocal embedding
             view = VIEWS[name](x)
             if self.feature == "penultimate":
                 penultimate, early = self.backbone.forward_features(view), None
             else:
                 penultimate, early = self.backbone.forward_both(view)
-            out = self.head_on(penultimate, early)
-            logits = out if logits is None else logits + out
             if name == "identity":
                 embedding = penultimate
-        assert logits is not None and embedding is not None  # every TTA mode has "identity"
-        return (logits if len(views) == 1 else logits / len(views)), embedding
+            return self.head_on(penultimate, early)
+
+        logits = mean_over_views(self.views(), logits_of)
+        assert embedding is not None  # every TTA mode has "identity"
+        return logits, embedding
 
     @classmethod
     def from_linear(
