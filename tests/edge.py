@@ -13,10 +13,24 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import torch
+from torch import nn
 
 from petsml import paths
 from petsml.data.decode import decode_images
 from tests.models import DECODE_SIZE
+
+
+class HistogramHead(nn.Module):
+    """A head with an operator ONNX opset 17 lacks (histc): a model that cannot be exported."""
+
+    def __init__(self, linear: nn.Module) -> None:
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        return y + torch.histc(y, bins=4).sum()
 
 
 def decode_project(project: Path) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.comparison import ADVICE, compared_project
+from tests.edge import HistogramHead
 from tests.tracking import METRICS, STRATEGIES, tracking_from, write_params
 
 
@@ -135,23 +136,11 @@ def test_the_compare_params_are_typed_and_checked():
 def test_a_model_that_cannot_be_exported_gets_empty_cells_and_a_note(compared):
     """A head with an operator ONNX opset 17 lacks (histc): the row stays, its ONNX cells are
     empty, and the note names the reason (the fixture's report shows the others measured)."""
-    import torch
-    from torch import nn
-
     from petsml.compare_onnx import onnx_columns
     from petsml.config import CompareParams
     from petsml.evaluation.comparison import build_report
     from petsml.evaluation.comparison_render import markdown
     from petsml.evaluation.results import ONNX_KEYS
-
-    class HistogramHead(nn.Module):
-        def __init__(self, linear: nn.Module) -> None:
-            super().__init__()
-            self.linear = linear
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = self.linear(x)
-            return y + torch.histc(y, bins=4).sum()
 
     _, project, _ = compared
     bench, runs = _bench_and_runs(project)

@@ -19,7 +19,7 @@ import torch
 
 from petsml.export.contract import CONTRACT_FILE, load_image, read_contract
 from petsml.export.measure import FP32_FILE, INT8_FILE, REPORT_FILE
-from tests.edge import decode_project, mlflow_uris_restored
+from tests.edge import HistogramHead, decode_project, mlflow_uris_restored
 from tests.tracking import build_project, tracking_from
 
 NAME = "oxford-pets-breed"
@@ -265,19 +265,8 @@ def test_bad_input_is_named_and_writes_nothing(registered, tmp_path, capsys, ref
 
 def test_a_model_that_cannot_be_exported_is_named_and_leaves_no_folder(registered, tmp_path):
     """A head with an operator ONNX opset 17 lacks (histc): a clear error, no half export."""
-    from torch import nn
-
     from petsml.export.measure import export_model, load_data, load_model
     from petsml.export.onnx_export import ExportError
-
-    class HistogramHead(nn.Module):
-        def __init__(self, linear: nn.Module) -> None:
-            super().__init__()
-            self.linear = linear
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = self.linear(x)
-            return y + torch.histc(y, bins=4).sum()
 
     project = registered["project"]
     model, spec, _ = load_model(project / "models" / "feature_extractor")
