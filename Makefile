@@ -19,9 +19,11 @@ run: install
 
 # The suite's processes fsync a lot (SQLite stores of MLflow and Prefect, git and DVC):
 # eatmydata (Debian; .ci/run installs it) turns fsync into a no-op for the throw-away test data,
-# when it is there. Two xdist workers: a third was slower on 2 cores (948 s against 918 s).
+# when it is there. Three xdist workers on 2 cores: tests/conftest.py gives each worker's
+# processes one compute thread, so the third fills the time the others wait on servers and
+# subprocesses (790 s against 955 s with two workers, 2026-12-02; CPU 99 % busy).
 EATMYDATA := $(shell command -v eatmydata 2>/dev/null)
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 
 test: install
 	$(BIN)/lint-imports

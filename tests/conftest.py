@@ -11,18 +11,40 @@ Under pytest-xdist (``make test`` runs ``-n 2 --dist loadfile``) every test must
 - expect its module to run whole on one worker (module fixtures are built once), but session
   fixtures once per worker that uses them: modules sharing an expensive session fixture are
   listed in ``XDIST_SHARED`` below (one worker runs them all);
-- mark a module taking over ~30 s ``pytestmark = pytest.mark.slow``: slow modules start first,
-  so the two workers end together.
+- mark a module taking over ~30 s ``pytestmark = pytest.mark.slow(seconds=N)``, N its time in
+  the suite on the 2-core CI machine: the longest (a shared scope counts its modules together)
+  start first, so the two workers end together.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.fakedata import FakeDataset, MirrorServer, make_dataset, pack_archives
+
+def _share_cores_among_workers() -> None:
+    """Under xdist, give each worker's processes (and the stages, servers and tools they start)
+    its share of the cores as compute threads, before anything imports torch or numpy.
+
+    Two workers on two cores each running two-thread torch/OpenBLAS processes keep threads
+    waiting on descheduled peers: a generated-data pipeline run costs 11 % more CPU with two
+    threads than with one on this project's 2-core machine (123 s against 110 s), and the
+    suite is CPU-bound. A value already set in the environment wins.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        threads = str(max(1, (cores or 1) // workers))
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, threads)
+
+
+_share_cores_among_workers()
+
+from tests.fakedata import FakeDataset, MirrorServer, make_dataset, pack_archives  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -121,10 +143,24 @@ def pytest_xdist_make_scheduler(config, log):
     return SharedFixtureScheduling(config, log)
 
 
+SLOW_SECONDS = 30  # a ``slow`` mark that names no seconds
+
+
+def _module_seconds(item: pytest.Item) -> float:
+    mark = item.get_closest_marker("slow")
+    return float(mark.kwargs.get("seconds", SLOW_SECONDS)) if mark else 0.0
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Under xdist, modules holding a ``slow`` test come first (the longest start first;
-    ``--no-loadscope-reorder`` keeps that order)."""
+    """Under xdist, the scopes holding ``slow`` modules come first, longest first: xdist hands
+    each worker the next scope in this order as it runs low (``--no-loadscope-reorder`` keeps
+    it), so the long ones overlap and the short ones fill in at the end. A scope's time is the
+    sum of its modules' ``slow(seconds=...)``; the rest keep their collection order."""
     if not hasattr(config, "workerinput"):
         return
-    slow = {_scope(item.nodeid) for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: _scope(item.nodeid) not in slow)
+    module_seconds = {item.nodeid.split("::", 1)[0]: _module_seconds(item) for item in items}
+    scope_seconds: dict[str, float] = {}
+    for module, seconds in module_seconds.items():
+        scope = _scope(module)
+        scope_seconds[scope] = scope_seconds.get(scope, 0.0) + seconds
+    items.sort(key=lambda item: -scope_seconds[_scope(item.nodeid)])

@@ -40,6 +40,8 @@ from petsml.models.backbones import create_backbone
 from tests.fakedata import MirrorServer, make_dataset, pack_archives
 from tests.project import REPO, dvc, fake_data_params, make_project, set_params
 
+pytestmark = pytest.mark.slow(seconds=70)
+
 # --------------------------------------------------------------------------------------- LogME
 
 

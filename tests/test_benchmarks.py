@@ -15,6 +15,8 @@ import torch
 
 from tests.fakedata import make_dataset
 
+pytestmark = pytest.mark.slow(seconds=45)
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--image-size", "32", "--decode-size", "40"]
 # "  <label>   <x> images/s  [<precision> <memory format>]<the rest>"

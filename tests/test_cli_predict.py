@@ -8,6 +8,7 @@ import os
 import pytest
 
 from petsml.data.breeds import BREEDS
+from tests.edge import mlflow_uris_restored
 from tests.models import make_tiny_model, write_jpeg
 
 NAME = "oxford-pets-breed"
@@ -26,16 +27,18 @@ def champion(tmp_path_factory):
     uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    previous = mlflow.get_tracking_uri()
+    # both URIs pinned here (an earlier test on this worker may have left a registry URI set,
+    # and `pets predict` sets both), and put back for the tests after this module
     try:
-        store.configure(root)
-        experiment_id = store.get_or_create_experiment("pets-cli-test", uri)
-        with mlflow.start_run(experiment_id=experiment_id):
-            log_pyfunc_model(make_tiny_model(root / "model.pt"), registered_model_name=NAME)
-        MlflowClient(uri).set_registered_model_alias(NAME, "champion", "1")
-        yield {"uri": uri, "root": root}
+        with mlflow_uris_restored():
+            store.configure(root)
+            mlflow.set_registry_uri(uri)
+            experiment_id = store.get_or_create_experiment("pets-cli-test", uri)
+            with mlflow.start_run(experiment_id=experiment_id):
+                log_pyfunc_model(make_tiny_model(root / "model.pt"), registered_model_name=NAME)
+            MlflowClient(uri).set_registered_model_alias(NAME, "champion", "1")
+            yield {"uri": uri, "root": root}
     finally:
-        mlflow.set_tracking_uri(previous)
         if old is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:

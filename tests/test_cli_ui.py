@@ -10,7 +10,11 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from tests.project import tool_env
+
+pytestmark = pytest.mark.slow(seconds=35)
 
 
 def _free_port() -> int:

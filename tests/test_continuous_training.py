@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from pipelines.train import train_pipeline
 from tests.fakedata import make_image_folder
 from tests.project import changed_stages, make_project
+
+pytestmark = pytest.mark.slow(seconds=230)
 
 CLASSES = ("circle", "square", "zebra")
 TEST_LIST = "test.txt"  # fixed test images: the gate compares every version on the same ones

@@ -23,6 +23,8 @@ from petsml.training.finetune import train_strategy
 from tests.ddp import REPO, run_ranks, tiny_params
 from tests.fakedata import make_dataset, split_rows
 
+pytestmark = pytest.mark.slow(seconds=40)
+
 STRATEGY = "finetune_full"
 
 

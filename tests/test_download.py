@@ -28,6 +28,8 @@ from petsml.errors import PetsError
 from tests.fakedata import MirrorServer, make_dataset, pack_archives
 from tests.project import dvc, fake_data_params, make_project, set_params
 
+pytestmark = pytest.mark.slow(seconds=40)
+
 FAST = {"retries": 3, "timeout_s": 5, "backoff_s": 0.001}
 
 

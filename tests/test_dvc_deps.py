@@ -29,6 +29,8 @@ from tests.project import (
     tool_env,
 )
 
+pytestmark = pytest.mark.slow(seconds=30)
+
 CODE_ROOTS = ("petsml", "stages")
 
 

@@ -138,8 +138,10 @@ def test_evaluate_logits_equal_the_shipped_models_on_real_photos(shipped, strate
     root, frame, logits = shipped
     files = [SHARED_SAMPLE / f for f in frame["file"]]
     served = _served_logits(root / paths.model_dir(strategy) / "model.pt", files)
-    np.testing.assert_allclose(logits["together"][strategy], served, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(logits[strategy], served, rtol=1e-5, atol=1e-5)
+    # float32 sums in another order (shared trunk, then the head; one or two threads): ~1e-5;
+    # a preprocessing or weights mismatch moves logits by far more than 1e-4
+    np.testing.assert_allclose(logits["together"][strategy], served, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(logits[strategy], served, rtol=1e-4, atol=1e-4)
     # what the stage wrote: the same predictions and confidences
     preds = pd.read_csv(root / report.EVAL_DIR / strategy / "predictions.csv")
     assert preds["image_id"].tolist() == frame["image_id"].tolist()

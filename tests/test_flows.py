@@ -37,7 +37,7 @@ from tests.fakedata import MirrorServer
 from tests.project import REPO, dvc, fake_data_params, make_project, run, set_params, tool_env
 
 DATA_STAGES = ["params", "download", "manifest", "validate", "split"]
-pytestmark = pytest.mark.slow  # Prefect server and many `dvc repro`s: started first under xdist
+pytestmark = pytest.mark.slow(seconds=230)  # a Prefect server and many `dvc repro`s
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,8 @@ from tests.project import (
     set_params,
 )
 
+pytestmark = pytest.mark.slow(seconds=30)
+
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
 # (line in params.yaml, what the user wrote instead, the key named, the suggestion)

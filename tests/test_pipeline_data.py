@@ -8,6 +8,8 @@ import pytest
 from tests.fakedata import MirrorServer, pack_archives
 from tests.project import dvc, fake_data_params, make_project, set_params
 
+pytestmark = pytest.mark.slow(seconds=60)
+
 
 @pytest.fixture(scope="module")
 def archives(fake_archives):

@@ -18,7 +18,7 @@ from tests.project import changed_stages, dvc, run, tool_env
 
 # the run itself is the session fixture ``pipeline_run`` (tests/conftest.py), shared with
 # test_store_recovery_e2e (XDIST_SHARED there: one worker runs both, so it is built once)
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=140)
 
 
 def test_metrics_cover_every_strategy(pipeline_run):

@@ -15,9 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from petsml.data.breeds import BREEDS
 from tests.models import check_row, sample_photo
 from tests.serving import clean_site, isolated_predict, requirement_closure
+
+pytestmark = pytest.mark.slow(seconds=30)
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "oxford-pets-breed"

@@ -25,6 +25,8 @@ from petsml.errors import PetsError
 from tests.models import bomb_png, check_row, make_tiny_model, sample_photo, write_jpeg
 from tests.serving import clean_site, isolated_predict, model_requirements, requirement_closure
 
+pytestmark = pytest.mark.slow(seconds=30)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -35,6 +35,8 @@ from tests.models import BACKBONE
 from tests.predictions import N_TEST, masks, predictions_table
 from tests.tracking import execution
 
+pytestmark = pytest.mark.slow(seconds=55)
+
 REPO = Path(__file__).resolve().parents[1]
 NAME = "oxford-pets-breed"
 

@@ -13,6 +13,8 @@ import pytest
 
 from tests.tracking import run_sweep_members
 
+pytestmark = pytest.mark.slow(seconds=30)
+
 MEMBERS = 3
 NAME = "pets-sweep-breed"
 

@@ -19,7 +19,7 @@ import pytest
 
 from tests.project import dvc, tool_env
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=60)
 NAME = "oxford-pets-breed"
 
 

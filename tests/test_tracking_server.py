@@ -34,6 +34,8 @@ from tests.servers import (
 )
 from tests.tracking import build_project, run_sweep_members
 
+pytestmark = pytest.mark.slow(seconds=175)
+
 REPO = Path(__file__).resolve().parents[1]
 MEMBERS = 3
 SWEEP_NAME = "pets-sweep-breed"

@@ -19,6 +19,8 @@ from petsml.data.validation import QUARANTINE_COLUMNS, DataValidationError, vali
 from petsml.io import read_json
 from tests.fakedata import make_dataset
 
+pytestmark = pytest.mark.slow(seconds=40)
+
 REPO = Path(__file__).resolve().parents[1]
 PER_BREED = 8
 # Sized for the fake dataset: 4 breeds of 8 listed images, some of them quarantined.

@@ -20,7 +20,7 @@ from tests.fakedata import MirrorServer, make_dataset, pack_archives
 from tests.project import fake_data_params, make_project, run, tool_env
 from tests.servers import free_port, start, stop, wait_http
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=235)
 
 STRATEGIES = ["feature_extractor", "svm_early"]
 POOL = "pets-local"  # prefect.yaml's pool
