@@ -5,7 +5,7 @@ Helpers that are plain functions live in modules beside this one (``project``, `
 ``models``, ``serving``, ``tracking``, ``predictions``); a test module never imports another
 (``test_layout.py``). Session scope: the archives are read-only inputs, built once per run.
 
-Under pytest-xdist (``make test`` runs ``-n 2 --dist loadfile``) every test must:
+Under pytest-xdist (``make test`` runs ``-n 3 --dist loadfile``) every test must:
 - bind port 0 (never a fixed port), write only under ``tmp_path``/``tmp_path_factory``, and
   restore any env var, cwd, signal handler or torch thread count it changes;
 - expect its module to run whole on one worker (module fixtures are built once), but session
@@ -13,7 +13,7 @@ Under pytest-xdist (``make test`` runs ``-n 2 --dist loadfile``) every test must
   listed in ``XDIST_SHARED`` below (one worker runs them all);
 - mark a module taking over ~30 s ``pytestmark = pytest.mark.slow(seconds=N)``, N its time in
   the suite on the 2-core CI machine: the longest (a shared scope counts its modules together)
-  start first, so the two workers end together.
+  start first, so the workers end together.
 """
 
 from __future__ import annotations
