@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install lint clean-venv demo web
+.PHONY: run test install lint deps clean-venv demo web
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: install
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# dvc.yaml's code deps (the stages/ and petsml/ lines of each stage) from each stage's imports
+deps: install
+	$(BIN)/python -m tools.stage_deps
 
 # The whole pipeline on the 185 real photos in demo/pets, then the web page (offline, minutes).
 demo: install

@@ -11,7 +11,7 @@ Each backbone's features are extracted once for every photo and its horizontal m
 project's code (``petsml.data.decode`` -> ``petsml.training.features.extract_features``, in
 ``model.precision``), then every split's probes run on those arrays:
 
-- linear probe (``petsml.training.heads.fit_logistic``: ``feature_extractor.C`` picked on val);
+- linear probe (``petsml.models.heads.fit_logistic``: ``feature_extractor.C`` picked on val);
 - + flip TTA (test probabilities averaged over the photo and its mirror);
 - + flip train (the mirrors' features as extra training rows), and both;
 - several backbones: concatenated features, and probability-averaged probes;
@@ -51,16 +51,17 @@ from machine import header, load_average, precision_name
 
 from petsml.config import load_params, parse_params
 from petsml.data.breeds import CLASS_ID, breed_of, species_of
-from petsml.data.decode import DecodedImages, decode_images, decode_size_for
+from petsml.data.crop import decode_size_for  # noqa: E402
+from petsml.data.decode import DecodedImages, decode_images
 from petsml.data.split import stratified_test, stratified_val
 from petsml.data.tensors import to_input
 from petsml.evaluation.inference import model_logits
 from petsml.models.backbones import create_backbone
+from petsml.models.heads import HeadFit, fit_logistic
 from petsml.models.model_dir import read_model_dir
 from petsml.models.precision import autocast, use_bf16
 from petsml.training.features import extract_features
 from petsml.training.finetune import train_strategy
-from petsml.training.heads import HeadFit, fit_logistic
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -167,14 +168,14 @@ def extract(
             decoded[size] = DecodedImages.open(folder_out)
         images = decoded[size]
         mirrored = DecodedImages(np.ascontiguousarray(images.array[:, :, ::-1]), images.rows)
-        plain = extract_features(backbone, images, ids, args.batch_size, CPU, entry, precision)[
-            "penultimate"
-        ]
+        plain = extract_features(
+            backbone, images, ids, args.batch_size, CPU, entry, precision
+        ).penultimate
         # the mirror pass is the timed one: the same work as the first, after its warm-up
         started, cpu_started = time.perf_counter(), time.process_time()
         mirror = extract_features(
             backbone, mirrored, ids, args.batch_size, CPU, entry + " mirror", precision
-        )["penultimate"]
+        ).penultimate
         seconds = time.perf_counter() - started
         cpu_ms = (time.process_time() - cpu_started) / len(ids) * 1000
         key = f"{name}@{size}"

@@ -157,6 +157,8 @@ def stage_outputs(project: Path) -> dict[str, list[Path]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-breed", type=int, default=200, help="photos per breed (37 breeds)")
+    parser.add_argument("--test-per-breed", type=int, help="of those, in the test list "
+                        "(default: half)")  # fmt: skip
     parser.add_argument("--size", default="500x375", help="photo width x height")
     parser.add_argument("--workdir", default=tempfile.gettempdir(), help="where to build it all")
     parser.add_argument("--keep", action="store_true", help="keep the stand-in and the project")
@@ -180,7 +182,8 @@ def main() -> None:
             source = tmp / "standin"
             ds = make_dataset(
                 source, breeds=tuple(BREEDS), per_breed=args.per_breed,
-                test_per_breed=args.per_breed // 2, size=(width, height),
+                test_per_breed=args.test_per_breed if args.test_per_breed is not None
+                else args.per_breed // 2, size=(width, height),
             )  # fmt: skip
             photos = len(ds.ids)
         md5 = pack_archives(source, tmp / "mirror")
@@ -201,7 +204,10 @@ def main() -> None:
         if args.photos or args.per_breed < 150:  # the official counts' check would stop it
             overrides["validate.min_images_per_breed"] = 1
         project = make_project(tmp / "project", overrides)
-        env = tool_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db")
+        pass_log = tmp / "passes.jsonl"
+        env = tool_env(
+            MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", PETS_PASS_LOG=str(pass_log)
+        )
         print(f"dvc repro (default params, strategies {_strategies(project)}), started:")
         times, sampler, max_rss = repro(project, env)
         peaks, loads = sampler.peaks, sampler.loads
@@ -223,6 +229,7 @@ def main() -> None:
             f"largest single process: {max_rss / MIB:.0f} MiB peak RSS; load average during "
             f"the run {low:.1f}-{high:.1f} (now {load_average()})"
         )
+        passes_per_photo(pass_log, photos)
         advise_share(times, photos, args.full_photos)
         noop, _ = _seconds(lambda: subprocess.run(
             ["dvc", "repro"], cwd=project, env=env, check=True, capture_output=True
@@ -234,6 +241,21 @@ def main() -> None:
             print(f"kept {tmp}")
         else:
             subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+def passes_per_photo(pass_log: Path, photos: int) -> None:
+    """Images each network saw over the whole run (``PETS_PASS_LOG``), per photo: 1.0 for a
+    frozen backbone means every photo went through it exactly once."""
+    from petsml.data.passes import read_log
+
+    seen: dict[str, int] = {}
+    for entry in read_log(pass_log) if pass_log.exists() else []:
+        seen[entry["network"]] = seen.get(entry["network"], 0) + entry["images"]
+    frozen = sum(n for name, n in seen.items() if name.startswith("frozen "))
+    print(
+        f"forward passes per photo ({photos} photos): frozen backbone {frozen / photos:.2f}"
+        + "".join(f"; {name} {n / photos:.2f}" for name, n in sorted(seen.items()))
+    )
 
 
 # Stages whose work does not grow with the photo count (MLflow bookkeeping, one latency probe).

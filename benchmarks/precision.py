@@ -33,10 +33,10 @@ from petsml.config import Params, load_params
 from petsml.data.breeds import CLASS_ID, SPECIES, breed_of, species_of
 from petsml.data.decode import DecodedImages, decode_images
 from petsml.models.backbones import create_backbone
+from petsml.models.heads import fit_logistic
 from petsml.models.precision import cpu_has_native_bf16, use_bf16
 from petsml.training.features import extract_features
 from petsml.training.finetune import train_strategy
-from petsml.training.heads import fit_logistic
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "bf16")
@@ -108,8 +108,8 @@ def main() -> None:
                 extract_features(backbone, decoded, ids[:16], 16, cpu, precision=precision)
                 started = time.perf_counter()
                 feats[precision] = extract_features(
-                    backbone, decoded, ids, params.features.batch_size, cpu, precision=precision
-                )["penultimate"]
+                    backbone, decoded, ids, 16, cpu, precision=precision
+                ).penultimate
                 speed = len(ids) / (time.perf_counter() - started)
                 feat_speed[precision] = max(feat_speed[precision], speed)
         probe_acc = {

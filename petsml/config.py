@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from petsml.errors import PetsError
+from petsml.io import load_yaml
 
 # The strategy names train.strategies accepts. The registry (petsml/training/strategies.py)
 # is where a strategy is defined; config sits below training and cannot import it, so the names
@@ -168,13 +169,21 @@ class ModelParams(_Section):
     image_size: int | None = Field(None, ge=16)
     # An index into the backbone's blocks (negative = from the end), or "auto": the block the
     # advise stage's probe curve found best (reports/advice.json), resolved by
-    # petsml.advice.early_block before any network is built.
-    early_block: int | Literal["auto"] = -3
+    # petsml.models.early_block before any network is built.
+    early_block: int | Literal["auto"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
 
 
 class FeaturesParams(_Section):
-    batch_size: int = Field(64, ge=1)
+    # every inference pass (featurize, evaluation, a fine-tune's frozen trunk); auto = by device
+    batch_size: int | Literal["auto"] = "auto"
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be a positive integer or auto")
+        return value
 
 
 class TrainParams(_Section):
@@ -230,7 +239,6 @@ class ScratchParams(_Section):
 
 
 class EvaluateParams(_Section):
-    batch_size: int = Field(64, ge=1)
     calibration_bins: int = Field(15, ge=2)
 
 
@@ -244,7 +252,9 @@ class CompareParams(_Section):
     onnx: bool = False  # ONNX fp32 size, batch-1 p50 latency and top-1 agreement with PyTorch
     onnx_int8: bool = False  # + ONNX int8 size, p50 latency and accuracy drop (points)
     calibration: int = Field(100, ge=1)  # training photos the int8 activation ranges come from
-    latency_runs: int = Field(20, ge=1)  # timed batch-1 calls per model after warm-up
+    latency_runs: int = Field(20, ge=1)  # ONNX: timed batch-1 calls per model after warm-up
+    # PyTorch latency columns: seconds for the whole table, shared by its distinct networks
+    latency_budget_s: float = Field(5.0, gt=0)
 
     @model_validator(mode="after")
     def _int8_needs_onnx(self) -> CompareParams:
@@ -257,24 +267,19 @@ class CompareParams(_Section):
 
 
 class AdviseParams(_Section):
-    """The ``advise`` stage: which strategy to ship, measured on a cheap subsample before training.
-
-    Thresholds place the data in the 2x2 table (small/large x similar/unlike); the caps and
-    fractions keep the stage a small fraction of the pipeline's time.
-    """
+    """The ``advise`` stage: which strategy to ship, measured on the cached features before
+    training (petsml.advice.decision says how each axis is decided)."""
 
     small_below: int = Field(100, ge=1)  # median train images per class below this = small
-    similar_tolerance: float = Field(
-        0.02, ge=0, le=1
-    )  # an earlier block must beat the last by more
-    more_data_gain: float = Field(0.02, ge=0, le=1)  # last learning-curve step gaining more = helps
+    alpha: float = Field(0.05, gt=0, lt=1)  # significance an earlier block must reach = unlike
+    # the ImageNet classifier's mean top-1 probability from which photos count as ImageNet-like
+    imagenet_confidence: float = Field(0.3, ge=0, le=1)
     fractions: list[float] = Field([0.1, 0.25, 0.5, 1.0], min_length=2)
-    max_train_per_class: int = Field(8, ge=1)
-    max_val_per_class: int = Field(4, ge=1)
+    max_train_per_class: int | None = Field(40, ge=1)  # None = every train image
+    max_val_per_class: int | None = Field(None, ge=1)  # None = every validation image
     seed: int = 0
-    C: float = Field(0.1, gt=0)  # logistic-regression inverse regularisation of every probe
-    grid: int = Field(2, ge=1, le=8)  # spatial grid (grid x grid) pooled beside mean and std
-    backbones: list[str] = Field(default_factory=lambda: ["efficientnet_lite0"])
+    C: float = Field(0.1, gt=0)  # the backbone ranking's probe (logistic regression)
+    backbones: list[str] = Field(default_factory=list)
 
     @field_validator("fractions")
     @classmethod
@@ -429,7 +434,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     if not path.exists():
         raise ConfigError(f"{path}: not found. Run from the project root, where params.yaml lives.")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):

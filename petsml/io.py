@@ -57,3 +57,12 @@ def write_json(target: str | Path, data: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` through libyaml's C parser when PyYAML has it (10x faster on a large
+    ``dvc.lock``), the pure-Python one otherwise."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader either way

@@ -3,8 +3,10 @@
 :func:`petsml.config.load_params` validates the schema every time a stage starts, but only a
 stage that re-runs loads it, so a misspelt key (``train.epoch``) in an otherwise unchanged
 pipeline went unnoticed. :func:`check_params_file` is what the first DVC stage (``params``)
-and the Prefect flows call up front. It adds the checks too slow for every stage start: the
-backbone name must resolve (offline registry, torchvision or timm), which imports torch.
+and the Prefect flows call up front. It adds the checks no stage start needs: the backbone name
+must resolve - from the torch-free catalog for the offline backbones and the ``tv:``/``timm:``
+prefixes (the default imports no torch), through the full factory otherwise - and the model's
+input must fit the decoded images.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import logging
 from pathlib import Path
 
 from petsml.config import DEFAULT_PARAMS, OFFICIAL_SOURCE, ConfigError, Params, load_params
+from petsml.data.crop import decode_size_for
+from petsml.models.catalog import OFFLINE_BACKBONES, quick_resolve
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,10 @@ def _check_folder(params: Params, path: Path) -> None:
 
 
 def _check_backbone(name: str, path: Path) -> None:
-    # Imported here: the backbone registry pulls in torch (seconds), which the schema check
-    # and importing this module do not need.
+    if quick_resolve(name) is not None:
+        return
+    # Only a bare name outside the catalog needs the factory, which imports torch (seconds)
+    # and lists what torchvision and timm build.
     from petsml.models.backbones import BackboneError, resolve_backbone
 
     try:
@@ -63,17 +69,13 @@ def _check_input_fits(params: Params, path: Path) -> None:
     every photo and only fail at ``featurize``. A warning, not an error: the data stages (and
     tests and sweeps that run only them, with small decode sizes) never build the model.
     """
-    from petsml.data.decode import decode_size_for
-    from petsml.models.backbones import resolve_backbone
-    from petsml.models.offline_weights import OFFLINE_BACKBONES
-
     size = params.model.image_size
     what = f"model.image_size {size}"
     if size is None:
-        library, name = resolve_backbone(params.model.backbone)
-        if library != "offline":
+        resolved = quick_resolve(params.model.backbone)
+        if resolved is None or resolved[0] != "offline":
             return  # known once the network is built; training and evaluation check it then
-        size = OFFLINE_BACKBONES[name].input_size
+        size = OFFLINE_BACKBONES[resolved[1]].input_size
         what = f"{params.model.backbone}'s input {size}px"
     if size > params.decode.size:
         keep = decode_size_for(size)

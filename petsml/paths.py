@@ -12,7 +12,8 @@ MANIFEST = DATA / "manifest.csv"
 QUARANTINE = DATA / "quarantine.csv"
 SPLITS = DATA / "splits"  # train.csv, val.csv, test.csv
 DECODED = DATA / "decoded"  # images_u8.npy (N, S, S, 3) + index.csv
-FEATURES = DATA / "features"  # <split>.npz with penultimate/early features
+FEATURES = DATA / "features"  # <split>.npz: the one frozen pass (petsml.data.feature_file)
+EMBEDDINGS = DATA / "embeddings"  # <strategy>.npz: a fine-tuned model's similar-photo index rows
 EARLY_BLOCK = DATA / "early_block.json"  # model.early_block resolved (auto -> advice's best block)
 MODELS = Path("models")  # models/<strategy>/
 REPORTS = Path("reports")
@@ -26,6 +27,7 @@ REGISTRY_REPORT = REPORTS / "registry.json"
 MLRUNS = Path("mlruns")
 
 SPLIT_NAMES = ("train", "val", "test")
+INDEX_SPLITS = ("train", "val")  # what the similar-photo index holds: never the test photos
 
 
 def split_csv(name: str) -> Path:

@@ -1,8 +1,9 @@
-"""DVC stage `advise`: which strategy to ship, measured on a subsample before any training.
+"""DVC stage `advise`: which strategy to ship, measured on the cached features before training.
 
 Writes ``reports/advice.json`` (the decision and every measurement), ``reports/advice.md``,
 ``reports/advice/`` (CSVs for `dvc plots show`, PNGs) and ``data/early_block.json`` (the block
-``model.early_block`` resolves to, which `featurize` and `train` read).
+``model.early_block`` resolves to, which `train` reads). Reads ``data/features``: no photo goes
+through the backbone again (a candidate in ``advise.backbones`` is the one exception).
 """
 
 import logging
@@ -10,15 +11,26 @@ import time
 
 from petsml import paths
 from petsml.advice.advise import advise
-from petsml.advice.early_block import resolve_early_block, write_resolved
 from petsml.advice.report import summary, write_advice
 from petsml.config import load_params
-from petsml.data.decode import DecodedImages
+from petsml.data.feature_file import read_features
 from petsml.data.split import load_split
-from petsml.data.tensors import pick_device
+from petsml.models.early_block import resolve_early_block, write_resolved
 from petsml.stage import run_stage
 
 log = logging.getLogger("petsml.stages.advise")
+
+
+def _candidates(params):
+    """The frozen pass other backbones need (only when ``advise.backbones`` lists any)."""
+    if not [name for name in params.advise.backbones if name != params.model.backbone]:
+        return None
+    from petsml.advice.probe import candidate_features
+    from petsml.data.decode import DecodedImages
+    from petsml.data.tensors import pick_device
+
+    images = DecodedImages.open(paths.DECODED)
+    return candidate_features(params, images, pick_device(params.train.device))
 
 
 def main() -> None:
@@ -26,9 +38,12 @@ def main() -> None:
     params = load_params()
     train = load_split(paths.split_csv("train"), params.data.task)
     val = load_split(paths.split_csv("val"), params.data.task)
-    device = pick_device(params.train.device)
     timings: dict[str, float] = {}
-    advice = advise(params, DecodedImages.open(paths.DECODED), train, val, device, timings)
+    advice = advise(
+        params, train, val,
+        read_features(paths.FEATURES, "train"), read_features(paths.FEATURES, "val"),
+        _candidates(params), timings,
+    )  # fmt: skip
     seconds = time.perf_counter() - started
     log.info("advise: seconds by part: %s", ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     write_advice(advice, paths.ADVICE, paths.ADVICE_MD, paths.ADVICE_PLOTS, seconds)

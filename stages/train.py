@@ -10,7 +10,6 @@ import argparse
 from pathlib import Path
 
 from petsml import paths
-from petsml.advice.early_block import load_resolved
 from petsml.config import Params, load_params
 from petsml.stage import run_stage
 
@@ -53,7 +52,7 @@ def main() -> None:
         help="continue from the last epoch checkpoint when its params match",
     )
     args = parser.parse_args()
-    params = load_resolved(load_params())  # model.early_block: auto -> the advised block
+    params = load_params()  # model.early_block: auto is resolved by the strategy registry
     train(args.strategy, params, paths.model_dir(args.strategy), resume=args.resume)
 
 

@@ -31,7 +31,7 @@ def tiny_params(**overrides):
         "model.image_size": 32, "model.precision": "fp32", "decode.size": 40,
         "train.device": "cpu", "train.epochs": 2, "train.batch_size": 8, "train.patience": 3,
         "train.warmup_epochs": 1, "train.seed": 0, "train.prefetch": 0,
-        "evaluate.batch_size": 64,
+        "features.batch_size": 64,
     } | overrides  # fmt: skip
     return parse_params(apply_overrides(raw, settings))
 

@@ -150,6 +150,11 @@ def changed_stages(project: Path, env: dict[str, str] | None = None) -> set[str]
 E2E_STRATEGIES = ["feature_extractor", "svm_early", "scratch"]
 
 
+def pass_log(project: Path) -> Path:
+    """Where :func:`run_whole_pipeline` records every network pass over the photos."""
+    return project.parent / "passes.jsonl"
+
+
 def run_whole_pipeline(root: Path) -> tuple[Path, str, subprocess.CompletedProcess, ...]:
     """The whole pipeline under `dvc repro` on generated photos from a loopback mirror, then a
     second `dvc repro` (nothing changed), tracked into the project's default store
@@ -168,7 +173,7 @@ def run_whole_pipeline(root: Path) -> tuple[Path, str, subprocess.CompletedProce
         "train.batch_size": 16,
         "features.batch_size": 32,
     }
-    env = tool_env()
+    env = tool_env(PETS_PASS_LOG=str(pass_log(root / "p")))  # who ran which network, how often
     env.pop("MLFLOW_TRACKING_URI", None)  # the project default: sqlite:///mlruns/mlflow.db
     with MirrorServer(root / "mirror") as server:
         overrides["data.base_url"] = server.url

@@ -6,6 +6,7 @@ the same Backbone contract through the shared ``built`` fixture and hook helpers
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -27,13 +28,16 @@ from petsml.models.backbones import (
     WeightsUnavailableError,
     available_backbones,
     create_backbone,
+    imagenet_head,
     resolve_backbone,
 )
+from petsml.models.base import pool
 from petsml.models.classifier import Classifier, ModelFileError, load_classifier, save_classifier
 from petsml.models.offline_weights import (
     OFFLINE_BACKBONES,
     WeightsMismatchError,
     create_offline_model,
+    imagenet_classifier,
     map_by_position,
 )
 from petsml.training.cached_top import split_backbone
@@ -124,21 +128,22 @@ def test_lite0_imagenet_weights_recognise_real_pets():
     # weights get these right with probability ~1e-12.
     cases = [("Siamese_108", 284), ("Persian_114", 283), ("pug_139", 254), ("samoyed_11", 258)]
     x = torch.stack([_photo(SAMPLE / f"{name}.jpg") for name, _ in cases])
-    imagenet = create_offline_model("efficientnet_lite0", pretrained=True, num_classes=1000).eval()
+    trunk = create_offline_model("efficientnet_lite0", pretrained=True).eval()
+    head = imagenet_classifier("efficientnet_lite0")
     with torch.no_grad():
-        logits = imagenet(x)
+        logits = head(trunk(x))
     top5 = logits.topk(5, dim=1).indices
     assert logits.argmax(1).tolist() == [index for _, index in cases]
     assert all(281 <= i <= 285 for i in top5[0, :2].tolist() + top5[1, :1].tolist())  # cats
     assert all(151 <= i <= 268 for i in top5[2:, 0].tolist())  # dogs
 
-    # The pipeline's backbone carries the very same trunk (everything but ImageNet's classifier).
+    # The pipeline's backbone carries the very same trunk, and its ImageNet head is that one.
     backbone = create_backbone("efficientnet_lite0")
     assert backbone.preprocessing == Preprocessing(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    trunk = backbone.model.state_dict()
-    reference = {k: v for k, v in imagenet.state_dict().items() if not k.startswith("classifier")}
-    assert trunk.keys() == reference.keys()
-    assert all(torch.equal(trunk[k], reference[k]) for k in trunk)
+    built_trunk, reference = backbone.model.state_dict(), trunk.state_dict()
+    assert built_trunk.keys() == reference.keys()
+    assert all(torch.equal(built_trunk[k], reference[k]) for k in built_trunk)
+    assert torch.equal(imagenet_head(backbone).weight, head.weight)
 
 
 @pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"real pet photos not present at {SAMPLE}")
@@ -150,9 +155,10 @@ def test_lite1_and_lite2_install_with_the_project_and_load_at_their_own_resoluti
     # Lite2's weights (the widest, deepest mapping) recognise a cat and a dog: ImageNet top-1
     cases = [("Siamese_108", 284), ("samoyed_11", 258)]
     x = torch.stack([_photo(SAMPLE / f"{n}.jpg", 260, short=298) for n, _ in cases])
-    imagenet = create_offline_model("efficientnet_lite2", pretrained=True, num_classes=1000)
+    trunk = create_offline_model("efficientnet_lite2", pretrained=True).eval()
+    head = imagenet_classifier("efficientnet_lite2")
     with torch.no_grad():
-        assert imagenet.eval()(x).argmax(1).tolist() == [index for _, index in cases]
+        assert head(trunk(x)).argmax(1).tolist() == [index for _, index in cases]
 
 
 def test_lite0_structure_at_the_default_early_block():
@@ -213,6 +219,18 @@ def test_backbone_contract(built, name, size):
     torch.testing.assert_close(both[0], pen)
     torch.testing.assert_close(both[1], early)
     assert backbone.preprocessing.input_size == size
+
+    # forward_blocks: one pass, every block's output; block i pooled is forward_early at i,
+    # so the featurize stage's one pass serves svm_early at any block
+    with torch.no_grad():
+        outs, pen_blocks = backbone.forward_blocks(x)
+        assert len(outs) == len(blocks)
+        torch.testing.assert_close(pen_blocks, pen)
+        torch.testing.assert_close(pool(outs[backbone.early_index]), early)
+        # the inference form computes the same features (float rounding aside)
+        fused = copy.deepcopy(backbone).fuse_()
+        torch.testing.assert_close(fused.forward_features(x), pen, rtol=1e-4, atol=1e-4)
+    assert not fused.training
 
     # forward_early stops after its block; forward_features does not
     later = _count_calls(blocks[backbone.early_index + 1 :])
@@ -366,8 +384,9 @@ def test_a_family_registered_alone_is_built_by_the_one_factory(toy_family, tmp_p
     x = to_input(torch.from_numpy(images.take(ids)), (0.5,) * 3, (0.25,) * 3, size=32)
     with torch.no_grad():
         pen, early = backbone.forward_features(x), backbone.forward_early(x)
-    np.testing.assert_allclose(feats["penultimate"], pen.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(feats["early"], early.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(feats.penultimate, pen.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(feats.block(backbone.early_index), early.numpy(), rtol=1e-5,
+                               atol=1e-6)  # fmt: skip
 
     # its family's split_steps lets finetune_top cache the frozen blocks
     split = split_backbone(backbone, unfreeze_blocks=1)
@@ -483,7 +502,7 @@ def test_save_load_round_trip_gives_identical_logits(built, tmp_path, feature):
     path = tmp_path / "m" / "model.pt"
     save_classifier(model, path, {**meta, "backbone": "efficientnet_lite0"})
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temp file left
-    loaded, spec = load_classifier(path)
+    loaded, spec = load_classifier(path, fused=False)
     assert {k: spec[k] for k in meta} == meta
     assert spec["backbone"] == "efficientnet_lite0" and spec["pretrained"] is False
     assert (spec["feature"], spec["num_classes"], spec["image_size"]) == (feature, 3, 64)
@@ -492,7 +511,14 @@ def test_save_load_round_trip_gives_identical_logits(built, tmp_path, feature):
     x = _x(backbone)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
-    assert not loaded.training
+        # the inference form (what serving and evaluation run) folds the BatchNorms: equal up
+        # to float rounding, and never saved
+        fused, _ = load_classifier(path)
+        assert fused.backbone.is_fused
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-4)
+    assert not loaded.training and not fused.training
+    with pytest.raises(ValueError, match="fused"):
+        save_classifier(fused, tmp_path / "again.pt", meta)
 
 
 def test_save_refuses_contradicting_meta_and_load_reports_bad_files(built, tmp_path):

@@ -49,7 +49,7 @@ def test_report_ranks_by_validation_with_every_column(compared):
         model, _ = load_classifier(model_pt)
         assert row["parameters"] == sum(p.numel() for p in model.parameters())
         assert row["model_mb"] == pytest.approx(model_pt.stat().st_size / 1e6, abs=1e-3)
-        assert row["latency_ms_batch1"] > 0 and row["latency_ms_batch64"] > 0
+        assert row["latency_ms_batch1"] > 0 and row["latency_ms_batch16"] > 0
         assert row["transfer_gain"] is None  # scratch did not run
     assert report["device"] == "cpu"
     md = (project / "reports" / "comparison.md").read_text()
@@ -302,7 +302,7 @@ def test_the_parent_run_logs_the_report_and_its_columns(compared):
     rows = {r[0]: dict(zip(table["columns"], r, strict=True)) for r in table["data"]}
     for expected in report["rows"]:
         got = rows[expected["strategy"]]
-        for key in ("latency_ms_batch1", "latency_ms_batch64", "parameters", "model_mb", "rank"):
+        for key in ("latency_ms_batch1", "latency_ms_batch16", "parameters", "model_mb", "rank"):
             assert got[key] == pytest.approx(expected[key]), key
     note = client.get_run(run_id).data.tags["mlflow.note.content"]
     assert report["advice"]["statement"] in note
@@ -316,7 +316,7 @@ def test_the_sweep_table_carries_the_members_comparison_columns(compared):
     result = {"metrics": METRICS, "comparison": report}
     row = member_row("m", "bb", strategy, None, result, 1.0)
     for key in ("test_top5", "test_macro_f1", "test_ece", "latency_ms_batch1",
-                "latency_ms_batch64", "parameters", "model_mb", "transfer_gain"):  # fmt: skip
+                "latency_ms_batch16", "parameters", "model_mb", "transfer_gain"):  # fmt: skip
         assert key in COLUMNS
         assert row[key] == (
             None if report["rows"][0][key] is None else pytest.approx(report["rows"][0][key])

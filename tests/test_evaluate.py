@@ -1,4 +1,7 @@
-"""The evaluate stage on a tiny project: tiny random-init timm network, fake pets, 40 px images."""
+"""The evaluate stage on a tiny project: the offline Lite0 at 32 px, fake pets, 40 px images.
+
+The frozen strategies' models are the featurize stage's (pretrained) backbone plus a head, so
+their test logits come from the cached test pass; the fine-tuned one runs its own model."""
 
 from __future__ import annotations
 
@@ -18,21 +21,24 @@ from sklearn.metrics import f1_score
 
 from petsml import paths
 from petsml.config import parse_params
+from petsml.data import passes
 from petsml.data.breeds import labels_for
 from petsml.data.decode import DecodedImages, decode_images
+from petsml.data.feature_file import read_features
 from petsml.data.split import load_split
 from petsml.evaluation import report
 from petsml.evaluation.inference import EvaluationError, model_logits
 from petsml.io import write_json
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier, load_classifier, save_classifier
-from petsml.training.features import extract_features
+from petsml.training.features import featurize_splits
 from tests.fakedata import make_dataset, split_rows
 from tests.project import apply_overrides, tool_env
 
 REPO = Path(__file__).resolve().parents[1]
-BACKBONE = "test_efficientnet"  # timm's tiny test network, random init: no download
+BACKBONE = "efficientnet_lite0"  # pretrained offline weights: featurize's exact backbone
 STRATEGIES = ["feature_extractor", "svm_early", "finetune_top"]
+FROZEN = ("feature_extractor", "svm_early")
 CPU = torch.device("cpu")
 
 
@@ -40,19 +46,19 @@ def _params(**overrides) -> dict:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     settings = {
         "model.backbone": BACKBONE,
-        "model.pretrained": False,
         "model.image_size": 32,
+        "model.early_block": -3,
         "decode.size": 40,
         "train.device": "cpu",
         "train.strategies": STRATEGIES,
-        "evaluate.batch_size": 5,  # several batches over 12 test images
+        "features.batch_size": 5,  # several batches over 12 test images
         "evaluate.calibration_bins": 10,
     } | overrides
     return apply_overrides(raw, settings)
 
 
-def _backbone():
-    return create_backbone(BACKBONE, pretrained=False, early_block=-3, image_size=32)
+def _backbone(pretrained: bool = True):
+    return create_backbone(BACKBONE, pretrained=pretrained, early_block=-3, image_size=32)
 
 
 def _save_model(root: Path, strategy: str, model: Classifier, task: str, epochs=(), search=()):
@@ -63,6 +69,7 @@ def _save_model(root: Path, strategy: str, model: Classifier, task: str, epochs=
         "class_names": list(labels_for(task)),
         "decode_size": 40,
         "backbone": BACKBONE,
+        **({"frozen_backbone": True} if strategy in FROZEN else {}),
     }
     save_classifier(model, out / "model.pt", meta)
     write_json(out / "history.json", {"epochs": list(epochs), "search": list(search)})
@@ -100,33 +107,27 @@ def _make_data(root: Path) -> None:
         split.to_csv(root / paths.split_csv(name), index=False)
     decode_images(frame, root / "src", root / paths.DECODED, size=40, workers=1)
     decoded = DecodedImages.open(root / paths.DECODED)
-    torch.manual_seed(0)
-    backbone = _backbone()
-    (root / paths.FEATURES).mkdir(parents=True)
-    for name, split in splits.items():
-        ids = split["image_id"].tolist()
-        feats = extract_features(backbone, decoded, ids, batch_size=8, device=CPU)
-        np.savez(root / paths.FEATURES / f"{name}.npz", **feats)
+    split_ids = {name: split["image_id"].tolist() for name, split in splits.items()}
+    featurize_splits(_backbone(), decoded, split_ids, root / paths.FEATURES, 8, CPU, "fp32")
 
 
 def _make_models(root: Path, task: str, strategies: list[str]) -> None:
     """models/<strategy>/ by hand; params.yaml naming the task and strategies."""
-    torch.manual_seed(0)
-    backbone = _backbone()  # the same random weights the features came from
-    with np.load(root / paths.FEATURES / "train.npz") as data:
-        feats = {key: data[key] for key in data.files}
+    backbone = _backbone()  # the same weights the features came from
+    feats = read_features(root / paths.FEATURES, "train")
     train = load_split(root / paths.split_csv("train"), task)
-    assert feats["image_id"].tolist() == train["image_id"].tolist()
+    assert feats.image_id.tolist() == train["image_id"].tolist()
     n_classes = len(labels_for(task))
     for strategy in strategies:
-        if strategy in ("feature_extractor", "svm_early"):
+        if strategy in FROZEN:
             kind = "penultimate" if strategy == "feature_extractor" else "early"
-            model = _fit_head(backbone, feats[kind], train["label"], n_classes, kind)
+            x = feats.penultimate if kind == "penultimate" else feats.block(backbone.early_index)
+            model = _fit_head(backbone, x, train["label"], n_classes, kind)
             search = [{"C": 1.0, "val_accuracy": 0.625}, {"C": 0.01, "val_accuracy": 0.5}]
             _save_model(root, strategy, model, task, search=search)
         else:
             torch.manual_seed(1)
-            model = Classifier(_backbone(), n_classes)  # random: mostly wrong
+            model = Classifier(_backbone(pretrained=False), n_classes)  # random: mostly wrong
             epochs = [
                 {"epoch": e, "train_loss": 3.0 / e, "train_accuracy": 0.2 * e,
                  "val_loss": 3.2 / e, "val_accuracy": 0.15 * e, "lr": 1e-3, "seconds": 0.1}
@@ -194,51 +195,75 @@ def test_both_outcomes_are_exercised(project):
     assert not _predictions(root, "finetune_top")["correct"].all()
 
 
-def test_every_strategy_is_scored_by_its_saved_model(project):
-    """Frozen-feature strategies too: the reported logits are model.pt's, not the features'."""
+def test_frozen_logits_from_the_cached_pass_equal_the_shipped_models_forward(project):
+    """What is evaluated is what ships: a frozen strategy's logits (its head on the cached
+    float32 test pass) equal its saved model's own forward on the decoded test photos."""
     root, params, _ = project
     test = load_split(root / paths.split_csv("test"), "breed")
     decoded = DecodedImages.open(root / paths.DECODED)
-    results = report.evaluate_strategies(STRATEGIES, params, test, root=root, device=CPU)
+    results = report.evaluate_strategies(
+        STRATEGIES, params, test, root=root, device=CPU,
+        features=read_features(root / paths.FEATURES, "test"),
+    )  # fmt: skip
     for result in results:
-        assert result.logits_from == "model"
-        model, _ = load_classifier(root / paths.model_dir(result.strategy) / "model.pt")
-        alone = model_logits(model, decoded, test["image_id"].tolist(), batch_size=5, device=CPU)
-        assert alone.shape == result.logits.shape == (len(test), 37)
-        # the two frozen strategies share one backbone pass; it gives their own forward's logits
-        np.testing.assert_allclose(result.logits, alone, rtol=1e-6, atol=1e-6)
+        frozen = result.strategy in FROZEN
+        assert result.logits_from == ("cached features" if frozen else "model")
+        path = root / paths.model_dir(result.strategy) / "model.pt"
+        for fused in (True, False):  # the served (fused) form, and the file's own layers
+            model, _ = load_classifier(path, fused=fused)
+            alone = model_logits(model, decoded, test["image_id"].tolist(), 5, CPU)
+            assert alone.shape == result.logits.shape == (len(test), 37)
+            tolerance = 1e-5 if fused else 1e-4
+            np.testing.assert_allclose(result.logits, alone, rtol=tolerance, atol=tolerance)
+            assert (result.logits.argmax(1) == alone.argmax(1)).all()
 
 
-def test_frozen_strategies_share_one_backbone_pass(project, monkeypatch):
+def test_frozen_strategies_run_no_network_and_a_finetuned_one_runs_once(project, monkeypatch,
+                                                                         tmp_path):  # fmt: skip
     root, params, _ = project
     test = load_split(root / paths.split_csv("test"), "breed")
-    calls: list[str] = []
-    real = Classifier.forward
+    index_ids = [
+        i
+        for name in paths.INDEX_SPLITS
+        for i in load_split(root / paths.split_csv(name), "breed")["image_id"]
+    ]
+    log = tmp_path / "passes.jsonl"
+    monkeypatch.setenv(passes.ENV, str(log))
+    features = read_features(root / paths.FEATURES, "test")
+    report.evaluate_strategies(["feature_extractor", "svm_early"], params, test, root=root,
+                               features=features, index_ids=index_ids, device=CPU)  # fmt: skip
+    assert not log.exists()  # no photo went through any network
+    (result,) = report.evaluate_strategies(
+        ["finetune_top"], params, test, root=root, features=features, index_ids=index_ids,
+        device=CPU,
+    )  # fmt: skip
+    seen = passes.read_log(log)
+    assert {entry["network"] for entry in seen} == {"finetune_top"}
+    assert sorted(entry["images"] for entry in seen) == sorted([len(test), len(index_ids)])
+    ids, vectors = result.index  # its similar-photo index rows, from that same pass
+    assert ids == index_ids and vectors.shape == (len(index_ids), 1280)
 
-    def counted(self, x):  # counts whole-network passes (trained strategies)
-        calls.append("forward")
-        return real(self, x)
 
-    monkeypatch.setattr(Classifier, "forward", counted)
-    batches = -(-len(test) // params.evaluate.batch_size)
-    report.evaluate_strategies(
-        ["feature_extractor", "svm_early"], params, test, root=root, device=CPU
-    )
-    assert calls == []  # one forward_both pass served both heads
-    report.evaluate_strategies(["finetune_top"], params, test, root=root, device=CPU)
-    assert calls == ["forward"] * batches
-
-
-def test_features_check_compares_the_cached_features_with_the_model(project):
-    root, _, _ = project
-    for strategy in ("feature_extractor", "svm_early"):
-        details = json.loads((root / report.EVAL_DIR / strategy / "metrics.json").read_text())
-        check = details["features_check"]
-        # the fixture's features come from the same weights (bf16 or fp32 by this CPU)
-        assert 0.0 <= check["max_abs_logit_difference"] < 1.0
-        assert 0.5 <= check["prediction_agreement"] <= 1.0
-    finetune = json.loads((root / report.EVAL_DIR / "finetune_top" / "metrics.json").read_text())
-    assert "features_check" not in finetune
+def test_a_frozen_model_with_test_time_views_runs_its_own_shared_pass(project, tmp_path):
+    root, params, _ = project
+    work = _copy_data(root, tmp_path)
+    shutil.copytree(root / paths.MODELS, work / paths.MODELS)
+    for strategy in FROZEN:  # the cache holds no mirrored photos: these must run the model
+        path = work / paths.model_dir(strategy) / "model.pt"
+        model, spec = load_classifier(path, fused=False)
+        model.tta = "flip"
+        save_classifier(model, path, {k: spec[k] for k in ("strategy", "task", "class_names",
+                        "decode_size", "backbone", "frozen_backbone")})  # fmt: skip
+    test = load_split(work / paths.split_csv("test"), "breed")
+    results = report.evaluate_strategies(
+        list(FROZEN), params, test, root=work, device=CPU,
+        features=read_features(work / paths.FEATURES, "test"),
+    )  # fmt: skip
+    assert [r.logits_from for r in results] == ["model", "model"]
+    flipped, _ = load_classifier(work / paths.model_dir("svm_early") / "model.pt")
+    decoded = DecodedImages.open(work / paths.DECODED)
+    alone = model_logits(flipped, decoded, test["image_id"].tolist(), 5, CPU)
+    np.testing.assert_allclose(results[1].logits, alone, rtol=1e-5, atol=1e-5)
 
 
 def test_report_files(project):
@@ -260,11 +285,12 @@ def test_report_files(project):
         details = json.loads((out / "metrics.json").read_text())
         assert details["test_accuracy"] == scores[strategy]["test_accuracy"]
         assert details["n_test"] == 12 and details["n_classes"] == 37
-        assert details["logits_from"] == "model"
+        assert details["logits_from"] == ("cached features" if strategy in FROZEN else "model")
+        mistakes = not preds["correct"].all()
         for png in ("confusion.png", "misclassified.png", "reliability.png"):
             with Image.open(out / png) as img:
                 assert img.format == "PNG"
-                assert min(img.size) > 200
+                assert min(img.size) > 200 or (png == "misclassified.png" and not mistakes)
         with Image.open(out / "confusion.png") as img:
             assert min(img.size) > 1000  # 37 named rows and columns need room
     leftovers = [p.name for p in (root / paths.REPORTS).rglob(".*")]
@@ -436,19 +462,17 @@ def test_species_task_two_classes(project, tmp_path):
     assert len(pd.read_csv(root / report.EVAL_DIR / "feature_extractor" / "per_class.csv")) == 2
 
 
-def test_missing_model_is_a_user_error_and_stale_features_do_not_matter(project, caplog):
+def test_a_missing_model_or_stale_features_are_refused_naming_the_stage(project):
     root, params, _ = project
     test = load_split(root / paths.split_csv("test"), "breed")
     with pytest.raises(EvaluationError, match=r"train@finetune_full"):
         report.evaluate_strategy("finetune_full", params, test, root=root, device=CPU)
-    stale = {k: v[:-1] for k, v in np.load(root / paths.FEATURES / "test.npz").items()}
-    fresh = report.evaluate_strategy("feature_extractor", params, test, root=root, device=CPU)
-    result = report.evaluate_strategy(
-        "feature_extractor", params, test, root=root, features=stale, device=CPU
-    )
-    np.testing.assert_array_equal(result.logits, fresh.logits)  # metrics never read features
-    assert result.features_check == {}
-    assert "dvc repro featurize" in caplog.text
+    stale = read_features(root / paths.FEATURES, "test")
+    stale.image_id, stale.penultimate = stale.image_id[:-1], stale.penultimate[:-1]
+    with pytest.raises(EvaluationError, match="dvc repro featurize"):
+        report.evaluate_strategy(
+            "feature_extractor", params, test, root=root, features=stale, device=CPU
+        )
     other_task = parse_params(_params(**{"data.task": "species"}))
     species_test = load_split(root / paths.split_csv("test"), "species")
     with pytest.raises(EvaluationError, match=r"data.task"):

@@ -49,7 +49,7 @@ def _params(**overrides):
         "train.patience": 3,
         "train.warmup_epochs": 1,
         "train.seed": 0,
-        "evaluate.batch_size": 64,
+        "features.batch_size": 64,
     } | overrides
     return parse_params(apply_overrides(raw, settings))
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax, softmax
 
-from petsml.training.heads import HeadError, LinearSVM, fit_linear_svm, fit_logistic
+from petsml.models.heads import HeadError, LinearSVM, fit_linear_svm, fit_logistic
 
 CS = [0.001, 0.01, 0.1, 1.0]
 

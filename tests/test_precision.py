@@ -10,7 +10,7 @@ from petsml.config import ConfigError, parse_params
 from petsml.data.tensors import to_input
 from petsml.models import precision
 from petsml.models.backbones import create_backbone
-from petsml.training.heads import fit_logistic
+from petsml.models.heads import fit_logistic
 from petsml.training.probe_init import pooled_features
 from tests.fakedata import class_image
 

@@ -15,9 +15,10 @@ import yaml
 from petsml import config
 from petsml.config import Params, parse_params
 from petsml.data.breeds import CLASS_ID, labels_for
-from petsml.data.feature_file import read_features
+from petsml.data.feature_file import SplitFeatures, read_features, write_features
 from petsml.data.split import load_split
 from petsml.models.backbones import create_backbone
+from petsml.models.base import pool
 from petsml.models.classifier import Classifier
 from petsml.models.model_dir import ModelDirError, read_model_dir, write_model_dir
 from petsml.training import strategies
@@ -36,6 +37,7 @@ def _params() -> Params:
         "model.backbone": "test_efficientnet",  # timm's tiny test network, random weights
         "model.pretrained": False,
         "model.image_size": 32,
+        "model.early_block": -3,
         "feature_extractor.C": [0.1, 1.0],
     }
     return parse_params(apply_overrides(raw, settings))
@@ -50,9 +52,11 @@ def feature_data(tmp_path_factory):
         params.model.backbone, pretrained=False, early_block=params.model.early_block,
         image_size=params.model.image_size,
     )  # fmt: skip
-    dims = {f: Classifier(backbone, 2, feature=f).in_features for f in ("penultimate", "early")}
+    with torch.no_grad():
+        outs, _ = backbone.eval().forward_blocks(torch.zeros(1, 3, 32, 32))
+    dims = [pool(out).shape[1] for out in outs]  # every block; the last is the penultimate
     rng = np.random.default_rng(0)
-    centres = {f: rng.normal(0, 3, (len(BREEDS), d)) for f, d in dims.items()}
+    centres = [rng.normal(0, 3, (len(BREEDS), d)) for d in dims]
     splits, features = root / "splits", root / "features"
     splits.mkdir()
     features.mkdir()
@@ -64,16 +68,13 @@ def feature_data(tmp_path_factory):
         ]
         pd.DataFrame(rows).to_csv(splits / f"{split}.csv", index=False)
         index = np.repeat(np.arange(len(BREEDS)), per_breed)
-        arrays = {
-            f: (c[index] + rng.normal(0, 0.3, (len(index), c.shape[1]))).astype(np.float32)
-            for f, c in centres.items()
-        }
+        arrays = [
+            (c[index] + rng.normal(0, 0.3, (len(index), c.shape[1]))).astype(np.float32)[::-1]
+            for c in centres
+        ]
         # Stored in reverse order: fits must match rows by image id, not by position.
-        np.savez(
-            features / f"{split}.npz",
-            image_id=np.array([r["image_id"] for r in rows])[::-1],
-            **{f: a[::-1] for f, a in arrays.items()},
-        )
+        ids = np.array([r["image_id"] for r in rows])[::-1]
+        write_features(features, split, SplitFeatures(ids, arrays[-1], arrays[:-1]))
     return splits, features
 
 
@@ -98,12 +99,18 @@ def _nearest_class_mean(strategy: Strategy, params: Params, out_dir: Path, input
     task = params.data.task
     class_names = list(labels_for(task))
 
+    backbone = create_backbone(
+        params.model.backbone, pretrained=params.model.pretrained,
+        early_block=params.model.early_block, image_size=params.model.image_size,
+    )  # fmt: skip
+
     def rows(split: str) -> tuple[np.ndarray, np.ndarray]:
         frame = load_split(Path(inputs.splits_dir) / f"{split}.csv", task)
         feats = read_features(inputs.features_dir, split)
-        at = {image_id: i for i, image_id in enumerate(feats["image_id"].tolist())}
-        order = [at[i] for i in frame["image_id"]]
-        return feats[strategy.feature][order], frame["label"].to_numpy()
+        order = feats.rows(frame["image_id"].tolist(), split)
+        x = feats.penultimate if strategy.feature == "penultimate" else feats.block(
+            backbone.early_index)  # fmt: skip
+        return x[order], frame["label"].to_numpy()
 
     (x, y), (x_val, y_val) = rows("train"), rows("val")
     means = np.zeros((len(class_names), x.shape[1]))
@@ -112,10 +119,6 @@ def _nearest_class_mean(strategy: Strategy, params: Params, out_dir: Path, input
     W = 2 * means  # argmin |x - m|^2 == argmax 2 m.x - |m|^2
     b = np.where(np.isin(np.arange(len(class_names)), y), -(means**2).sum(axis=1), -1e9)
     accuracy = float(((x_val @ W.T + b).argmax(axis=1) == y_val).mean())
-    backbone = create_backbone(
-        params.model.backbone, pretrained=params.model.pretrained,
-        early_block=params.model.early_block, image_size=params.model.image_size,
-    )  # fmt: skip
     model = Classifier.from_linear(backbone, W, b, feature=strategy.feature)
     meta = {
         "strategy": strategy.name, "task": task, "class_names": class_names,
@@ -154,7 +157,8 @@ def test_a_strategy_added_through_the_registry_alone_trains_via_the_stage(featur
     val = read_features(features, "val")
     labels = load_split(splits / "val.csv", "breed")["label"].to_numpy()
     with torch.no_grad():
-        logits = folder.model.head(torch.from_numpy(val["early"]))
+        early = val.block(folder.model.backbone.early_index)
+        logits = folder.model.head(torch.from_numpy(np.ascontiguousarray(early)))
     assert (logits.argmax(1).numpy() == labels[::-1]).all()  # the npz rows are reversed
 
 

@@ -73,6 +73,24 @@ def write_splits(project: Path) -> None:
         part.to_csv(project / "data" / "splits" / f"{name}.csv", index=False)
 
 
+def write_index_embeddings(project: Path) -> None:
+    """``data/embeddings`` as the evaluate stage leaves it: each model's embeddings of the train
+    and validation photos (its similar-photo index rows), from the raw photos as served."""
+    from petsml import paths
+    from petsml.data.decode import load_rgb
+    from petsml.evaluation.embeddings import write_embeddings
+    from petsml.models.classifier import load_classifier
+    from petsml.similar.embed import embed
+
+    frame = pd.concat([pd.read_csv(project / paths.split_csv(name)) for name in paths.INDEX_SPLITS])
+    pixels = np.stack([load_rgb(project / paths.RAW / f, DECODE_SIZE) for f in frame["file"]])
+    rows = {}
+    for strategy in STRATEGIES:
+        model, _ = load_classifier(project / "models" / strategy / "model.pt")
+        rows[strategy] = (frame["image_id"].tolist(), embed(model, pixels))
+    write_embeddings(project / paths.EMBEDDINGS, rows)
+
+
 def write_eval_files(folder: Path, strategy: str) -> None:
     folder.mkdir(parents=True)
     pd.DataFrame(
@@ -107,6 +125,7 @@ def build_project(root: Path) -> Path:
         }  # fmt: skip
         (model_dir / "summary.json").write_text(json.dumps(summary))
         write_eval_files(project / "reports" / "eval" / strategy, strategy)
+    write_index_embeddings(project)
     (project / "reports" / "metrics.json").write_text(json.dumps(METRICS, indent=2))
     Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(project / "reports/eval/strategies.png")
     validation = project / "reports" / "validation"

@@ -1,50 +1,46 @@
-"""Measure the data and the backbones, and answer "which strategy should I ship?".
+"""Measure the data and the backbone, and answer "which strategy should I ship?".
 
-Everything here runs on a seeded per-class subsample of the train and validation splits of
-the decoded cache (``advise.max_train_per_class`` / ``max_val_per_class``), so the stage costs
-one frozen forward pass over a few images per class, before any training:
+Everything reads the featurize stage's cached features: no photo goes through the backbone
+again. The strategies' own heads are fitted on a seeded per-class subsample of the train split
+(``advise.max_train_per_class``) and scored on every validation photo:
 
 - size: train images per class (min, median) on the whole train split, and a learning curve
-  (penultimate-feature probe accuracy at ``advise.fractions`` of the subsample per class);
-- similarity: the layer-wise probe curve and, when the backbone carries its ImageNet
-  classifier, that classifier's mean max-softmax and normalised entropy on the photos;
-- backbones: every candidate ranked by LogME on its frozen penultimate features, beside its
-  measured probe accuracy and the Spearman correlation between the two.
+  (``feature_extractor``'s head at ``advise.fractions`` of the subsample per class), its last
+  step with a paired bootstrap interval;
+- similarity: ``feature_extractor``'s head on the penultimate features against ``svm_early``'s
+  on each earlier block, paired on the same photos (:mod:`petsml.advice.decision`), and the
+  ImageNet classifier's confidence on every train and validation photo (label-free);
+- backbones: ``model.backbone`` (and any ``advise.backbones``) by LogME and probe accuracy.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from scipy.special import softmax
 
-from petsml.advice.decision import decide, more_data_helps, peak_block
+from petsml.advice.decision import Probe, decide, similarity_verdict
 from petsml.advice.logme import logme
-from petsml.advice.probe import (
-    block_features,
-    nested_fractions,
-    penultimate_features,
-    per_class_subset,
-    probe_accuracy,
-)
+from petsml.advice.probe import nested_fractions, per_class_subset
+from petsml.advice.stats import paired_bootstrap_ci
 from petsml.config import Params
-from petsml.data.decode import DecodedImages
+from petsml.data.feature_file import SplitFeatures
 from petsml.errors import PetsError
-from petsml.models.backbones import Backbone, BackboneError, WeightsUnavailableError
-from petsml.models.backbones import create_backbone as _create
-from petsml.models.offline_weights import weights_file
+from petsml.models.heads import HeadFit, fit_linear_svm, fit_logistic
 
 log = logging.getLogger(__name__)
 
-ADVICE_VERSION = 1
+# A candidate backbone's penultimate features of (train ids, val ids), or why it was skipped.
+Candidates = Callable[[str, list[str], list[str]], "tuple[np.ndarray, np.ndarray] | str"]
+
+ADVICE_VERSION = 2  # 2: decided by paired tests on the strategies' own heads
+LEVEL = 0.95  # the learning curve's interval
 
 
 class AdviceError(PetsError):
@@ -53,20 +49,21 @@ class AdviceError(PetsError):
 
 @dataclass
 class Sample:
-    """The subsample every measurement uses: ids and labels of train and val rows."""
+    """What every head is fitted and scored on: train subsample and validation, as features."""
 
     train_ids: list[str]
-    y_train: np.ndarray
     val_ids: list[str]
+    y_train: np.ndarray
     y_val: np.ndarray
-
-    @property
-    def ids(self) -> list[str]:
-        return self.train_ids + self.val_ids
+    train_rows: np.ndarray  # rows of the train feature file
+    val_rows: np.ndarray  # rows of the validation feature file
 
 
-def draw_sample(train: pd.DataFrame, val: pd.DataFrame, params: Params) -> Sample:
-    """At most ``max_*_per_class`` rows per class of each split, seeded by ``advise.seed``."""
+def draw_sample(
+    train: pd.DataFrame, val: pd.DataFrame, tf: SplitFeatures, vf: SplitFeatures, params: Params
+) -> Sample:
+    """At most ``advise.max_train_per_class`` train rows per class (seeded), every validation
+    row up to ``advise.max_val_per_class``; matched to the feature files by image id."""
     cfg = params.advise
     labels = train["label"].to_numpy()
     if np.unique(labels).size < 2:
@@ -81,11 +78,15 @@ def draw_sample(train: pd.DataFrame, val: pd.DataFrame, params: Params) -> Sampl
         )
     tr = per_class_subset(labels, cfg.max_train_per_class, cfg.seed)
     va = per_class_subset(val["label"].to_numpy(), cfg.max_val_per_class, cfg.seed)
+    train_ids = train["image_id"].iloc[tr].tolist()
+    val_ids = val["image_id"].iloc[va].tolist()
     return Sample(
-        train_ids=train["image_id"].iloc[tr].tolist(),
+        train_ids=train_ids,
+        val_ids=val_ids,
         y_train=labels[tr],
-        val_ids=val["image_id"].iloc[va].tolist(),
         y_val=val["label"].to_numpy()[va],
+        train_rows=tf.rows(train_ids, "data/features/train.npz"),
+        val_rows=vf.rows(val_ids, "data/features/val.npz"),
     )
 
 
@@ -110,230 +111,176 @@ def size_facts(train: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def create_backbone(name: str, params: Params) -> Backbone:
-    return _create(
-        name,
-        pretrained=params.model.pretrained,
-        early_block=-1,  # any valid index: the advice reads every block itself
-        image_size=params.model.image_size,
-    )
+def _correct(head: HeadFit, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return head.predict(x) == y
 
 
-def learning_curve(x: np.ndarray, sample: Sample, x_val: np.ndarray, params: Params) -> list:
+def learning_curve(
+    x_train: np.ndarray, sample: Sample, x_val: np.ndarray, C: float, params: Params
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """feature_extractor's head (at its chosen ``C``) on growing nested shares of the train
+    subsample; the rows, and the last step's gain with its paired bootstrap interval."""
     cfg = params.advise
-    rows = []
+    rows, correct = [], []
     subsets = nested_fractions(sample.y_train, cfg.fractions, cfg.seed)
     for fraction, subset in zip(cfg.fractions, subsets, strict=True):
-        accuracy = probe_accuracy(x[subset], sample.y_train[subset], x_val, sample.y_val, cfg.C)
-        per_class = np.bincount(np.unique(sample.y_train[subset], return_inverse=True)[1])
-        rows.append(
-            {
-                "fraction": fraction,
-                "train_images": int(subset.size),
-                "train_per_class": float(np.median(per_class)),
-                "val_accuracy": accuracy,
-            }
-        )
-    return rows
+        y = sample.y_train[subset]
+        if np.unique(y).size < 2:  # one image in all: nothing a head can learn
+            right = sample.y_val == y[0]
+        else:
+            right = _correct(fit_logistic(x_train[subset], y, x_val, sample.y_val, [C]), x_val,
+                             sample.y_val)  # fmt: skip
+        correct.append(right)
+        per_class = np.bincount(np.unique(y, return_inverse=True)[1])
+        rows.append({
+            "fraction": fraction,
+            "train_images": int(subset.size),
+            "train_per_class": float(np.median(per_class)),
+            "val_accuracy": float(np.mean(right)),
+        })  # fmt: skip
+    gain, low, high = paired_bootstrap_ci(correct[-1], correct[-2], LEVEL, seed=cfg.seed)
+    step = {
+        "gain": gain,
+        "interval": [low, high],
+        "level": LEVEL,
+        "from_per_class": rows[-2]["train_per_class"],
+        "to_per_class": rows[-1]["train_per_class"],
+    }
+    return rows, step
 
 
-def spearman(a: list[float], b: list[float]) -> float | None:
-    """Spearman's rank correlation (ties get average ranks); None below 3 points or when
-    either side is constant, where a rank correlation says nothing."""
-    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
-        return None
-    ranks = pd.DataFrame({"a": a, "b": b}).rank(method="average")
-    return float(np.corrcoef(ranks["a"], ranks["b"])[0, 1])
-
-
-def probe_curve(features, sample: Sample, params: Params) -> list[dict[str, Any]]:
-    n_train = len(sample.train_ids)
-    rows = []
-    for block, (mean, rich) in enumerate(zip(features.mean, features.rich, strict=True)):
-        accuracies = {}
-        for name, x in (("mean_pool", mean), ("rich_pool", rich)):
-            accuracies[name] = probe_accuracy(
-                x[:n_train], sample.y_train, x[n_train:], sample.y_val, params.advise.C
-            )
-        rows.append(
-            {
-                "block": block,
-                "mean_pool_dim": int(mean.shape[1]),
-                "rich_pool_dim": int(rich.shape[1]),
-                "mean_pool_val_accuracy": accuracies["mean_pool"],
-                "rich_pool_val_accuracy": accuracies["rich_pool"],
-                "rich_pool_logme": logme(rich[:n_train], sample.y_train),
-            }
-        )
-    return rows
-
-
-def imagenet_likeness(backbone: Backbone, penultimate: np.ndarray) -> dict[str, Any]:
-    """The pretrained ImageNet classifier's confidence on the photos (label-free).
-
-    High mean max-softmax / low entropy: the photos look like ImageNet classes to the network.
-    Only offline backbones keep their 1000-class head here (the others are built without it).
-    """
-    if not backbone.pretrained:
-        return {"available": False, "reason": "model.pretrained is false: no ImageNet head"}
-    if backbone.library != "offline":
+def imagenet_likeness(train: SplitFeatures, val: SplitFeatures) -> dict[str, Any]:
+    """The pretrained ImageNet classifier on every train and validation photo (label-free)."""
+    if not train.imagenet:
         return {
             "available": False,
-            "reason": f"the ImageNet head is read for offline backbones only ({backbone.name})",
+            "reason": "the backbone ships no ImageNet classifier (only the offline ones do)",
         }
-    head = imagenet_classifier(backbone.model_name)
-    if head is None or head[0].shape[1] != penultimate.shape[1]:
-        return {
-            "available": False,
-            "reason": f"no ImageNet classifier in {backbone.name}'s weights",
-        }
-    weight, bias = head
-    probs = softmax(penultimate.astype(np.float64) @ weight.T + bias, axis=1)
-    entropy = -np.sum(probs * np.log(np.clip(probs, 1e-30, None)), axis=1)
+    stats = {k: np.concatenate([train.imagenet[k], val.imagenet[k]]) for k in train.imagenet}
     return {
         "available": True,
-        "mean_max_softmax": float(probs.max(axis=1).mean()),
-        "mean_normalised_entropy": float(entropy.mean() / np.log(probs.shape[1])),
-        "images": int(penultimate.shape[0]),
+        "mean_max_softmax": float(stats["max_prob"].mean()),
+        "mean_normalised_entropy": float(stats["entropy"].mean()),
+        "mean_animal_probability": float(stats["animal"].mean()),
+        "images": int(stats["max_prob"].size),
     }
 
 
-def imagenet_classifier(name: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(weight, bias) of the 1000-class head shipped in an offline backbone's weights file.
-
-    Read straight from the file (its last two tensors, lukemelas' ``_fc``): building the
-    network a second time just for its head would cost seconds.
-    """
-    state = torch.load(weights_file(name), map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
-    head = [state[k] for k in state if k.split(".")[0] in ("_fc", "classifier")]
-    if len(head) != 2 or head[0].ndim != 2 or head[0].shape[0] != 1000:
-        return None
-    return head[0].double().numpy(), head[1].double().numpy()
-
-
-def _score_backbone(x: np.ndarray, sample: Sample, C: float) -> dict[str, float]:
-    n = len(sample.train_ids)
+def _probe_row(block: int | str, head: HeadFit, correct: np.ndarray, dim: int, strategy: str):
     return {
-        "logme": logme(x[:n], sample.y_train),
-        "probe_val_accuracy": probe_accuracy(x[:n], sample.y_train, x[n:], sample.y_val, C),
+        "block": block,
+        "strategy": strategy,
+        "dim": dim,
+        "C": head.C,
+        "val_accuracy": float(np.mean(correct)),
     }
+
+
+def similarity(
+    tf: SplitFeatures, vf: SplitFeatures, sample: Sample, params: Params, timings=None
+) -> tuple[dict[str, Any], Any, HeadFit]:
+    """The similarity measurements and verdict; also feature_extractor's fitted head."""
+    cfg = params.advise
+    y_tr, y_va = sample.y_train, sample.y_val
+    with _timed(timings, "feature_extractor head"):
+        x_tr, x_va = tf.penultimate[sample.train_rows], vf.penultimate[sample.val_rows]
+        pen_head = fit_logistic(x_tr, y_tr, x_va, y_va, params.feature_extractor.C)
+        pen = Probe(tf.n_blocks - 1, _correct(pen_head, x_va, y_va))
+    rows = [_probe_row(pen.block, pen_head, pen.correct, x_tr.shape[1], "feature_extractor")]
+    earlier = []
+    with _timed(timings, "svm_early heads"):
+        for block in range(tf.n_blocks - 1):
+            b_tr, b_va = tf.block(block)[sample.train_rows], vf.block(block)[sample.val_rows]
+            head = fit_linear_svm(b_tr, y_tr, b_va, y_va, params.svm_early.C)
+            earlier.append(Probe(block, _correct(head, b_va, y_va)))
+            rows.append(_probe_row(block, head, earlier[-1].correct, b_tr.shape[1], "svm_early"))
+    rows.sort(key=lambda row: row["block"])
+    imagenet = imagenet_likeness(tf, vf)
+    confidence = imagenet["mean_max_softmax"] if imagenet["available"] else None
+    verdict = similarity_verdict(pen, earlier, cfg.alpha, confidence, cfg.imagenet_confidence)
+    by_block = {t["block"]: t for t in verdict.tests}
+    for row in rows:
+        test = by_block.get(row["block"], {})
+        row["p_value"], row["p_adjusted"] = test.get("p_value"), test.get("p_adjusted")
+    out = {
+        "probe": rows,
+        "blocks": tf.n_blocks,
+        "penultimate_val_accuracy": pen.accuracy,
+        "best_block": verdict.best_block,
+        "p_value": verdict.p_value,
+        "alpha": cfg.alpha,
+        "imagenet": imagenet,
+        "imagenet_confidence": cfg.imagenet_confidence,
+        "verdict": verdict.verdict,
+        "reason": verdict.reason,
+    }
+    return out, verdict, pen_head
 
 
 def rank_backbones(
     params: Params,
-    images: DecodedImages,
+    tf: SplitFeatures,
+    vf: SplitFeatures,
     sample: Sample,
-    main_penultimate: np.ndarray,
-    device,
+    extra: Candidates | None,
     timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """LogME and probe accuracy of every candidate; ``model.backbone`` is always one of them."""
-    names = list(dict.fromkeys([params.model.backbone, *params.advise.backbones]))
+    """LogME and probe accuracy of ``model.backbone`` (from the cached features) and of each
+    ``advise.backbones`` candidate (``extra(name, train_ids, val_ids)``: its features of the
+    sampled photos, or the reason it was skipped)."""
+    C = params.advise.C
     rows, skipped = [], []
-    for name in names:
-        started = time.perf_counter()
+    for name in dict.fromkeys([params.model.backbone, *params.advise.backbones]):
         if name == params.model.backbone:
-            x = main_penultimate
+            x_tr, x_va = tf.penultimate[sample.train_rows], vf.penultimate[sample.val_rows]
         else:
-            try:
-                with _timed(timings, "backbones: build"):
-                    backbone = create_backbone(name, params)
-            except (BackboneError, WeightsUnavailableError) as error:
-                log.warning("advise: backbone %s skipped: %s", name, error)
-                skipped.append({"backbone": name, "reason": str(error)})
-                continue
-            needs = int(backbone.preprocessing.input_size)
-            if needs > images.size:  # e.g. Lite2 (260 px) on the default 256 px cache
-                reason = (
-                    f"needs {needs} px input, the decoded cache holds {images.size} px: raise "
-                    "decode.size or set model.image_size to rank it"
+            with _timed(timings, "other backbones: frozen pass"):
+                got = (
+                    extra(name, sample.train_ids, sample.val_ids)
+                    if extra is not None
+                    else "no frozen pass available"
                 )
-                log.warning("advise: backbone %s skipped: %s", name, reason)
-                skipped.append({"backbone": name, "reason": reason})
+            if isinstance(got, str):
+                log.warning("advise: backbone %s skipped: %s", name, got)
+                skipped.append({"backbone": name, "reason": got})
                 continue
-            with _timed(timings, "backbones: frozen pass"):
-                x = penultimate_features(
-                    backbone,
-                    images,
-                    sample.ids,
-                    params.features.batch_size,
-                    device,
-                    params.model.precision,
-                )
+            x_tr, x_va = got
         with _timed(timings, "backbones: LogME + probe"):
-            row = {"backbone": name, **_score_backbone(x, sample, params.advise.C)}
-        rows.append(row)
-        log.info("advise: %s %s (%.1fs)", name, row, time.perf_counter() - started)
+            head = fit_logistic(x_tr, sample.y_train, x_va, sample.y_val, [C])
+            rows.append({
+                "backbone": name,
+                "logme": logme(x_tr, sample.y_train),
+                "probe_val_accuracy": float(np.mean(_correct(head, x_va, sample.y_val))),
+            })  # fmt: skip
     rows.sort(key=lambda r: -r["logme"])
-    for rank, row in enumerate(rows, 1):
-        row["logme_rank"] = rank
-    rho = spearman([r["logme"] for r in rows], [r["probe_val_accuracy"] for r in rows])
-    return {
-        "ranking": rows,
-        "skipped": skipped,
-        "spearman_rho": rho,
-        "spearman_note": None if rho is not None else "needs 3 or more ranked backbones",
-    }
+    for position, row in enumerate(rows, 1):
+        row["logme_rank"] = position
+    return {"ranking": rows, "skipped": skipped}
 
 
 def advise(
     params: Params,
-    images: DecodedImages,
     train: pd.DataFrame,
     val: pd.DataFrame,
-    device: torch.device,
+    train_features: SplitFeatures,
+    val_features: SplitFeatures,
+    extra: Candidates | None = None,
     timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The advice as a JSON-ready dict (``reports/advice.json``'s contract); ``timings``, when
     given, receives the seconds each part took (kept out of the JSON: it must reproduce)."""
     cfg = params.advise
-    sample = draw_sample(train, val, params)
-    with _timed(timings, "build backbone"):
-        backbone = create_backbone(params.model.backbone, params)
-    log.info(
-        "advise: %s on %d train + %d val images (of %d + %d)",
-        params.model.backbone,
-        len(sample.train_ids),
-        len(sample.val_ids),
-        len(train),
-        len(val),
-    )
-    with _timed(timings, "block-wise frozen pass"):
-        features = block_features(
-            backbone,
-            images,
-            sample.ids,
-            params.features.batch_size,
-            device,
-            params.model.precision,
-            cfg.grid,
-        )
-    n_train = len(sample.train_ids)
-    pen = features.penultimate
-    with _timed(timings, "probe curve"):
-        curve = probe_curve(features, sample, params)
-    rich = [row["rich_pool_val_accuracy"] for row in curve]
-    mean = [row["mean_pool_val_accuracy"] for row in curve]
+    tf, vf = train_features, val_features
+    sample = draw_sample(train, val, tf, vf, params)
+    log.info("advise: %s features of %d train (of %d) and %d val images",
+             params.model.backbone, len(sample.y_train), len(train), len(sample.y_val))  # fmt: skip
+    sim, verdict, pen_head = similarity(tf, vf, sample, params, timings)
     size = size_facts(train)
-    decision = decide(
-        size["train_per_class_median"], rich, mean, cfg.small_below, cfg.similar_tolerance
-    )
+    decision = decide(size["train_per_class_median"], cfg.small_below, verdict)
     with _timed(timings, "learning curve"):
-        lc = learning_curve(pen[:n_train], sample, pen[n_train:], params)
-    with _timed(timings, "ImageNet-likeness"):
-        imagenet = imagenet_likeness(backbone, pen)
-    backbones = rank_backbones(params, images, sample, pen, device, timings)
-    similarity = {
-        "probe": curve,
-        "blocks": len(curve),
-        "peak_block": peak_block(rich, cfg.similar_tolerance),
-        "best_mean_pool_block": int(np.argmax(mean)),
-        # LogME checked where it can be: its ranking of the blocks against their probe accuracy
-        "logme_probe_rho": spearman([row["rich_pool_logme"] for row in curve], rich),
-        "imagenet": imagenet,
-        "verdict": decision.similarity,
-    }
+        x_tr, x_va = tf.penultimate[sample.train_rows], vf.penultimate[sample.val_rows]
+        curve, step = learning_curve(x_tr, sample, x_va, pen_head.C, params)
+    backbones = rank_backbones(params, tf, vf, sample, extra, timings)
     return {
         "version": ADVICE_VERSION,
         "backbone": params.model.backbone,
@@ -346,15 +293,15 @@ def advise(
             **size,
             "small_below": cfg.small_below,
             "verdict": decision.size,
-            "learning_curve": lc,
-            "more_data_helps": more_data_helps([r["val_accuracy"] for r in lc], cfg.more_data_gain),
+            "learning_curve": curve,
+            "last_step": step,
+            "more_data_helps": step["interval"][0] > 0,
         },
-        "similarity": similarity,
+        "similarity": sim,
         "backbones": backbones,
         "sample": {
-            "train_images": n_train,
-            "val_images": len(sample.val_ids),
+            "train_images": int(len(sample.y_train)),
+            "val_images": int(len(sample.y_val)),
             "seed": cfg.seed,
-            "C": cfg.C,
         },
     }

@@ -34,12 +34,9 @@ def write_advice(
         pd.DataFrame(advice["backbones"]["ranking"]).to_csv(tmp / BACKBONES_CSV, index=False)
         _line_png(
             probe["block"],
-            {
-                "mean + std + grid pooling": probe["rich_pool_val_accuracy"],
-                "mean pooling (svm_early)": probe["mean_pool_val_accuracy"],
-            },
-            "block",
-            f"Linear probe by depth ({advice['backbone']})",
+            {"each strategy's head (validation)": probe["val_accuracy"]},
+            "block (the last: the penultimate features)",
+            f"Frozen features by depth ({advice['backbone']})",
             tmp / "probe_depth.png",
         )
         _line_png(
@@ -70,57 +67,56 @@ def _line_png(x: Sequence, series: dict[str, Sequence], xlabel: str, title: str,
 
 
 def summary(advice: dict[str, Any]) -> str:
-    """The one line the stage prints: the cell, the strategy and the two measurements."""
+    """The one line the stage prints: the cell, the strategy and why."""
     size, sim = advice["size"], advice["similarity"]
-    block = f" at block {advice['early_block']}" if advice["early_block"] is not None else ""
+    block = f" at block {advice['early_block']}" if advice["strategy"] == "svm_early" else ""
     return (
         f"advice: {advice['cell']} -> {advice['strategy']}{block} "
         f"(median {size['train_per_class_median']:g} train images/class, small below "
-        f"{size['small_below']}; probe peaks at block {sim['peak_block']} of "
-        f"{sim['blocks'] - 1}; more data still helps: {'yes' if size['more_data_helps'] else 'no'})"
+        f"{size['small_below']}; {sim['verdict']}: {sim['reason']})"
     )
-
-
-def _rho_line(what: str, rho: float | None, note: str | None = None) -> str:
-    value = f"{rho:.2f}" if rho is not None else "-" + (f" ({note})" if note else "")
-    return f"Spearman rho, {what}: {value}."
 
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
 def markdown(advice: dict[str, Any], seconds: float) -> str:
     """``advice.md``: the answer first, then the measurements behind it."""
     block = advice["early_block"]
-    at = f" at `model.early_block: {block}`" if block is not None else ""
+    at = f" at `model.early_block: {block}`" if advice["strategy"] == "svm_early" else ""
     lines = [
         "# Which strategy should I ship?",
         "",
         f"**{advice['strategy']}**{at} - cell **{advice['cell']}** of the 2x2 table. "
         + advice["why"],
         "",
-        "|  | similar to ImageNet | unlike ImageNet |",
+        "|  | similar to ImageNet (or uncertain) | unlike ImageNet |",
         "|---|---|---|",
         "| small | feature_extractor | svm_early (earlier block) |",
         "| large | finetune_top | finetune_full |",
         "",
         *_size_md(advice["size"]),
-        *_similarity_md(advice["similarity"]),
+        *_similarity_md(advice["similarity"], block),
         *_backbones_md(advice["backbones"]),
     ]
     sample = advice["sample"]
     lines += [
-        f"Measured on {sample['train_images']} train and {sample['val_images']} validation "
-        f"images (seed {sample['seed']}, C={sample['C']:g}) in {seconds:.0f} s.",
+        f"Heads fitted on {sample['train_images']} train images and scored on "
+        f"{sample['val_images']} validation images (seed {sample['seed']}), from the cached "
+        f"features, in {seconds:.0f} s.",
         "",
     ]
     return "\n".join(lines)
 
 
 def _size_md(size: dict[str, Any]) -> list[str]:
-    curve = size["learning_curve"]
-    gain = curve[-1]["val_accuracy"] - curve[-2]["val_accuracy"]
+    step = size["last_step"]
+    low, high = step["interval"]
     lines = [
         "## Size",
         "",
@@ -129,53 +125,58 @@ def _size_md(size: dict[str, Any]) -> list[str]:
         f"{size['train_per_class_median']:g} (small below {size['small_below']}): "
         f"**{size['verdict']}**.",
         "",
-        "Learning curve (linear probe on penultimate features, validation accuracy):",
+        "Learning curve (feature_extractor's head, validation accuracy):",
         "",
         "| fraction | train images per class | val accuracy |",
         "|---|---|---|",
     ]
-    for row in curve:
+    for row in size["learning_curve"]:
         lines.append(
             f"| {row['fraction']:g} | {row['train_per_class']:g} | {_pct(row['val_accuracy'])} |"
         )
-    helps = "yes" if size["more_data_helps"] else "no"
-    return [*lines, "", f"More data still helps: **{helps}** (last step {gain:+.3f}).", ""]
+    helps = "yes" if size["more_data_helps"] else "not shown"
+    return [
+        *lines,
+        "",
+        f"From {step['from_per_class']:g} to {step['to_per_class']:g} images per class the "
+        f"accuracy moved {100 * step['gain']:+.1f} points ({step['level']:.0%} paired bootstrap "
+        f"interval {100 * low:+.1f} to {100 * high:+.1f}): more data still helps: **{helps}**.",
+        "",
+    ]
 
 
-def _similarity_md(sim: dict[str, Any]) -> list[str]:
+def _similarity_md(sim: dict[str, Any], block: int | None) -> list[str]:
     lines = [
         "## Similarity to ImageNet",
         "",
-        "Linear probe on each block of the frozen backbone (validation accuracy):",
+        "Each block read by the strategy that would ship it, on the same validation photos "
+        "(svm_early's linear SVM on an earlier block's mean-pooled output, feature_extractor's "
+        "logistic regression on the penultimate features); p: one-sided exact McNemar test that "
+        "the block beats the penultimate features, adjusted for the number of blocks "
+        "(Bonferroni):",
         "",
-        "| block | mean + std + grid | mean (svm_early's view) | LogME (mean + std + grid) |",
-        "|---|---|---|---|",
+        "| block | head | features | val accuracy | p | adjusted p |",
+        "|---|---|---|---|---|---|",
     ]
     for row in sim["probe"]:
         lines.append(
-            f"| {row['block']} | {_pct(row['rich_pool_val_accuracy'])} "
-            f"| {_pct(row['mean_pool_val_accuracy'])} | {row['rich_pool_logme']:.3f} |"
+            f"| {row['block']} | {row['strategy']} (C={row['C']:g}) | {row['dim']} "
+            f"| {_pct(row['val_accuracy'])} | {_p(row['p_value'])} | {_p(row['p_adjusted'])} |"
         )
-    verdict = (
-        "the curve peaks before the last block"
-        if sim["verdict"] == "unlike"
-        else "the last block is the best (within the tolerance)"
-    )
     lines += [
         "",
-        f"Peak at block {sim['peak_block']}: {verdict}: **{sim['verdict']}**. Best mean-pooled "
-        f"block (what `model.early_block: auto` takes): {sim['best_mean_pool_block']}.",
+        f"**{sim['verdict']}** (advise.alpha {sim['alpha']:g}): {sim['reason']}.",
         "",
-        _rho_line("LogME's ranking of the blocks vs their probe accuracy", sim["logme_probe_rho"]),
+        f"`model.early_block: auto` takes block {block}, the earlier block that scored best.",
         "",
     ]
     imagenet = sim["imagenet"]
     if imagenet["available"]:
         lines.append(
-            "ImageNet classifier on these photos (label-free): mean max-softmax "
-            f"{imagenet['mean_max_softmax']:.3f}, mean entropy "
-            f"{imagenet['mean_normalised_entropy']:.3f} of the maximum "
-            "(high confidence, low entropy = ImageNet-like)."
+            f"ImageNet classifier on {imagenet['images']} train and validation photos (label-"
+            f"free): mean top-1 probability {imagenet['mean_max_softmax']:.3f}, mean normalised "
+            f"entropy {imagenet['mean_normalised_entropy']:.3f}, probability on animal classes "
+            f"{imagenet['mean_animal_probability']:.3f}."
         )
     else:
         lines.append(f"ImageNet classifier confidence: not measured ({imagenet['reason']}).")
@@ -194,7 +195,5 @@ def _backbones_md(ranks: dict[str, Any]) -> list[str]:
             f"| {row['logme_rank']} | {row['backbone']} | {row['logme']:.4f} "
             f"| {_pct(row['probe_val_accuracy'])} |"
         )
-    rho = ranks["spearman_rho"]
-    lines += ["", _rho_line("LogME vs probe accuracy", rho, ranks["spearman_note"])]
     lines += [f"- skipped {skip['backbone']}: {skip['reason']}" for skip in ranks["skipped"]]
     return [*lines, ""]

@@ -8,7 +8,6 @@ to ``decode.size`` once, in parallel, and every later stage slices the array ins
 from __future__ import annotations
 
 import logging
-import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -27,15 +26,6 @@ log = logging.getLogger(__name__)
 
 ARRAY = "images_u8.npy"
 INDEX = "index.csv"
-
-
-# The default's centre crop: Lite0's 224 px of the 256 px decoded image.
-CROP_RATIO = 224 / 256
-
-
-def decode_size_for(input_size: int) -> int:
-    """The ``decode.size`` whose centre crop to ``input_size`` keeps the default's crop ratio."""
-    return math.ceil(input_size / CROP_RATIO - 1e-9)
 
 
 class DecodedCacheError(PetsError):

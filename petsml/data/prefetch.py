@@ -89,15 +89,19 @@ def input_batches(
     device: torch.device,
     prep,
     desc: str,
+    network: str = "network",
 ) -> Iterator[torch.Tensor]:
     """Normalised float32 centre crops (channels_last) of ``image_ids`` by batch, read ahead,
-    with a progress bar: the one input stream of every frozen pass (features, evaluation)."""
+    with a progress bar: the one input stream of every pass over the photos (features,
+    evaluation), each recorded as ``network`` over ``desc`` (:mod:`petsml.data.passes`)."""
     import math
 
     from tqdm import tqdm
 
+    from petsml.data.passes import record
     from petsml.data.tensors import to_input
 
+    record(network, desc, len(image_ids))
     steps = math.ceil(len(image_ids) / batch_size)
     stream = decoded_batches(images, image_ids, batch_size, device)
     bar = tqdm(stream, total=steps, desc=desc, unit="batch", mininterval=2, disable=steps < 5)

@@ -41,7 +41,7 @@ PLOT_COLUMNS = (
     "val_accuracy",
     "test_accuracy",
     "latency_ms_batch1",
-    "latency_ms_batch64",
+    "latency_ms_batch16",
     "train_seconds",
     "pareto",
 )

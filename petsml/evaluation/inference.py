@@ -1,19 +1,19 @@
 """Test-set logits of a saved :class:`~petsml.models.classifier.Classifier`, as serving gets them.
 
-The reported metrics must describe the model that ships, so every strategy's logits come from
-the saved ``model.pt`` run in float32 on centre crops of the decoded images: the path the served
-pyfunc takes (``load_rgb`` at the decode size, ``to_input``, the network; the decoded cache holds
-exactly ``load_rgb``'s output). The featurize stage's cached features are not used for metrics:
-they may come from bf16 autocast (``model.precision: auto`` on a CPU with native bf16), and on
-real photos that moved test predictions away from what the shipped model says.
+The reported metrics must describe the model that ships. Every saved model runs in its
+inference form (:meth:`~petsml.models.classifier.Classifier.for_inference`, the form the served
+pyfunc loads) in float32 on centre crops of the decoded images - ``load_rgb`` at the decode
+size, ``to_input``, the network; the decoded cache holds exactly ``load_rgb``'s output.
 
-* :func:`model_logits` runs one classifier;
-* :func:`shared_trunk_logits` runs several classifiers that share one backbone (the frozen-feature
-  strategies, whose backbones are the same pretrained weights) with one pass of it, each head on
-  the feature it uses - half the cost of two passes for the default CPU strategies (a pass per
-  test-time view when a model averages several: ``tta: flip`` in its spec);
-* :func:`feature_logits` (the cached features through a head) remains as a diagnostic: how far
-  the features the head was fitted on are from what the shipped model computes.
+* :func:`feature_logits`: a frozen strategy's saved head on the featurize stage's cached test
+  features. That pass *is* the shipped network's (same fused backbone, float32 for the test
+  split), so no test photo goes through the backbone a second time
+  (``tests/test_one_pass.py`` checks the logits equal the model's own forward);
+* :func:`model_pass`: a fine-tuned model's test logits and the embeddings of the photos its
+  similar-photo index holds, from one pass over each photo;
+* :func:`shared_trunk_logits` runs several classifiers that share one backbone with one pass of
+  it (frozen strategies whose model averages test-time views, ``tta: flip``, which the cached
+  features do not hold); :func:`model_logits` runs one classifier.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from petsml.data.decode import DecodedImages
-from petsml.data.feature_file import FeatureFileError, read_features, rows_for
+from petsml.data.feature_file import FeatureFileError, SplitFeatures
 from petsml.data.prefetch import input_batches
 from petsml.errors import PetsError
 from petsml.models.classifier import VIEWS, mean_over_views
@@ -37,10 +36,6 @@ log = logging.getLogger(__name__)
 
 class EvaluationError(PetsError):
     """A model, feature file or split does not fit what evaluation needs."""
-
-
-def load_feature_split(features_dir: str | Path, split: str = "test") -> dict[str, np.ndarray]:
-    return read_features(features_dir, split)
 
 
 def head_weights(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
@@ -56,27 +51,30 @@ def head_weights(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
 
 def feature_logits(
     model: torch.nn.Module,
-    features: dict[str, np.ndarray],
+    features: SplitFeatures,
     image_ids: list[str],
     source: str = "features",
 ) -> np.ndarray:
-    """Logits of ``image_ids`` (in that order) from cached features through ``model.head``."""
-    kind = str(model.feature)
-    if kind not in features:
-        raise EvaluationError(f"{source} holds no {kind!r} features; re-run `dvc repro featurize`.")
+    """Logits of ``image_ids`` (in that order): cached features through ``model.head``, the
+    feature the model reads (``early``: its backbone's early block)."""
     try:
-        rows = rows_for(features, image_ids, source)
+        rows = features.rows(image_ids, source)
+        if model.feature == "penultimate":
+            x = features.penultimate
+        else:
+            x = features.block(int(model.backbone.early_index))
     except FeatureFileError as error:  # evaluation's callers handle their own error type
         raise EvaluationError(str(error)) from None
-    x = np.asarray(features[kind], dtype=np.float64)[rows]
-    weight, bias = head_weights(model)
-    if x.shape[1] != weight.shape[1]:
+    x = np.asarray(x, dtype=np.float32)[rows]
+    head = model.head
+    if x.shape[1] != head.in_features:
         raise EvaluationError(
-            f"{source}: {kind} features have {x.shape[1]} dimensions but the model's head "
-            f"expects {weight.shape[1]}; features and model come from different backbones. "
-            "Re-run `dvc repro featurize` and the train stage."
+            f"{source}: {model.feature} features have {x.shape[1]} dimensions but the model's "
+            f"head expects {head.in_features}; features and model come from different "
+            "backbones. Re-run `dvc repro featurize` and the train stage."
         )
-    return (x @ weight.T + bias).astype(np.float32)
+    with torch.inference_mode():
+        return head.float()(torch.from_numpy(x)).numpy()
 
 
 def _inputs(
@@ -85,9 +83,11 @@ def _inputs(
     image_ids: list[str],
     batch_size: int,
     device: torch.device,
-    desc: str,
+    network: str,
+    split: str = "test",
 ) -> Iterator[torch.Tensor]:
-    """Normalised float32 centre crops of ``image_ids`` by batch, as serving makes them."""
+    """Normalised float32 centre crops of ``image_ids`` by batch, as serving makes them
+    (recorded as a pass of ``network`` over ``split``)."""
     prep = backbone.preprocessing
     size = int(prep.input_size)
     if size > images.size:
@@ -96,7 +96,7 @@ def _inputs(
             f"{images.size} images: raise decode.size in params.yaml (or lower model.image_size "
             "and retrain)."
         )
-    yield from input_batches(images, image_ids, batch_size, device, prep, desc)
+    yield from input_batches(images, image_ids, batch_size, device, prep, split, network)
 
 
 def _stack(out: list[np.ndarray], n_classes: int) -> np.ndarray:
@@ -120,6 +120,36 @@ def model_logits(
         for x in _inputs(model.backbone, images, image_ids, batch_size, device, desc)
     ]
     return _stack(out, model.head.out_features)
+
+
+@torch.inference_mode()
+def model_pass(
+    model: torch.nn.Module,
+    images: DecodedImages,
+    test_ids: list[str],
+    index_ids: list[str],
+    batch_size: int = 64,
+    device: torch.device | None = None,
+    desc: str = "evaluate",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(test logits, embeddings of ``index_ids``): each photo through the model once - the test
+    photos with every test-time view the model averages, the index photos unaugmented (the
+    embedding is the identity view's, as a query's is)."""
+    device = device or torch.device("cpu")
+    model = model.eval().to(device, memory_format=torch.channels_last)
+    logits = [
+        model(x).float().cpu().numpy()
+        for x in _inputs(model.backbone, images, test_ids, batch_size, device, desc, "test")
+    ]
+    embeddings = [
+        model.backbone.forward_features(x).float().cpu().numpy()
+        for x in _inputs(model.backbone, images, index_ids, batch_size, device, desc, "index")
+    ]
+    dim = int(model.backbone.feature_dim)
+    return (
+        _stack(logits, model.head.out_features),
+        np.concatenate(embeddings) if embeddings else np.empty((0, dim), np.float32),
+    )
 
 
 def trunk_fingerprint(model: torch.nn.Module) -> str:

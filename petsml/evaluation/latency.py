@@ -1,10 +1,12 @@
-"""Inference latency of a saved classifier, measured the way it serves: uint8 images in,
-preprocessing and forward pass on the device, per image at a given batch size.
+"""Inference latency of saved classifiers, measured the way they serve: uint8 images in,
+preprocessing and the fused forward pass on the device, per image at a given batch size.
 
-Cheap on purpose (the compare stage runs it for every strategy): a few warm-up batches, then a
-few timed ones (fewer when they exceed a time budget), on images drawn (seeded) from the decoded
-cache; the median timed batch divided by the batch size. CUDA work is synchronised before the
-clock stops.
+Cheap on purpose: one time budget for the whole compare stage (``compare.latency_budget_s``),
+shared by the *distinct networks* among the strategies - two strategies whose networks compute
+the same graph (same backbone architecture and input, same feature, same test-time views)
+wait the same, so one is measured and the figure is theirs both. Per network: a few warm-up
+calls, then timed batches until its share of the budget is spent (at least one each); the
+median timed batch divided by the batch size. CUDA work is synchronised before the clock stops.
 """
 
 from __future__ import annotations
@@ -17,41 +19,44 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from petsml.data.decode import DecodedImages
 from petsml.data.tensors import to_input
 
-BATCH_SIZES = (1, 64)  # what a single request sees, and a throughput-bound batch
+BATCH_SIZES = (1, 16)  # what a single request sees, and a throughput-bound batch (on a CPU,
+# larger batches are slower per image: their activations no longer fit the caches)
 
 
 @dataclass(frozen=True)
 class Timing:
-    """How many batches run before the clock starts, how many are timed, and the seconds after
-    which timing stops early (at least one batch is always timed): a slow model on a busy CPU
-    costs a bounded time, not ``repeats`` slow batches."""
+    """How many batches run before the clock starts, how many are timed at most, and the
+    seconds after which timing stops (at least one batch is always timed)."""
 
     warmup: int
     repeats: int
     budget_s: float
 
 
-# a batch of one is cheap: time more of them; a batch of 64 is seconds on a laptop CPU
-TIMINGS = {1: Timing(warmup=3, repeats=15, budget_s=5.0), 64: Timing(1, 3, budget_s=10.0)}
-DEFAULT_TIMING = Timing(warmup=1, repeats=3, budget_s=10.0)
+def timing_plan(batch_size: int, share_s: float) -> Timing:
+    """A network's share of the budget: batch 1 gets a third (many cheap calls), the larger
+    batch the rest (its first call warms up on the batch-1 calls' kernels)."""
+    if batch_size == 1:
+        return Timing(warmup=2, repeats=50, budget_s=share_s / 3)
+    return Timing(warmup=1, repeats=3, budget_s=2 * share_s / 3)
 
 
-def timing(batch_size: int) -> Timing:
-    return TIMINGS.get(batch_size, DEFAULT_TIMING)
+def network_key(model: torch.nn.Module) -> tuple:
+    """Equal for classifiers whose forward passes compute the same graph (weights aside)."""
+    backbone = model.backbone
+    early = int(backbone.early_index) if model.feature == "early" else None
+    return (backbone.resolved_name, int(backbone.preprocessing.input_size), model.feature, early,
+            model.tta, int(model.num_classes), type(model.head).__name__)  # fmt: skip
 
 
-def sample_images(decoded: DecodedImages, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` images (NHWC uint8) drawn from the cache with a seeded generator (with replacement
-    when the cache holds fewer)."""
-    total = len(decoded.array)
-    if total == 0:
-        raise ValueError("the decoded cache holds no images to time the models on")
+def timing_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """``n`` seeded noise images (NHWC uint8, ``size`` px): a network's latency does not depend
+    on what the pixels show, and timing on generated images sends no photo through a frozen
+    backbone a second time."""
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(total, size=n, replace=n > total))
-    return np.ascontiguousarray(decoded.array[rows])
+    return rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
 
 
 def _sync(device: torch.device) -> None:
@@ -68,7 +73,7 @@ def seconds_per_image(
     plan: Timing | None = None,
 ) -> float:
     """Median seconds per image of ``model`` on batches of ``batch_size`` of ``images``."""
-    plan = plan or timing(batch_size)
+    plan = plan or Timing(warmup=1, repeats=3, budget_s=10.0)
     prep = model.backbone.preprocessing
     model = model.eval().to(device, memory_format=torch.channels_last)
     batch = torch.from_numpy(images[:batch_size])
@@ -92,7 +97,27 @@ def latency_ms(
     model: torch.nn.Module,
     images: np.ndarray,
     device: torch.device,
+    share_s: float,
     batch_sizes: Sequence[int] = BATCH_SIZES,
 ) -> dict[int, float]:
-    """Milliseconds per image at each batch size."""
-    return {b: 1000.0 * seconds_per_image(model, images, b, device) for b in batch_sizes}
+    """Milliseconds per image at each batch size, within about ``share_s`` seconds."""
+    return {
+        b: 1000.0 * seconds_per_image(model, images, b, device, timing_plan(b, share_s))
+        for b in batch_sizes
+    }
+
+
+def measure_networks(
+    models: dict[str, torch.nn.Module], images: np.ndarray, device: torch.device, budget_s: float
+) -> tuple[dict[str, dict[int, float]], list[list[str]]]:
+    """Latency of each strategy's model, each distinct network measured once within its share
+    of ``budget_s``; also the groups of strategies that shared a measurement."""
+    groups: dict[tuple, list[str]] = {}
+    for strategy, model in models.items():
+        groups.setdefault(network_key(model), []).append(strategy)
+    share = budget_s / max(1, len(groups))
+    out: dict[str, dict[int, float]] = {}
+    for names in groups.values():
+        measured = latency_ms(models[names[0]], images, device, share)
+        out.update({name: measured for name in names})
+    return out, list(groups.values())

@@ -15,10 +15,12 @@ from typing import Any
 import torch
 
 from petsml import paths
-from petsml.config import FEATURE_STRATEGIES, Params
+from petsml.config import Params
 from petsml.data.decode import DecodedImages
+from petsml.data.feature_file import read_features
+from petsml.data.split import load_split
 from petsml.evaluation import plots
-from petsml.evaluation.inference import load_feature_split
+from petsml.evaluation.embeddings import write_embeddings
 from petsml.evaluation.report_files import (
     COMPARISON_PNG,
     EVAL_DIR,
@@ -71,25 +73,31 @@ log = logging.getLogger(__name__)
 def evaluate_all(
     params: Params, root: str | Path = ".", device: torch.device | None = None
 ) -> dict[str, dict[str, Any]]:
-    """The whole evaluate stage: every strategy in ``train.strategies``; returns metrics.json."""
+    """The whole evaluate stage: every strategy in ``train.strategies``; returns metrics.json.
+
+    Also writes ``data/embeddings/``: the similar-photo index rows of each fine-tuned model,
+    from the same pass as its test photos (a frozen model's are the cached features)."""
     root = Path(root)
     task = params.data.task
     n_bins = params.evaluate.calibration_bins
     test = load_test_split(root, task)
     decoded = DecodedImages.open(root / paths.DECODED)
-    features = None
-    features_file = root / paths.FEATURES / "test.npz"
-    if any(s in FEATURE_STRATEGIES for s in params.train.strategies) and features_file.exists():
-        features = load_feature_split(root / paths.FEATURES, "test")  # for the check only
+    index_ids = [
+        image_id
+        for name in paths.INDEX_SPLITS
+        for image_id in load_split(root / paths.split_csv(name), task)["image_id"]
+    ]
     results = evaluate_strategies(
         list(params.train.strategies),
         params,
         test,
         root=root,
         decoded=decoded,
-        features=features,
+        features=read_features(root / paths.FEATURES, "test"),
+        index_ids=index_ids,
         device=device,
     )
+    write_embeddings(root / paths.EMBEDDINGS, {r.strategy: r.index for r in results if r.index})
     scores: dict[str, dict[str, Any]] = {}
     with atomic_dir(root / EVAL_DIR) as tmp:
         for result in results:

@@ -126,8 +126,6 @@ def write_strategy_report(
         "calibration_bins": n_bins,
         "logits_from": result.logits_from,
     }
-    if result.features_check:
-        details["features_check"] = result.features_check
     write_json(out_dir / "metrics.json", details)
 
     label = result.strategy.replace("_", " ")

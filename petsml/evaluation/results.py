@@ -92,7 +92,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("test_ece", "ECE", ".3f", "test expected calibration error (lower is better)"),
     Column("train_seconds", "train s", ".1f", "training time, seconds"),
     Column("latency_ms_batch1", "ms/img b1", ".2f", "inference latency per image at batch 1"),
-    Column("latency_ms_batch64", "ms/img b64", ".2f", "inference latency per image at batch 64"),
+    Column("latency_ms_batch16", "ms/img b16", ".2f", "inference latency per image at batch 16"),
     Column("parameters", "params", ",d", "parameters in the saved model"),
     Column("model_mb", "model MB", ".1f", "model.pt file size, MB"),
     Column(

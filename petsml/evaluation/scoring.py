@@ -1,10 +1,11 @@
-"""Strategy scoring: every strategy's saved model run on the test images, as served.
+"""Strategy scoring: every strategy's saved model on the test images, as served.
 
-Test metrics describe what ships: every strategy's saved ``model.pt`` runs in float32 on the
-decoded test images, the path the served model takes (:mod:`petsml.evaluation.inference`), so
-the frozen-feature strategies too are scored by their model, not by the cached (possibly bf16)
-features their heads were fitted on. ``val_accuracy`` stays what training selected on. The
-model folder is read through :mod:`petsml.models.model_dir`.
+Test metrics describe what ships. A frozen strategy's model is the featurize stage's backbone
+plus its saved head, so its test logits are that head on the cached float32 test features (the
+same fused network the served pyfunc runs: no second pass). A fine-tuned model runs once over
+the test photos, and once over the photos of its similar-photo index (kept for the track
+stage). ``val_accuracy`` stays what training selected on. The model folder is read through
+:mod:`petsml.models.model_dir`.
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ import pandas as pd
 import torch
 
 from petsml import paths
-from petsml.config import FEATURE_STRATEGIES, Params
+from petsml.config import Params
 from petsml.data.breeds import labels_for
 from petsml.data.decode import DecodedImages
+from petsml.data.feature_file import SplitFeatures
 from petsml.data.split import load_split
-from petsml.data.tensors import pick_device
+from petsml.data.tensors import inference_batch_size, pick_device
 from petsml.evaluation import metrics as M
 from petsml.evaluation.inference import (
     EvaluationError,
     feature_logits,
     model_logits,
+    model_pass,
     shared_trunk_logits,
     trunk_fingerprint,
 )
@@ -49,9 +52,10 @@ class StrategyEval:
     class_names: list[str]
     summary: dict[str, Any] = field(default_factory=dict)
     history: dict[str, Any] = field(default_factory=dict)
-    logits_from: str = "model"  # the saved model.pt on the decoded images, as served
-    # frozen-feature strategies: how the cached features through the head compare (diagnostic)
-    features_check: dict[str, Any] = field(default_factory=dict)
+    # "cached features" (the frozen backbone's float32 test pass, head applied) or "model"
+    logits_from: str = "model"
+    # fine-tuned models: (image ids, embeddings) of the similar-photo index's photos
+    index: tuple[list[str], np.ndarray] | None = None
 
     @property
     def probs(self) -> np.ndarray:
@@ -72,6 +76,8 @@ class _Loaded:
     class_names: list[str]
     summary: dict[str, Any]
     history: dict[str, Any]
+    frozen: bool  # the model file says its backbone is the featurize stage's, untouched
+    backbone: str
 
 
 def _load_model(strategy: str, params: Params, test: pd.DataFrame, root: Path) -> _Loaded:
@@ -106,10 +112,24 @@ def _load_model(strategy: str, params: Params, test: pd.DataFrame, root: Path) -
     if spec.get("strategy", strategy) != strategy:
         log.warning("%s holds a %s model", model_path, spec.get("strategy"))
     summary, history = read_summary(model_dir, {}), read_history(model_dir, {})
-    return _Loaded(strategy, model.eval(), class_names, summary, history)
+    frozen = bool(spec.get("frozen_backbone")) and bool(spec.get("pretrained_init", True))
+    return _Loaded(strategy, model.eval(), class_names, summary, history, frozen,
+                   str(spec.get("backbone")))  # fmt: skip
 
 
-def _shipped_logits(
+def _from_cache(item: _Loaded, features: SplitFeatures | None) -> bool:
+    """Whether the cached test features are this model's own float32 test pass."""
+    return (
+        features is not None
+        and item.frozen
+        and item.model.tta == "none"  # the cache holds the unaugmented photos only
+        and features.precision == "fp32"
+        and features.backbone == item.backbone
+        and features.input_size == int(item.model.backbone.preprocessing.input_size)
+    )
+
+
+def _shared_logits(
     loaded: list[_Loaded],
     decoded: DecodedImages,
     image_ids: list[str],
@@ -137,38 +157,6 @@ def _shipped_logits(
     return logits
 
 
-def _features_check(
-    item: _Loaded, shipped: np.ndarray, features: dict[str, np.ndarray] | None, ids: list[str]
-) -> dict[str, Any]:
-    """How the cached features through the head compare with the shipped model's logits."""
-    if features is None:
-        return {}
-    if item.model.tta != "none":  # the cached features are of the unaugmented images only
-        log.info("%s: tta %s, cached features not compared with the model", item.strategy,
-                 item.model.tta)  # fmt: skip
-        return {}
-    try:
-        cached = feature_logits(item.model, features, ids, source=str(paths.FEATURES / "test.npz"))
-    except EvaluationError as error:
-        log.warning("%s: cached features not compared with the model (%s)", item.strategy, error)
-        return {}
-    agree = float((cached.argmax(axis=1) == shipped.argmax(axis=1)).mean()) if len(ids) else 1.0
-    check = {
-        "prediction_agreement": agree,
-        "max_abs_logit_difference": float(np.abs(cached - shipped).max()) if len(ids) else 0.0,
-    }
-    if agree < 1.0:
-        log.warning(
-            "%s: the cached features (data/features, model.precision) through the head predict "
-            "%d of %d test images differently from the shipped model; the metrics are the "
-            "shipped model's",
-            item.strategy,
-            round((1 - agree) * len(ids)),
-            len(ids),
-        )
-    return check
-
-
 def evaluate_strategies(
     strategies: list[str],
     params: Params,
@@ -176,14 +164,15 @@ def evaluate_strategies(
     *,
     root: str | Path = ".",
     decoded: DecodedImages | None = None,
-    features: dict[str, np.ndarray] | None = None,
+    features: SplitFeatures | None = None,
+    index_ids: list[str] | None = None,
     device: torch.device | None = None,
 ) -> list[StrategyEval]:
     """Load ``models/<strategy>`` for each strategy and compute its test logits as served.
 
-    Every model runs in float32 on the decoded test images; frozen-feature strategies whose
-    backbones are identical share one pass. ``features`` (the cached test features) are only
-    compared with the result, for frozen-feature strategies.
+    ``features``: the cached test features (a frozen strategy's logits come from them);
+    ``index_ids``: the photos of the similar-photo index, embedded by each fine-tuned model in
+    the same pass as its test photos (None: no index embeddings).
     """
     root = Path(root)
     loaded = [_load_model(s, params, test, root) for s in strategies]
@@ -191,7 +180,24 @@ def evaluate_strategies(
         decoded = DecodedImages.open(root / paths.DECODED)
     device = device or pick_device(params.train.device)
     image_ids = test["image_id"].tolist()
-    logits = _shipped_logits(loaded, decoded, image_ids, params.evaluate.batch_size, device)
+    batch = inference_batch_size(params.features.batch_size, device)
+    source = str(paths.FEATURES / "test.npz")
+    logits: dict[str, np.ndarray] = {}
+    indexes: dict[str, tuple[list[str], np.ndarray]] = {}
+    frozen_views = []
+    for item in loaded:
+        if _from_cache(item, features):
+            logits[item.strategy] = feature_logits(item.model, features, image_ids, source)
+        elif item.frozen:
+            frozen_views.append(item)  # test-time views: one shared pass, see below
+        else:
+            logits[item.strategy], embedded = model_pass(
+                item.model, decoded, image_ids, index_ids or [], batch, device, item.strategy
+            )
+            item.model.cpu()
+            if index_ids is not None:
+                indexes[item.strategy] = (list(index_ids), embedded)
+    logits.update(_shared_logits(frozen_views, decoded, image_ids, batch, device))
     labels = test["label"].to_numpy(dtype=np.int64)
     return [
         StrategyEval(
@@ -202,11 +208,8 @@ def evaluate_strategies(
             class_names=item.class_names,
             summary=item.summary,
             history=item.history,
-            features_check=(
-                _features_check(item, logits[item.strategy], features, image_ids)
-                if item.strategy in FEATURE_STRATEGIES
-                else {}
-            ),
+            logits_from="cached features" if _from_cache(item, features) else "model",
+            index=indexes.get(item.strategy),
         )
         for item in loaded
     ]
@@ -219,7 +222,7 @@ def evaluate_strategy(
     *,
     root: str | Path = ".",
     decoded: DecodedImages | None = None,
-    features: dict[str, np.ndarray] | None = None,
+    features: SplitFeatures | None = None,
     device: torch.device | None = None,
 ) -> StrategyEval:
     """:func:`evaluate_strategies` for one strategy."""

@@ -1,37 +1,39 @@
-"""Backbones (one factory, :func:`create_backbone`) and the shipped :class:`Classifier`.
+"""Backbones (one factory, :func:`create_backbone`), the linear heads and the shipped
+:class:`Classifier`.
 
-Nothing here imports MLflow, Prefect, DVC or Great Expectations.
+Names are imported on first use (PEP 562), so ``import petsml.models.heads`` - numpy and
+scikit-learn only - does not pay for torch. Nothing here imports MLflow, Prefect, DVC or Great
+Expectations.
 """
 
-from petsml.models.backbones import (
-    Backbone,
-    BackboneError,
-    BackboneFamily,
-    Preprocessing,
-    WeightsMismatchError,
-    WeightsUnavailableError,
-    available_backbones,
-    create_backbone,
-    register_family,
-    resolve_backbone,
-)
-from petsml.models.classifier import Classifier, ModelFileError, load_classifier, save_classifier
-from petsml.models.offline_weights import OFFLINE_BACKBONES
+from __future__ import annotations
 
-__all__ = [
-    "OFFLINE_BACKBONES",
-    "Backbone",
-    "BackboneError",
-    "BackboneFamily",
-    "Classifier",
-    "ModelFileError",
-    "Preprocessing",
-    "WeightsMismatchError",
-    "WeightsUnavailableError",
-    "available_backbones",
-    "create_backbone",
-    "load_classifier",
-    "register_family",
-    "resolve_backbone",
-    "save_classifier",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "Backbone": "backbones",
+    "BackboneError": "backbones",
+    "BackboneFamily": "backbones",
+    "Preprocessing": "backbones",
+    "WeightsMismatchError": "backbones",
+    "WeightsUnavailableError": "backbones",
+    "available_backbones": "backbones",
+    "create_backbone": "backbones",
+    "register_family": "backbones",
+    "resolve_backbone": "backbones",
+    "Classifier": "classifier",
+    "ModelFileError": "classifier",
+    "load_classifier": "classifier",
+    "save_classifier": "classifier",
+    "OFFLINE_BACKBONES": "catalog",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'petsml.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"petsml.models.{home}"), name)

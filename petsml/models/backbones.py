@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import difflib
 
+from torch import nn
+
 from petsml.models import offline_weights, timm_backbones, torchvision_backbones
 from petsml.models.base import (
     Backbone,
@@ -54,6 +56,7 @@ __all__ = [
     "WeightsUnavailableError",
     "available_backbones",
     "create_backbone",
+    "imagenet_head",
     "register_family",
     "resolve_backbone",
     "unregister_family",
@@ -160,3 +163,17 @@ def create_backbone(
         image_size=image_size,
     )
     return family.build(request)
+
+
+def imagenet_head(backbone: Backbone) -> nn.Linear | None:
+    """The pretrained ImageNet classifier on ``backbone``'s penultimate vector, or None.
+
+    The offline backbones ship it in their weights file; the others are built without their
+    classifier. The featurize stage reads it on every photo for the advise stage.
+    """
+    if not backbone.pretrained or backbone.library != "offline":
+        return None
+    from petsml.models.offline_weights import imagenet_classifier
+
+    head = imagenet_classifier(backbone.model_name)
+    return head if head is not None and head.in_features == backbone.feature_dim else None

@@ -100,6 +100,10 @@ class Backbone(nn.Module):
     - ``blocks()``: stem -> last stage; every trunk parameter is in exactly one block.
     - ``split_steps()``: ``forward_features`` as ordered modules + pooling tail, or None when
       the family does not know how to cut its network (the frozen part is then not cached).
+    - ``forward_blocks(x)``: every block's output and the pooled penultimate vector from one
+      pass (the featurize stage pools them all, so any block can feed ``svm_early``).
+    - ``fuse_()``: the inference form, in place (normalisation folded into convolutions where
+      the family knows how; unchanged otherwise). A fused backbone is never trained or saved.
 
     Families: :class:`~petsml.models.torchvision_backbones.SequentialBackbone` (``stages`` then
     ``head``) and :class:`~petsml.models.timm_backbones.TimmBackbone` (``model``, a timm network
@@ -137,6 +141,16 @@ class Backbone(nn.Module):
     def split_steps(self) -> SplitSteps | None:
         """How to cut this backbone into frozen and trainable steps; None: it cannot be cut."""
         return None
+
+    def forward_blocks(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        raise NotImplementedError
+
+    is_fused = False
+
+    def fuse_(self) -> Backbone:
+        """Switch to eval mode and, where the family can, fold normalisation into the layers
+        before it (faster, equal up to float rounding). In place; returns ``self``."""
+        return self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)

@@ -12,6 +12,7 @@ in train mode never augments: training and its validation passes see plain ``hea
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -137,6 +138,13 @@ class Classifier(nn.Module):
         assert embedding is not None  # every TTA mode has "identity"
         return logits, embedding
 
+    def for_inference(self) -> Classifier:
+        """An eval-mode copy whose backbone is fused (:meth:`Backbone.fuse_`): the form every
+        pass that serves or evaluates a model runs. This classifier stays trainable."""
+        clone = copy.deepcopy(self).eval()
+        clone.backbone.fuse_()
+        return clone
+
     @classmethod
     def from_linear(
         cls, backbone: Backbone, W: np.ndarray, b: np.ndarray, feature: Feature = "penultimate"
@@ -189,6 +197,8 @@ def save_classifier(
     model: Classifier, path: str | Path, meta: dict[str, Any] | None = None
 ) -> None:
     """Write ``{"spec", "state_dict"}`` to ``path`` atomically (temp file, then rename)."""
+    if model.backbone.is_fused:
+        raise ValueError("a fused (inference-only) classifier cannot be saved: save the original")
     meta = _plain(dict(meta or {}), "meta")
     core = model.spec()
     clash = [k for k in core if k in meta and meta[k] != core[k]]
@@ -203,11 +213,24 @@ def save_classifier(
         torch.save({"spec": spec, "state_dict": state}, tmp)
 
 
+def read_spec(path: str | Path) -> dict[str, Any]:
+    """A saved model's spec alone (what it is, its metadata), without building the network."""
+    path = Path(path)
+    try:
+        return dict(torch.load(path, map_location="cpu", weights_only=True)["spec"])
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: model file not found; run the training stage.") from None
+    except Exception as error:  # truncated or foreign file: torch raises many types
+        raise ModelFileError(f"{path}: not a petsml model file ({error}); re-train.") from None
+
+
 def load_classifier(
-    path: str | Path, map_location: str | torch.device = "cpu"
+    path: str | Path, map_location: str | torch.device = "cpu", *, fused: bool = True
 ) -> tuple[Classifier, dict[str, Any]]:
     """Rebuild a saved :class:`Classifier` offline; returns ``(model in eval mode, spec)``.
 
+    ``fused``: the inference form (:meth:`Classifier.for_inference`), as everything that serves
+    or evaluates a model runs it; False keeps the file's own layers (to inspect or train them).
     A file without ``tta`` (format 1) loads as ``"none"``; the returned spec always names it.
     """
     path = Path(path)
@@ -245,5 +268,7 @@ def load_classifier(
             f"{path}: weights do not fit backbone {spec['backbone']!r} as installed now "
             f"({error}); re-run training or install the library versions it was trained with."
         ) from None
-    model.to(map_location)
-    return model.eval(), {**spec, "tta": tta}
+    model.to(map_location).eval()
+    if fused:
+        model.backbone.fuse_()
+    return model, {**spec, "tta": tta}

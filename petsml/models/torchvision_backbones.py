@@ -91,6 +91,16 @@ class SequentialBackbone(Backbone):
             x = stage(x)
         return pool(x)
 
+    def forward_blocks(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        outs = []
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        penultimate = self.head(x)
+        if self._head_is_block:
+            outs.append(penultimate)
+        return outs, penultimate
+
     def forward_both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         early = None
         for i, stage in enumerate(self.stages):

@@ -1,10 +1,11 @@
-"""Embeddings of photos with a trained classifier's own backbone, and the index of a project.
+"""Embeddings of photos with a classifier's own backbone, and the index of a project.
 
-The embedding is the backbone's pooled penultimate feature (``forward_features``), computed in
-float32 on the same input as the classifier sees (``load_rgb``'s decode size, then
-``to_input``'s centre crop and normalisation), so a query photo embedded at prediction time and
-the indexed photos agree exactly. Indexed photos come from the decoded cache when it matches the
-model's decode size (the pipeline's case) and from the raw photos otherwise.
+The embedding is the backbone's pooled penultimate feature (``forward_features``) in float32 on
+the same input as the classifier sees (``load_rgb``'s decode size, then ``to_input``'s centre
+crop and normalisation), so a query embedded at prediction time and the indexed photos agree.
+The index is built from embeddings the pipeline already computed (:func:`build_index`): the
+featurize stage's penultimate features for a frozen backbone, the evaluate stage's pass for a
+fine-tuned one; no photo is embedded twice.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import numpy as np
 import torch
 
 from petsml import paths
-from petsml.data.decode import DecodedCacheError, DecodedImages, load_rgb
 from petsml.data.tensors import to_input
 from petsml.errors import PetsError
 from petsml.models.classifier import Classifier
@@ -25,7 +25,7 @@ from petsml.similar.index import NeighbourIndex
 
 log = logging.getLogger(__name__)
 
-INDEX_SPLITS = ("train", "val")  # what a query is compared with: never the test photos
+INDEX_SPLITS = paths.INDEX_SPLITS  # what a query is compared with: never the test photos
 BATCH_SIZE = 64
 
 
@@ -59,33 +59,20 @@ def _photos(root: Path, splits: Sequence[str]):
     return pd.concat(frames, ignore_index=True)
 
 
-def _pixels(root: Path, frame, decode_size: int) -> np.ndarray:
-    """Decoded photos: from the cache when it fits, else from data/raw."""
-    try:
-        cache = DecodedImages.open(root / paths.DECODED)
-        if cache.size == decode_size:
-            return cache.take(frame["image_id"])
-        log.info("decoded cache is %d px, the model wants %d: decoding the raw photos",
-                 cache.size, decode_size)  # fmt: skip
-    except DecodedCacheError:
-        pass
-    out = np.empty((len(frame), decode_size, decode_size, 3), np.uint8)
-    for row, file in enumerate(frame["file"]):
-        path = root / paths.RAW / file
-        try:
-            out[row] = load_rgb(path, decode_size)
-        except OSError as error:
-            raise PetsError(f"{path}: cannot read it for the neighbour index ({error}); "
-                            "run `dvc repro download`.") from None  # fmt: skip
-    return out
-
-
 def build_index(
-    model: Classifier, decode_size: int, root: str | Path = ".", splits=INDEX_SPLITS
+    image_ids: Sequence[str], vectors: np.ndarray, root: str | Path = ".", splits=INDEX_SPLITS
 ) -> NeighbourIndex:
-    """The neighbour index of the project's ``splits`` photos under ``model``'s backbone."""
-    root = Path(root)
-    frame = _photos(root, splits)
-    vectors = embed(model, _pixels(root, frame, decode_size))
+    """The neighbour index of the project's ``splits`` photos from embeddings already computed
+    (``vectors[i]`` is ``image_ids[i]``'s); rows follow the split CSVs, matched by image id."""
+    frame = _photos(Path(root), splits)
+    row = {image_id: i for i, image_id in enumerate(map(str, image_ids))}
+    missing = [i for i in frame["image_id"] if i not in row]
+    if missing:
+        raise PetsError(
+            f"no embedding for {len(missing)} indexed photo(s) (e.g. {missing[0]}): the "
+            "embeddings are older than data/splits; re-run `dvc repro`."
+        )
+    take = np.array([row[i] for i in frame["image_id"]], dtype=np.int64)
+    vectors = np.asarray(vectors, dtype=np.float32)[take]
     log.info("neighbour index: %d photos, %d dimensions", len(frame), vectors.shape[1])
     return NeighbourIndex.build(vectors, frame["image_id"], frame["breed"], frame["file"])

@@ -19,6 +19,7 @@ from petsml import paths
 from petsml.config import Params
 from petsml.errors import PetsError
 from petsml.evaluation.results import ResultsError, read_metrics
+from petsml.io import load_yaml
 from petsml.models.model_dir import ModelDirError, model_file, read_history, read_summary
 from petsml.tracking.run_tags import (
     COMMON_SECTIONS,
@@ -82,13 +83,11 @@ def dvc_data_hashes(root: str | Path = ".", photos: str | None = None) -> dict[s
     ``photos``: ``data.folder`` when it is not ``data/raw`` (an image folder): the raw hash is
     then the folder's, as the manifest stage's dep records it.
     """
-    import yaml
-
     found = dict.fromkeys(DVC_DATA_OUTS, UNKNOWN)
     lock_path = Path(root) / "dvc.lock"
     try:
-        lock = yaml.safe_load(lock_path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        lock = load_yaml(lock_path.read_text()) or {}
+    except (OSError, ValueError):
         return found
     stages = lock.get("stages", {}) if isinstance(lock, dict) else {}
     wanted = {path: key for key, path in DVC_DATA_OUTS.items()}

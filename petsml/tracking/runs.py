@@ -29,6 +29,7 @@ from typing import Any
 from petsml import paths
 from petsml.config import Params
 from petsml.io import write_json
+from petsml.models.classifier import read_spec
 from petsml.tracking import store
 from petsml.tracking.child_run import (
     child_run_name,
@@ -142,7 +143,7 @@ def _log_new_runs(
             for item in files:
                 children[item.strategy], model_ids[item.strategy] = log_child(
                     client, params, item, tags, datasets, example, experiment_id, name_backbone,
-                    index=indexes.index_for(item.model_pt),
+                    index=indexes.index_for(item.strategy, read_spec(item.model_pt)),
                 )  # fmt: skip
     return {"parent_run_id": parent.info.run_id, "children": children, "model_ids": model_ids}
 

@@ -46,6 +46,7 @@ import torch
 
 from petsml import paths
 from petsml.config import Params
+from petsml.data.tensors import inference_batch_size
 from petsml.models.model_dir import write_model_dir
 from petsml.training import cached_top, distributed
 from petsml.training.checkpoint import (
@@ -213,8 +214,8 @@ def _cache_frozen_trunk(run: Run) -> float:
     set_train_mode(run.model, run.groups.frozen_blocks, run.from_probe)
     run.caches = cached_top.build_caches(
         run.split, run.train, run.val, run.prep, run.device, flip=run.settings.cache_flip,
-        batch_size=run.params.evaluate.batch_size, name=run.strategy.name,
-        precision=run.params.model.precision,
+        batch_size=inference_batch_size(run.params.features.batch_size, run.device),
+        name=run.strategy.name, precision=run.params.model.precision,
     )  # fmt: skip
     seconds = time.perf_counter() - started
     cached_top.log_caches(run.strategy.name, run.caches, seconds)
@@ -240,7 +241,7 @@ def _probe_features(
     centre crops, in eval mode; from the frozen-block cache when there is one (the top blocks
     only), else through the whole backbone."""
     run.model.eval()
-    size = run.params.evaluate.batch_size
+    size = inference_batch_size(run.params.features.batch_size, run.device)
     if run.caches is not None and run.split is not None:
         forward = run.split.top_part
         streams = [cached_top.centre_batches(c, run.device, size) for c in run.caches]
@@ -263,7 +264,8 @@ def _probe_features(
 def _validate(run: Run) -> tuple[float, float]:
     """Validation loss and accuracy: from the cached frozen outputs when there are some;
     data-parallel, each rank scores every ``size``-th image and the sums are reduced."""
-    size, precision = run.params.evaluate.batch_size, run.params.model.precision
+    size = inference_batch_size(run.params.features.batch_size, run.device)
+    precision = run.params.model.precision
     if run.caches is not None:
         return cached_top.evaluate(
             run.top_forward, run.model, run.caches[1], run.device, size, precision

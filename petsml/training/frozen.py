@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from petsml.config import Params
-from petsml.data.feature_file import feature_path, read_features, rows_for
+from petsml.data.feature_file import feature_path, read_features
 from petsml.data.split import class_names as class_names_of
 from petsml.data.split import load_split
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier
+from petsml.models.heads import pad_classes
 from petsml.models.model_dir import write_model_dir
-from petsml.training.heads import pad_classes
 
 if TYPE_CHECKING:
     from petsml.training.spec import Inputs, Strategy
@@ -30,13 +30,15 @@ log = logging.getLogger(__name__)
 
 
 def _aligned(
-    features_dir: Path, splits_dir: Path, split: str, task: str
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Features and labels of a split, matched by image id (never by row order)."""
+    features_dir: Path, splits_dir: Path, split: str, task: str, feature: str, block: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The split's ``feature`` rows (``early``: block ``block``) and labels, matched by image id
+    (never by row order)."""
     frame = load_split(Path(splits_dir) / f"{split}.csv", task)
     feats = read_features(features_dir, split)
-    order = rows_for(feats, frame["image_id"].tolist(), str(feature_path(features_dir, split)))
-    return feats, order, frame["label"].to_numpy()
+    rows = feats.rows(frame["image_id"].tolist(), str(feature_path(features_dir, split)))
+    x = feats.penultimate if feature == "penultimate" else feats.block(block)
+    return x[rows], frame["label"].to_numpy()
 
 
 def fit(strategy: Strategy, params: Params, out_dir: Path, inputs: Inputs) -> dict:
@@ -45,10 +47,15 @@ def fit(strategy: Strategy, params: Params, out_dir: Path, inputs: Inputs) -> di
     features_dir = Path(inputs.features_dir)
     task = params.data.task
     started = time.perf_counter()
-    train_feats, train_rows, y_train = _aligned(features_dir, inputs.splits_dir, "train", task)
-    val_feats, val_rows, y_val = _aligned(features_dir, inputs.splits_dir, "val", task)
-    x_train = train_feats[feature][train_rows]
-    x_val = val_feats[feature][val_rows]
+    backbone = create_backbone(
+        params.model.backbone,
+        pretrained=params.model.pretrained,
+        early_block=params.model.early_block,
+        image_size=params.model.image_size,
+    )
+    block = backbone.early_index
+    x_train, y_train = _aligned(features_dir, inputs.splits_dir, "train", task, feature, block)
+    x_val, y_val = _aligned(features_dir, inputs.splits_dir, "val", task, feature, block)
     cs = strategy.settings(params).C
     head = strategy.head(x_train, y_train, x_val, y_val, cs)
     seconds = time.perf_counter() - started
@@ -56,12 +63,6 @@ def fit(strategy: Strategy, params: Params, out_dir: Path, inputs: Inputs) -> di
         "%s: C=%s val accuracy %.4f (%.1fs)", strategy.name, head.C, head.val_accuracy, seconds
     )
 
-    backbone = create_backbone(
-        params.model.backbone,
-        pretrained=params.model.pretrained,
-        early_block=params.model.early_block,
-        image_size=params.model.image_size,
-    )
     class_names = class_names_of(inputs.splits_dir, task)
     W, b = pad_classes(head.W, head.b, len(class_names))
     model = Classifier.from_linear(backbone, W, b, feature=feature)
@@ -72,6 +73,7 @@ def fit(strategy: Strategy, params: Params, out_dir: Path, inputs: Inputs) -> di
         "class_names": class_names,
         "decode_size": params.decode.size,
         "backbone": params.model.backbone,
+        "frozen_backbone": True,  # its trunk is the featurize stage's: evaluated from the cache
     }
     summary = {
         "strategy": strategy.name,
@@ -82,7 +84,12 @@ def fit(strategy: Strategy, params: Params, out_dir: Path, inputs: Inputs) -> di
         "best_epoch": None,
         "epochs_run": 0,
         "device": "cpu",
-        "params": {"C": head.C, "C_grid": list(cs), "feature": feature},
+        "params": {
+            "C": head.C,
+            "C_grid": list(cs),
+            "feature": feature,
+            **({"block": block} if feature == "early" else {}),
+        },
     }
     write_model_dir(out_dir, model, meta, summary=summary, search=head.search)
     return summary

@@ -17,6 +17,7 @@ from torch import nn
 from petsml.config import Params
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier
+from petsml.models.early_block import unread_block
 from petsml.training.loop import TrainingError
 from petsml.training.spec import Strategy
 
@@ -64,7 +65,7 @@ def build_model(strategy: str | Strategy, params: Params, num_classes: int) -> C
     backbone = create_backbone(
         params.model.backbone,
         pretrained=params.model.pretrained and row.pretrained,
-        early_block=params.model.early_block,
+        early_block=unread_block(params),
         image_size=params.model.image_size,
     )
     return Classifier(backbone, num_classes, feature="penultimate")

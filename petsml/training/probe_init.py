@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from petsml.models.classifier import Classifier
+from petsml.models.heads import fit_logistic, pad_classes
 from petsml.models.precision import autocast, use_bf16
-from petsml.training.heads import fit_logistic, pad_classes
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,7 @@ class Inputs:
     splits_dir: Path = paths.SPLITS
     decoded_dir: Path = paths.DECODED
     checkpoint_dir: Path | None = None  # trained strategies: where last.pt lives
+    early_block_file: Path = paths.EARLY_BLOCK  # model.early_block: auto, as advise resolved it
     resume: bool = False
     on_epoch_end: EpochCallback | None = None
 
@@ -48,7 +49,7 @@ class Strategy:
     section: str | None  # params.yaml section with its settings (None: it has none)
     fit: Callable[[Strategy, Params, Path, Inputs], dict[str, Any]]
     feature: str = "penultimate"  # which cached feature a frozen-feature strategy fits on
-    head: Callable[..., Any] | None = None  # its head fitter (petsml.training.heads)
+    head: Callable[..., Any] | None = None  # its head fitter (petsml.models.heads)
     pretrained: bool = True  # trained: start from the pretrained weights (model.pretrained)
     block_lrs: Callable[[Any, int, str], dict[int, float]] | None = None  # trained: who trains
     cache_frozen_trunk: bool = False  # trained: run the frozen blocks once (cached_top)

@@ -17,8 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from petsml.config import Params
+from petsml.models.early_block import load_resolved, unread_block, with_early_block
+from petsml.models.heads import fit_linear_svm, fit_logistic
 from petsml.training import finetune, frozen
-from petsml.training.heads import fit_linear_svm, fit_logistic
 from petsml.training.loop import TrainingError
 from petsml.training.param_groups import every_block, layer_decay, top_blocks
 from petsml.training.spec import Inputs, Strategy
@@ -90,6 +91,14 @@ def unregister(name: str) -> None:
 
 
 def fit(strategy: str | Strategy, params: Params, out_dir: str | Path, inputs: Inputs) -> dict:
-    """Fit ``strategy`` with its row's function: the one dispatch every caller goes through."""
+    """Fit ``strategy`` with its row's function: the one dispatch every caller goes through.
+
+    ``model.early_block: auto`` is resolved here: a strategy that reads the early block gets the
+    block the advise stage found (``inputs.early_block_file``); the others build their backbone
+    at its last block, which they never read."""
     row = get(strategy)
+    if row.feature == "early":
+        params = load_resolved(params, inputs.early_block_file)
+    else:
+        params = with_early_block(params, unread_block(params))
     return row.fit(row, params, Path(out_dir), inputs)

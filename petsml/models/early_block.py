@@ -1,13 +1,14 @@
-"""``model.early_block: auto``: the block svm_early reads, taken from the advise stage's probe.
+"""``model.early_block: auto`` (the default): the block svm_early reads, as the advice found it.
 
-A fixed ``-3`` is a guess that depends on the backbone and on how ImageNet-like the photos are
-(on the real pet photos svm_early at Lite0's ``-3`` reaches 0.28 test accuracy). ``auto`` takes
-the block whose mean-pooled output - what svm_early is fitted on - gave the best linear-probe
-validation accuracy in ``reports/advice.json``.
+A fixed block is a guess that depends on the backbone and on how ImageNet-like the photos are
+(on real pet photos svm_early at Lite1's block 3 reaches 0.55 test accuracy, at block 4 0.8).
+``auto`` takes the earlier block on which svm_early's own head scored best in the advise stage
+(``reports/advice.json``'s ``early_block``), so svm_early runs where the advice points; an
+integer in params.yaml still wins.
 
-The advise stage writes the resolved number to ``data/early_block.json``; ``featurize`` and
-``train`` depend on that small file rather than on the whole advice, so editing an ``advise``
-threshold changes the advice without re-running feature extraction unless the block changes.
+The advise stage writes the resolved number to ``data/early_block.json``; ``train`` depends on
+that small file rather than on the whole advice, so editing an ``advise`` threshold changes the
+advice without re-training unless the block changes.
 """
 
 from __future__ import annotations
@@ -28,19 +29,20 @@ class EarlyBlockError(PetsError):
 
 
 def resolve_early_block(params: Params, advice_path: str | Path = paths.ADVICE) -> int:
-    """``model.early_block`` as a block index: the number itself, or for ``auto`` the best
-    mean-pooled probe block recorded in ``advice_path`` for the same backbone."""
+    """``model.early_block`` as a block index: the number itself, or for ``auto`` the block the
+    advice in ``advice_path`` (for the same backbone) found best for svm_early."""
     requested = params.model.early_block
     if requested != AUTO:
         return int(requested)
     advice = _read(Path(advice_path), "run `dvc repro advise` first")
     _same_backbone(advice.get("backbone"), params, advice_path)
     try:
-        return int(advice["similarity"]["best_mean_pool_block"])
+        return int(advice["early_block"])
     except (KeyError, TypeError, ValueError):
         raise EarlyBlockError(
-            f"{advice_path}: no similarity.best_mean_pool_block to resolve "
-            "model.early_block: auto; re-run `dvc repro advise`."
+            f"{advice_path}: no early_block to resolve model.early_block: auto (the backbone "
+            "has no block before its last); set model.early_block to a number, or re-run "
+            "`dvc repro advise`."
         ) from None
 
 
@@ -54,6 +56,13 @@ def write_resolved(params: Params, block: int, target: str | Path = paths.EARLY_
             "early_block": int(block),
         },
     )
+
+
+def unread_block(params: Params) -> int:
+    """``model.early_block`` for a network that never reads its early block (the fine-tuned
+    ones: penultimate features only): the number as given, ``auto`` as the last block."""
+    early = params.model.early_block
+    return -1 if early == AUTO else int(early)
 
 
 def with_early_block(params: Params, block: int) -> Params:
