@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 
 from machine import header, load_average  # noqa: E402
 
-from tests.fakedata import BREEDS, make_dataset, pack_archives  # noqa: E402
-from tests.project import make_project, tool_env  # noqa: E402
+from petsml.testing.fakedata import BREEDS, make_dataset, pack_archives  # noqa: E402
+from petsml.testing.project import make_project, tool_env  # noqa: E402
 
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 MIB = 2**20

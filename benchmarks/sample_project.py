@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.fakedata import pack_archives  # noqa: E402
-from tests.project import dvc, fake_data_params, make_project, tool_env  # noqa: E402
+from petsml.testing.fakedata import pack_archives  # noqa: E402
+from petsml.testing.project import dvc, fake_data_params, make_project, tool_env  # noqa: E402
 
 DEFAULT_SAMPLE = ROOT.parent / "shared" / "pets-sample"
 SAMPLE_PARAMS = {

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.browser import browser_paths, chromium, free_port, wait_http  # noqa: E402
+from petsml.testing.browser import browser_paths, chromium, free_port, wait_http  # noqa: E402
 
 PROJECT = ROOT / ".demo" / "project"
 

@@ -23,6 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
+from petsml import paths
 from petsml.errors import PetsError
 
 log = logging.getLogger("petsml.cli")
@@ -42,17 +43,18 @@ exit status (the same with and without --json):
 def _model_name(args: argparse.Namespace) -> str:
     if args.model_name:
         return args.model_name
-    from petsml.config import DEFAULT_PARAMS, RegistryParams, load_params
+    from petsml.config import DEFAULT_PARAMS, load_params
 
     params_path = Path(args.params)
-    if params_path.exists() or params_path != DEFAULT_PARAMS:
-        params = load_params(params_path)
-        if not args.task:  # <prefix>-<task>, or <prefix>-<dataset name> for an image folder
-            return params.registered_model_name
-        prefix, task = params.registry.model_prefix, params.data.task
-    else:  # outside the project (e.g. on a serving host): the defaults
-        prefix, task = RegistryParams().model_prefix, "breed"
-    return f"{prefix}-{args.task or task}"
+    if not params_path.exists() and params_path == DEFAULT_PARAMS:  # e.g. on a serving host
+        raise PetsError(
+            f"no {DEFAULT_PARAMS} here to name the registered model: pass --model-name (e.g. "
+            "oxford-pets-breed), or run from the project root or with --params"
+        )
+    params = load_params(params_path)
+    if not args.task:  # <prefix>-<task>, or <prefix>-<dataset name> for an image folder
+        return params.registered_model_name
+    return f"{params.registry.model_prefix}-{args.task}"
 
 
 def _registry(args: argparse.Namespace):
@@ -342,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="the strategies compared: quality, latency, size, advice")
     p.add_argument("--root", default=".", help="project folder (default: the current one)")
-    p.add_argument("--json", action="store_true", help="reports/comparison.json as is")
+    p.add_argument("--json", action="store_true", help=f"{paths.COMPARISON_JSON} as is")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser(
         "export", parents=[common], help="export a registered model to ONNX for phones/edge"

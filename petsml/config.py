@@ -2,34 +2,43 @@
 
 Every stage and flow loads its settings through :func:`load_params`, so a typo or a value out of
 range fails at start-up with the dotted key that is wrong, not deep inside a training loop.
+
+params.yaml owns every value: the models here hold types, bounds and cross-key rules, and no
+defaults (a key missing from the file is an error naming it). Names are checked against the
+registries of :mod:`petsml.catalog` - strategies, data sources, test-time augmentation modes -
+and each registered strategy with settings gets its own section (``Params`` is built from the
+strategy registry, so a strategy's section is declared by its row, nowhere else).
 """
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
+from petsml import params_reads
+from petsml.catalog import sources, strategies
+from petsml.catalog.refs import resolve
+from petsml.catalog.tta import TTA
+from petsml.config_errors import describe
 from petsml.errors import PetsError
 from petsml.io import load_yaml
 
-# The strategy names train.strategies accepts. The registry (petsml/training/strategies.py)
-# is where a strategy is defined; config sits below training and cannot import it, so the names
-# are repeated here and tests/test_strategies.py checks that both lists agree.
-STRATEGIES = ("feature_extractor", "svm_early", "finetune_top", "finetune_full", "scratch")
-Strategy = Literal[STRATEGIES]  # type: ignore[valid-type]  # the same names, one list
-FEATURE_STRATEGIES = ("feature_extractor", "svm_early")  # consume the cached features
-TRAINED_STRATEGIES = ("finetune_top", "finetune_full", "scratch")  # consume decoded images
-
-# Test-time augmentation of the shipped model (train.tta): the modes of the registry in
-# petsml/models/classifier.py (TTA), which config sits below; tests/test_tta.py holds both equal.
-TTA_MODES = ("none", "flip")
-
 DEFAULT_PARAMS = Path("params.yaml")
+OFFICIAL_SOURCE = sources.OFFICIAL_SOURCE
+OFFICIAL_FOLDER = sources.OFFICIAL_FOLDER
 
 
 class ConfigError(PetsError):
@@ -37,7 +46,50 @@ class ConfigError(PetsError):
 
 
 class _Section(BaseModel):
+    """A params.yaml section; each knows its dotted key so reads can be recorded
+    (:mod:`petsml.params_reads`, only when ``PETS_PARAMS_LOG`` is set)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _key: str = PrivateAttr(default="")
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if params_reads.READS is not None and not name.startswith("_"):
+            fields = type(self).model_fields
+            if name in fields and not isinstance(value, _Section):
+                params_reads.record(_dotted(self, fields[name].alias or name))
+        return value
+
+    def model_dump(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if params_reads.READS is not None:  # the whole section is read
+            for key in _leaves(self):
+                params_reads.record(key)
+        return super().model_dump(*args, **kwargs)
+
+    def _with_keys(self, key: str = "") -> None:
+        """Name this section ``key`` and every section inside it (after parsing)."""
+        self._key = key
+        for name, field in type(self).model_fields.items():
+            value = super().__getattribute__(name)
+            if isinstance(value, _Section):
+                alias = field.alias or name
+                value._with_keys(f"{key}.{alias}" if key else alias)
+
+
+def _dotted(section: _Section, name: str) -> str:
+    key = section.__pydantic_private__.get("_key", "") if section.__pydantic_private__ else ""
+    return f"{key}.{name}" if key else name
+
+
+def _leaves(section: _Section) -> list[str]:
+    out = []
+    for name, field in type(section).model_fields.items():
+        value = BaseModel.__getattribute__(section, name)
+        if isinstance(value, _Section):
+            out += _leaves(value)
+        else:
+            out.append(_dotted(section, field.alias or name))
+    return out
 
 
 class Md5Params(_Section):
@@ -45,27 +97,31 @@ class Md5Params(_Section):
     annotations: str = Field(pattern=r"^[0-9a-fA-F]{32}$")
 
 
-# Where the photos come from: the names petsml/data/sources.py defines (config sits below data
-# and cannot import that table; tests/test_folder_source.py checks that both lists agree).
-SOURCES = ("oxford-pets", "folder")
-OFFICIAL_SOURCE = "oxford-pets"
-OFFICIAL_FOLDER = "data/raw"  # where the download stage extracts the official archives
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a dataset name: a registered model's suffix
 
 
 class DataParams(_Section):
-    task: Literal["breed", "species"] = "breed"
+    task: Literal["breed", "species"]
     base_url: str
     md5: Md5Params
-    retries: int = Field(5, ge=0)
-    timeout_s: float = Field(30, gt=0)
+    retries: int = Field(ge=0)
+    timeout_s: float = Field(gt=0)
     # oxford-pets: the official archives, downloaded into data/raw. folder: your own photos in
     # the ImageFolder layout, <data.folder>/<class>/<image>. data.folder is a DVC dep of the
     # stages that read photos (dvc.yaml interpolates it), so adding photos re-runs what changed.
-    source: Literal[SOURCES] = OFFICIAL_SOURCE  # type: ignore[valid-type]
-    folder: str = OFFICIAL_FOLDER
-    name: str | None = None  # the dataset's name; None = the folder's name (source folder)
-    test_list: str | None = None  # source folder: a file in data.folder naming the test images
+    source: str  # a name of petsml.catalog.sources
+    folder: str
+    name: str | None  # the dataset's name; None = the folder's name (source folder)
+    test_list: str | None  # source folder: a file in data.folder naming the test images
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if value not in sources.ROWS:
+            raise ValueError(
+                f"{value!r} is not a data source; use one of {', '.join(sources.ROWS)}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _source(self) -> DataParams:
@@ -85,9 +141,9 @@ class DataParams(_Section):
             return self
         if folder == Path(OFFICIAL_FOLDER) or folder.is_relative_to(OFFICIAL_FOLDER):
             raise ValueError(
-                "folder: data.source is folder but data.folder is the download stage's data/raw: "
-                "set it to your photos' folder (<class>/<image> inside), relative to the "
-                "project root or absolute"
+                "folder: data.source is folder but data.folder is the download stage's "
+                f"{OFFICIAL_FOLDER}: set it to your photos' folder (<class>/<image> inside), "
+                "relative to the project root or absolute"
             )
         if self.task != "breed":
             raise ValueError(
@@ -121,15 +177,15 @@ class DataParams(_Section):
 
 
 class ValidateParams(_Section):
-    require_all_breeds: bool = True
-    min_images_per_breed: int = Field(150, ge=0)
-    max_images_per_breed: int = Field(250, ge=1)
-    min_width: int = Field(32, ge=1)
-    min_height: int = Field(32, ge=1)
+    require_all_breeds: bool
+    min_images_per_breed: int = Field(ge=0)
+    max_images_per_breed: int = Field(ge=1)
+    min_width: int = Field(ge=1)
+    min_height: int = Field(ge=1)
     # data.source: folder: the bounds per class folder (the *_per_breed ones are the official
     # data's). 5 = at least one photo each for train, validation and a drawn test split.
-    min_images_per_class: int = Field(5, ge=1)
-    max_images_per_class: int | None = Field(None, ge=1)  # None = no upper bound
+    min_images_per_class: int = Field(ge=1)
+    max_images_per_class: int | None = Field(ge=1)  # None = no upper bound
 
     @model_validator(mode="after")
     def _ordered(self) -> ValidateParams:
@@ -143,10 +199,10 @@ class ValidateParams(_Section):
 
 
 class SplitParams(_Section):
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    seed: int = 42
+    val_fraction: float = Field(gt=0, lt=1)
+    seed: int
     # data.source: folder without data.test_list: a stratified slice of each class is the test set
-    test_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(gt=0, lt=1)
 
     @model_validator(mode="after")
     def _room_for_train(self) -> SplitParams:
@@ -159,24 +215,24 @@ class SplitParams(_Section):
 
 
 class DecodeParams(_Section):
-    size: int = Field(256, ge=16, le=1024)
-    workers: int = Field(0, ge=0)
+    size: int = Field(ge=16, le=1024)
+    workers: int = Field(ge=0)
 
 
 class ModelParams(_Section):
-    backbone: str = "efficientnet_lite1"
-    pretrained: bool = True
-    image_size: int | None = Field(None, ge=16)
+    backbone: str
+    pretrained: bool
+    image_size: int | None = Field(ge=16)
     # An index into the backbone's blocks (negative = from the end), or "auto": the block the
     # advise stage's probe curve found best (reports/advice.json), resolved by
     # petsml.models.early_block before any network is built.
-    early_block: int | Literal["auto"] = "auto"
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    early_block: int | Literal["auto"]
+    precision: Literal["auto", "bf16", "fp32"]
 
 
 class FeaturesParams(_Section):
     # every inference pass (featurize, evaluation, a fine-tune's frozen trunk); auto = by device
-    batch_size: int | Literal["auto"] = "auto"
+    batch_size: int | Literal["auto"]
 
     @field_validator("batch_size")
     @classmethod
@@ -187,19 +243,19 @@ class FeaturesParams(_Section):
 
 
 class TrainParams(_Section):
-    strategies: list[Strategy] = Field(default_factory=lambda: ["feature_extractor", "svm_early"])
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    seed: int = 0
-    epochs: int = Field(8, ge=1)
-    batch_size: int = Field(32, ge=1)
-    patience: int = Field(3, ge=1)
-    warmup_epochs: int = Field(1, ge=0)
-    prefetch: int = Field(2, ge=0)
-    compile: bool = False
+    strategies: list[str]  # names of petsml.catalog.strategies
+    device: Literal["auto", "cpu", "cuda", "mps"]
+    seed: int
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    patience: int = Field(ge=1)
+    warmup_epochs: int = Field(ge=0)
+    prefetch: int = Field(ge=0)
+    compile: bool
     # data-parallel under torchrun (petsml.training.distributed): auto = when launched so
-    distributed: Literal["auto", "on", "off"] = "auto"
+    distributed: Literal["auto", "on", "off"]
     # the shipped model's test-time augmentation, saved in model.pt (evaluation and serving alike)
-    tta: Literal[TTA_MODES] = "none"  # type: ignore[valid-type]
+    tta: str  # a mode of petsml.catalog.tta
 
     @field_validator("strategies")
     @classmethod
@@ -208,6 +264,19 @@ class TrainParams(_Section):
             raise ValueError("list at least one strategy")
         if len(set(value)) != len(value):
             raise ValueError("strategies are listed more than once")
+        unknown = [name for name in value if name not in strategies.rows()]
+        if unknown:
+            raise ValueError(f"unknown strategy {unknown[0]!r}; use one of "
+                             f"{', '.join(strategies.names())}")  # fmt: skip
+        return value
+
+    @field_validator("tta")
+    @classmethod
+    def _known_tta(cls, value: str) -> str:
+        if value not in TTA:
+            raise ValueError(
+                f"{value!r} is not a test-time augmentation; use one of {', '.join(TTA)}"
+            )
         return value
 
 
@@ -216,30 +285,30 @@ class LinearParams(_Section):
 
 
 class FinetuneTopParams(_Section):
-    unfreeze_blocks: int = Field(2, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    backbone_lr_scale: float = Field(0.1, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    cache_flip: Literal["map", "image", "none"] = "map"
-    head_init: Literal["probe", "random"] = "probe"
+    unfreeze_blocks: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    backbone_lr_scale: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    cache_flip: Literal["map", "image", "none"]
+    head_init: Literal["probe", "random"]
     probe_C: list[float] = Field([0.01, 0.1, 1.0], min_length=1)
 
 
 class FinetuneFullParams(_Section):
-    lr: float = Field(1e-3, gt=0)
-    layer_decay: float = Field(0.7, gt=0, le=1)
-    weight_decay: float = Field(1e-4, ge=0)
-    head_init: Literal["probe", "random"] = "probe"
+    lr: float = Field(gt=0)
+    layer_decay: float = Field(gt=0, le=1)
+    weight_decay: float = Field(ge=0)
+    head_init: Literal["probe", "random"]
     probe_C: list[float] = Field([0.01, 0.1, 1.0], min_length=1)
 
 
 class ScratchParams(_Section):
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
 
 
 class EvaluateParams(_Section):
-    calibration_bins: int = Field(15, ge=2)
+    calibration_bins: int = Field(ge=2)
 
 
 class CompareParams(_Section):
@@ -249,12 +318,12 @@ class CompareParams(_Section):
     pipeline's three Lite0 models at 64 px on the 2-core project machine); int8 adds quantization
     calibrated on ``calibration`` train photos."""
 
-    onnx: bool = False  # ONNX fp32 size, batch-1 p50 latency and top-1 agreement with PyTorch
-    onnx_int8: bool = False  # + ONNX int8 size, p50 latency and accuracy drop (points)
-    calibration: int = Field(100, ge=1)  # training photos the int8 activation ranges come from
-    latency_runs: int = Field(20, ge=1)  # ONNX: timed batch-1 calls per model after warm-up
+    onnx: bool  # ONNX fp32 size, batch-1 p50 latency and top-1 agreement with PyTorch
+    onnx_int8: bool  # + ONNX int8 size, p50 latency and accuracy drop (points)
+    calibration: int = Field(ge=1)  # training photos the int8 activation ranges come from
+    latency_runs: int = Field(ge=1)  # ONNX: timed batch-1 calls per model after warm-up
     # PyTorch latency columns: seconds for the whole table, shared by its distinct networks
-    latency_budget_s: float = Field(5.0, gt=0)
+    latency_budget_s: float = Field(gt=0)
 
     @model_validator(mode="after")
     def _int8_needs_onnx(self) -> CompareParams:
@@ -270,16 +339,16 @@ class AdviseParams(_Section):
     """The ``advise`` stage: which strategy to ship, measured on the cached features before
     training (petsml.advice.decision says how each axis is decided)."""
 
-    small_below: int = Field(100, ge=1)  # median train images per class below this = small
-    alpha: float = Field(0.05, gt=0, lt=1)  # significance an earlier block must reach = unlike
+    small_below: int = Field(ge=1)  # median train images per class below this = small
+    alpha: float = Field(gt=0, lt=1)  # significance an earlier block must reach = unlike
     # the ImageNet classifier's mean top-1 probability from which photos count as ImageNet-like
-    imagenet_confidence: float = Field(0.3, ge=0, le=1)
-    fractions: list[float] = Field([0.1, 0.25, 0.5, 1.0], min_length=2)
-    max_train_per_class: int | None = Field(40, ge=1)  # None = every train image
-    max_val_per_class: int | None = Field(None, ge=1)  # None = every validation image
-    seed: int = 0
+    imagenet_confidence: float = Field(ge=0, le=1)
+    fractions: list[float] = Field(min_length=2)
+    max_train_per_class: int | None = Field(ge=1)  # None = every train image
+    max_val_per_class: int | None = Field(ge=1)  # None = every validation image
+    seed: int
     C: float = Field(0.1, gt=0)  # the backbone ranking's probe (logistic regression)
-    backbones: list[str] = Field(default_factory=list)
+    backbones: list[str]
 
     @field_validator("fractions")
     @classmethod
@@ -290,43 +359,54 @@ class AdviseParams(_Section):
 
 
 class MlflowParams(_Section):
-    experiment: str = "oxford-pets"
+    experiment: str
 
 
 class RegistryParams(_Section):
-    model_prefix: str = "oxford-pets"
-    max_p_value: float = Field(0.05, gt=0, le=1)
+    model_prefix: str
+    max_p_value: float = Field(gt=0, le=1)
 
 
 class ServeParams(_Section):
     """Input limits stored with every logged model (its ``model_config``), checked per row."""
 
     # A 40-megapixel photo decodes to 120 MB of RGB; 20 MiB covers any camera JPEG.
-    max_pixels: int = Field(40_000_000, ge=1)
-    max_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(ge=1)
+    max_bytes: int = Field(ge=1)
 
 
-class Params(_Section):
+class _ParamsBase(_Section):
+    """The sections every pipeline has; :data:`Params` adds one per registered strategy."""
+
     data: DataParams
     validate_: ValidateParams = Field(alias="validate")
     split: SplitParams
-    decode: DecodeParams = DecodeParams()
-    model: ModelParams = ModelParams()
-    features: FeaturesParams = FeaturesParams()
-    train: TrainParams = TrainParams()
-    feature_extractor: LinearParams = LinearParams(C=[0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
-    svm_early: LinearParams = LinearParams(C=[0.001, 0.01, 0.1, 1.0])
-    finetune_top: FinetuneTopParams = FinetuneTopParams()
-    finetune_full: FinetuneFullParams = FinetuneFullParams()
-    scratch: ScratchParams = ScratchParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    compare: CompareParams = CompareParams()
-    advise: AdviseParams = AdviseParams()
-    mlflow: MlflowParams = MlflowParams()
-    registry: RegistryParams = RegistryParams()
-    serve: ServeParams = ServeParams()
+    decode: DecodeParams
+    model: ModelParams
+    features: FeaturesParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    compare: CompareParams
+    advise: AdviseParams
+    mlflow: MlflowParams
+    registry: RegistryParams
+    serve: ServeParams
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _listed_strategies_have_settings(self) -> _ParamsBase:
+        missing = [
+            name
+            for name in self.train.strategies
+            if strategies.get(name).settings is not None and getattr(self, name) is None
+        ]
+        if missing:
+            raise ValueError(
+                f"train: {', '.join(missing)} listed in train.strategies without a section of "
+                f"settings: add a {missing[0]}: section to params.yaml"
+            )
+        return self
 
     @property
     def validate_params(self) -> ValidateParams:
@@ -339,6 +419,10 @@ class Params(_Section):
             return f"{self.registry.model_prefix}-{self.data.task}"
         return f"{self.registry.model_prefix}-{self.data.dataset_name}"
 
+    def settings_of(self, strategy: str) -> BaseModel | None:
+        """``strategy``'s section (None when its row declares none, or it is absent)."""
+        return getattr(self, strategy, None) if strategies.get(strategy).settings else None
+
     def flat(self) -> dict[str, Any]:
         """Dotted key -> value, the shape MLflow params and DVC ``-S`` overrides use."""
         out: dict[str, Any] = {}
@@ -350,82 +434,29 @@ class Params(_Section):
             else:
                 out[prefix] = value
 
-        walk("", self.model_dump(by_alias=True))
+        walk("", self.model_dump(by_alias=True, exclude_none=False))
         return out
 
 
-def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The params class at dotted ``loc`` (``("train",)`` -> TrainParams); None past a leaf."""
-    model: type[BaseModel] = Params
-    for part in loc:
-        fields = {field.alias or name: field for name, field in model.model_fields.items()}
-        annotation = getattr(fields.get(str(part)), "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    return model
-
-
-def _unknown_key(loc: tuple[Any, ...]) -> str:
-    """What to say about a key the schema does not have: the nearest valid one, or the list."""
-    parent = _section_model(loc[:-1])
-    if parent is None:
-        return "unknown key"
-    valid = sorted(field.alias or name for name, field in parent.model_fields.items())
-    prefix = "".join(f"{part}." for part in loc[:-1])
-    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
-    if close:
-        return f"unknown key; did you mean {prefix}{close[0]}?"
-    return f"unknown key; valid keys here: {', '.join(prefix + name for name in valid)}"
-
-
-def _problem(item: Any) -> str:
-    kind, value = item["type"], item.get("input")
-    if kind == "extra_forbidden":
-        return _unknown_key(tuple(item["loc"]))
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "string_type" and isinstance(value, bool | int | float):
-        leaf = item["loc"][-1]
-        return (
-            f"YAML read this value as a {'boolean' if isinstance(value, bool) else 'number'} "
-            f'({value!r}), not as text; put it in quotes: {leaf}: "<value as written>"'
-        )
-    if kind == "value_error" and isinstance(value, dict):  # a section's cross-key rule
-        return str(item["msg"]).removeprefix("Value error, ")
-    return f"{item['msg']} (got {value!r})"
-
-
-def _key_of(item: Any) -> str:
-    """Dotted key of an error; a section rule's message that opens with ``<key>:`` names it."""
-    loc = [str(part).replace("validate_", "validate") for part in item["loc"]]
-    if item["type"] == "value_error" and isinstance(item.get("input"), dict):
-        head, sep, _ = str(item["msg"]).removeprefix("Value error, ").partition(": ")
-        section = _section_model(tuple(loc))
-        if sep and section is not None and head in section.model_fields:
-            loc.append(head)
-    return ".".join(loc) or "<root>"
-
-
-def _describe(error: ValidationError, path: Path) -> str:
-    lines = [f"{path}: invalid configuration"]
-    # Unknown keys first: a misspelt key usually also leaves the real one missing.
-    items = sorted(error.errors(), key=lambda item: item["type"] != "extra_forbidden")
-    for item in items:
-        problem = _problem(item)
-        key = _key_of(item)
-        if key != ".".join(map(str, item["loc"])).replace("validate_", "validate"):
-            problem = problem.partition(": ")[2]  # the key moved from the message to the line
-        lines.append(f"  {key}: {problem}")
-    lines.append(f"Fix the key(s) above in {path}.")
-    return "\n".join(lines)
+def _with_strategy_sections() -> type[_ParamsBase]:
+    """``Params``: the base sections plus an optional one per registered strategy that has
+    settings, typed by its row's settings model (absent = None: a strategy not listed in
+    ``train.strategies`` needs no section)."""
+    fields: dict[str, Any] = {}
+    for row in strategies.rows().values():
+        if row.settings is not None:
+            fields[row.name] = (resolve(row.settings) | None, None)
+    return create_model("Params", __base__=_ParamsBase, **fields)
 
 
 def parse_params(raw: dict[str, Any], source: Path = DEFAULT_PARAMS) -> Params:
     try:
-        return Params.model_validate(raw)
+        with params_reads.paused():  # validators read every value: not the stage's reads
+            params = Params.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(_describe(error, source)) from None
+        raise ConfigError(describe(Params, error, source)) from None
+    params._with_keys()
+    return params
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
@@ -440,3 +471,6 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return parse_params(raw, path)
+
+
+Params = _with_strategy_sections()

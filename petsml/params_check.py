@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from petsml.catalog.backbones import OFFLINE_BACKBONES, quick_resolve
 from petsml.config import DEFAULT_PARAMS, OFFICIAL_SOURCE, ConfigError, Params, load_params
 from petsml.data.crop import decode_size_for
-from petsml.models.catalog import OFFLINE_BACKBONES, quick_resolve
 
 log = logging.getLogger(__name__)
 

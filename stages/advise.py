@@ -18,6 +18,18 @@ from petsml.data.split import load_split
 from petsml.models.early_block import resolve_early_block, write_resolved
 from petsml.stage import run_stage
 
+# The params.yaml keys this stage reads. dvc.yaml's params: list is written
+# from this (`make deps`), and the suite checks every key the stage reads is here.
+PARAMS = (
+    "data.task",
+    "model",
+    "features.batch_size",
+    "train.device",
+    "feature_extractor",
+    "svm_early",
+    "advise",
+)
+
 log = logging.getLogger("petsml.stages.advise")
 
 

@@ -12,6 +12,15 @@ from petsml.config import load_params
 from petsml.evaluation.comparison import compare_all
 from petsml.stage import run_stage
 
+# The params.yaml keys this stage reads. dvc.yaml's params: list is written
+# from this (`make deps`), and the suite checks every key the stage reads is here.
+PARAMS = (
+    "train.strategies",
+    "train.device",
+    "train.seed",
+    "compare",
+)
+
 
 def main() -> None:
     params = load_params()

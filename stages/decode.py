@@ -12,6 +12,13 @@ from petsml.config import load_params
 from petsml.data.decode import decode_images
 from petsml.stage import run_stage
 
+# The params.yaml keys this stage reads. dvc.yaml's params: list is written
+# from this (`make deps`), and the suite checks every key the stage reads is here.
+PARAMS = (
+    "data.folder",
+    "decode",
+)
+
 
 def main() -> None:
     params = load_params()

@@ -12,6 +12,16 @@ from petsml.data.download import fetch_dataset
 from petsml.io import atomic_dir
 from petsml.stage import run_stage
 
+# The params.yaml keys this stage reads. dvc.yaml's params: list is written
+# from this (`make deps`), and the suite checks every key the stage reads is here.
+PARAMS = (
+    "data.base_url",
+    "data.md5",
+    "data.source",
+    "data.retries",
+    "data.timeout_s",
+)
+
 NOT_DOWNLOADED = "data.source reads its photos from data.folder: nothing is downloaded.\n"
 
 

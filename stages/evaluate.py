@@ -8,6 +8,16 @@ from petsml.config import load_params
 from petsml.evaluation.report import evaluate_all
 from petsml.stage import run_stage
 
+# The params.yaml keys this stage reads. dvc.yaml's params: list is written
+# from this (`make deps`), and the suite checks every key the stage reads is here.
+PARAMS = (
+    "data.task",
+    "train.strategies",
+    "train.device",
+    "features.batch_size",
+    "evaluate",
+)
+
 
 def main() -> None:
     evaluate_all(load_params())

@@ -13,6 +13,18 @@ from petsml.models.backbones import create_backbone, imagenet_head
 from petsml.stage import run_stage
 from petsml.training.features import featurize_splits
 
+# The params.yaml keys this stage reads. dvc.yaml's params: list is written
+# from this (`make deps`), and the suite checks every key the stage reads is here.
+PARAMS = (
+    "data.task",
+    "model.backbone",
+    "model.pretrained",
+    "model.image_size",
+    "model.precision",
+    "features",
+    "train.device",
+)
+
 
 def main() -> None:
     params = load_params()

@@ -12,6 +12,15 @@ from petsml.data.sources import get_source
 from petsml.io import atomic_path
 from petsml.stage import run_stage
 
+# The params.yaml keys this stage reads. dvc.yaml's params: list is written
+# from this (`make deps`), and the suite checks every key the stage reads is here.
+PARAMS = (
+    "data.source",
+    "data.folder",
+    "data.test_list",
+    "decode.workers",
+)
+
 
 def main() -> None:
     params = load_params()

@@ -11,6 +11,10 @@ from petsml.config import load_params
 from petsml.stage import run_stage
 from petsml.tracking.store_check import FINGERPRINT, refresh_fingerprint
 
+# The params.yaml keys this stage reads. dvc.yaml's params: list is written
+# from this (`make deps`), and the suite checks every key the stage reads is here.
+PARAMS = ("mlflow.experiment",)
+
 
 def main() -> None:
     params = load_params()

@@ -17,6 +17,17 @@ from petsml.io import read_json, write_json
 from petsml.stage import run_stage
 from petsml.tracking.registration import register_execution
 
+# The params.yaml keys this stage reads. dvc.yaml's params: list is written
+# from this (`make deps`), and the suite checks every key the stage reads is here.
+PARAMS = (
+    "data.source",
+    "data.task",
+    "data.name",
+    "data.folder",
+    "registry",
+    "serve",
+)
+
 log = logging.getLogger("petsml.stages.register")
 
 

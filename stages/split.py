@@ -11,6 +11,14 @@ from petsml.data.split import make_splits, write_classes
 from petsml.io import atomic_dir
 from petsml.stage import run_stage
 
+# The params.yaml keys this stage reads. dvc.yaml's params: list is written
+# from this (`make deps`), and the suite checks every key the stage reads is here.
+PARAMS = (
+    "data.source",
+    "data.test_list",
+    "split",
+)
+
 
 def main() -> None:
     params = load_params()

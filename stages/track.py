@@ -8,6 +8,11 @@ from petsml import paths
 from petsml.config import load_params
 from petsml.stage import run_stage
 
+# The params.yaml keys this stage reads: all of them (the parent run records every param,
+# each logged model its serve limits). dvc.yaml's params: list is written from this
+# (`make deps`), and the suite checks every key the stage reads is here.
+PARAMS = ("params.yaml:",)
+
 
 def main() -> None:
     from petsml.tracking.runs import track_pipeline

@@ -13,7 +13,27 @@ from petsml import paths
 from petsml.config import Params, load_params
 from petsml.stage import run_stage
 
-CHECKPOINTS = paths.DATA / "checkpoints"
+# The params.yaml keys this stage reads (its strategy's own section comes as a dep,
+# data/strategies/<strategy>.json). dvc.yaml's params: list is written from this
+# (`make deps`), and the suite checks every key the stage reads is here.
+PARAMS = (
+    "data.task",
+    "decode.size",
+    "model",
+    "features.batch_size",
+    "train.seed",
+    "train.epochs",
+    "train.batch_size",
+    "train.patience",
+    "train.warmup_epochs",
+    "train.compile",
+    "train.tta",
+    "train.device",
+    "train.prefetch",
+    "train.distributed",
+)
+
+CHECKPOINTS = paths.CHECKPOINTS
 
 
 def train(

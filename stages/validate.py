@@ -8,6 +8,13 @@ from petsml.data.validation import validate_manifest
 from petsml.errors import PetsError
 from petsml.stage import run_stage
 
+# The params.yaml keys this stage reads. dvc.yaml's params: list is written
+# from this (`make deps`), and the suite checks every key the stage reads is here.
+PARAMS = (
+    "data.source",
+    "validate",
+)
+
 
 def main() -> None:
     params = load_params()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from petsml.testing.project import shipped_section
 from tests.edge import decode_project
 from tests.tracking import build_project, tracking_from
 
@@ -24,7 +25,7 @@ def compared_project(root: Path, advice: dict | None = ADVICE) -> tuple[Path, di
     ONNX columns (as the stage runs it, the project as the cwd); returns (project,
     comparison.json)."""
     from petsml.compare_onnx import onnx_columns
-    from petsml.config import CompareParams, load_params
+    from petsml.config import load_params
     from petsml.evaluation.comparison import compare_all
 
     project = build_project(root)
@@ -32,5 +33,7 @@ def compared_project(root: Path, advice: dict | None = ADVICE) -> tuple[Path, di
     if advice is not None:
         (project / "reports" / "advice.json").write_text(json.dumps(advice))
     with tracking_from(project, f"sqlite:///{root / 'unused.db'}"):
-        compare_all(load_params(), extras=[onnx_columns(CompareParams(**ONNX_SETTINGS))])
+        compare_all(
+            load_params(), extras=[onnx_columns(shipped_section("compare", **ONNX_SETTINGS))]
+        )
     return project, json.loads((project / "reports" / "comparison.json").read_text())

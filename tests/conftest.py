@@ -44,7 +44,7 @@ def _share_cores_among_workers() -> None:
 
 _share_cores_among_workers()
 
-from tests.fakedata import FakeDataset, MirrorServer, make_dataset, pack_archives  # noqa: E402
+from petsml.testing.fakedata import FakeDataset, MirrorServer, make_dataset, pack_archives  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,9 @@ def prefect_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory):
-    """The whole pipeline run once (``tests.project.run_whole_pipeline``): the e2e tests read
-    it, the store-recovery tests copy it (one xdist worker runs both: ``XDIST_SHARED``)."""
-    from tests.project import run_whole_pipeline
+    """The whole pipeline run once (:func:`petsml.testing.project.run_whole_pipeline`): the e2e
+    tests read it, the store-recovery tests copy it (one xdist worker runs both)."""
+    from petsml.testing.project import run_whole_pipeline
 
     return run_whole_pipeline(tmp_path_factory.mktemp("e2e"))
 

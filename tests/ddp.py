@@ -23,7 +23,7 @@ class Crash(RuntimeError):
 def tiny_params(**overrides):
     """params.yaml with the tiny timm network on 40 px decoded images, fp32, on CPU."""
     from petsml.config import parse_params
-    from tests.project import apply_overrides
+    from petsml.testing.project import apply_overrides
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     settings = {

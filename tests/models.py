@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from petsml.data.breeds import BREEDS, SPECIES
-from tests.fakedata import class_image
+from petsml.testing.fakedata import class_image
 
 BACKBONE = "test_efficientnet"  # timm's tiny test network, random init (no download)
 INPUT_SIZE = 32
@@ -69,7 +69,7 @@ def bomb_png(side: int = 13000) -> bytes:
 
 def sample_photo(tmp_path: Path) -> Path:
     """A real photo from the shared sample when there is one, else a generated JPEG."""
-    from tests.project import SHARED_SAMPLE
+    from petsml.testing.project import SHARED_SAMPLE
 
     photos = sorted((SHARED_SAMPLE / "images").glob("*.jpg")) if SHARED_SAMPLE.is_dir() else []
     if not photos:

@@ -14,7 +14,6 @@ from scipy.stats import binomtest, multivariate_normal
 
 from petsml.advice.advise import AdviceError, advise, draw_sample
 from petsml.advice.decision import (
-    STRATEGY_OF_CELL,
     Probe,
     Similarity,
     decide,
@@ -23,6 +22,7 @@ from petsml.advice.decision import (
 from petsml.advice.logme import fit_column, log_evidence, logme
 from petsml.advice.probe import nested_fractions, per_class_subset
 from petsml.advice.stats import mcnemar_greater, paired_bootstrap_ci
+from petsml.catalog import strategies as catalog
 from petsml.config import ConfigError, load_params, parse_params
 from petsml.data.feature_file import SplitFeatures
 from petsml.io import write_json
@@ -32,8 +32,8 @@ from petsml.models.early_block import (
     resolve_early_block,
     write_resolved,
 )
-from tests.fakedata import MirrorServer, make_dataset, pack_archives
-from tests.project import REPO, dvc, fake_data_params, make_project, set_params
+from petsml.testing.fakedata import MirrorServer, make_dataset, pack_archives
+from petsml.testing.project import REPO, dvc, fake_data_params, make_project, set_params
 
 pytestmark = pytest.mark.slow(seconds=60)
 
@@ -125,7 +125,7 @@ def _probe(block: int, right: int, of: int = 100) -> Probe:
 def test_each_cell_of_the_table_gives_its_strategy(median, verdict, cell, strategy):
     decision = decide(median, 100, Similarity(verdict, 3, 0.5, "because"))
     assert decision.cell == cell
-    assert decision.strategy == strategy == STRATEGY_OF_CELL[tuple(cell.split("+"))]
+    assert decision.strategy == strategy == catalog.for_cell(cell)
     assert decision.early_block == 3 and decision.why
     assert decide(99.5, 100, Similarity(verdict, 3, 0.5, "")).size == "small"
     assert decide(100, 100, Similarity(verdict, 3, 0.5, "")).size == "large"
@@ -361,7 +361,7 @@ def test_advise_stage_writes_the_advice_contract(advised):
     assert {"featurize", "advise"} <= _ran(first.stdout)  # advise reads the one frozen pass
     assert "advice: " in first.stdout  # the one-line answer the stage prints
     advice = json.loads((project / "reports/advice.json").read_text())
-    assert advice["strategy"] == STRATEGY_OF_CELL[tuple(advice["cell"].split("+"))]
+    assert advice["strategy"] == catalog.for_cell(advice["cell"])
     assert advice["backbone"] == "efficientnet_lite0" and advice["size"]["verdict"] == "small"
     sim = advice["similarity"]
     assert [row["block"] for row in sim["probe"]] == list(range(sim["blocks"]))

@@ -40,6 +40,7 @@ from petsml.models.offline_weights import (
     imagenet_classifier,
     map_by_position,
 )
+from petsml.testing.plugins import write_plugin
 from petsml.training.cached_top import split_backbone
 from petsml.training.features import extract_features
 
@@ -341,23 +342,29 @@ def build_toy(request: BackboneRequest) -> SequentialBackbone:
     return SequentialBackbone(list(net.stages), head, prep, request)
 
 
+TOY_FAMILY = BackboneFamily(
+    library="toy",
+    label="toy nets",
+    names=lambda: list(TOY_WIDTHS),
+    build=build_toy,
+    prefixes=("toy",),
+)
+
+
 @pytest.fixture
-def toy_family():
-    family = backbones.register_family(
-        BackboneFamily(
-            library="toy",
-            label="toy nets",
-            names=lambda: list(TOY_WIDTHS),
-            build=build_toy,
-            prefixes=("toy",),
-        )
-    )
-    yield family
-    backbones.unregister_family("toy")
+def toy_family(tmp_path, monkeypatch):
+    """The toy family as an installed plug-in: an entry point naming it (what `pip install` of
+    a package declaring ``petsml.backbone_families`` leaves)."""
+    entry = {backbones.ENTRY_POINTS: {"toy": "tests.test_backbones:TOY_FAMILY"}}
+    monkeypatch.syspath_prepend(str(write_plugin(tmp_path / "site", "toy_family", "", entry)))
+    backbones.families.cache_clear()
+    yield TOY_FAMILY
+    monkeypatch.undo()  # uninstalled: the factory forgets it
+    backbones.families.cache_clear()
     assert "toy:toynet_s" not in available_backbones()
 
 
-def test_a_family_registered_alone_is_built_by_the_one_factory(toy_family, tmp_path):
+def test_an_installed_family_is_built_by_the_one_factory(toy_family, tmp_path):
     assert resolve_backbone("toy:toynet_s") == ("toy", "toynet_s")
     assert resolve_backbone("toynet_m") == ("toy", "toynet_m")  # bare names reach it too (last)
     assert {"toy:toynet_s", "toy:toynet_m"} <= set(available_backbones())
@@ -365,8 +372,15 @@ def test_a_family_registered_alone_is_built_by_the_one_factory(toy_family, tmp_p
         resolve_backbone("keras:toynet_s")
     with pytest.raises(BackboneError, match=r"'toy:toynet_l' is not a known.*toy nets"):
         resolve_backbone("toy:toynet_l")
-    with pytest.raises(BackboneError, match="tv already names family 'tv'"):
-        backbones.register_family(BackboneFamily("mine", "mine", list, build_toy, ("tv",)))
+    clash = BackboneFamily("mine", "mine", list, build_toy, ("tv",))
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(backbones, "BUILT_IN", (*backbones.BUILT_IN, clash))
+            backbones.families.cache_clear()
+            with pytest.raises(BackboneError, match="tv already names family 'tv'"):
+                backbones.families()
+    finally:
+        backbones.families.cache_clear()
 
     torch.manual_seed(0)
     backbone = create_backbone("toy:toynet_s", pretrained=False, early_block=-2)

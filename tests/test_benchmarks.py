@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.fakedata import make_dataset
+from petsml.testing.fakedata import make_dataset
 
 pytestmark = pytest.mark.slow(seconds=45)
 

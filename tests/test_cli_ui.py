@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.project import tool_env
+from petsml.testing.project import tool_env
 
 pytestmark = pytest.mark.slow(seconds=35)
 

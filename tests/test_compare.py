@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from petsml.testing.project import shipped_section
 from tests.comparison import ADVICE, compared_project
 from tests.edge import HistogramHead
 from tests.tracking import METRICS, STRATEGIES, tracking_from, write_params
@@ -99,13 +100,12 @@ def _bench_and_runs(project):
 
 def test_onnx_off_leaves_the_cells_empty_and_says_so(compared):
     from petsml.compare_onnx import onnx_columns
-    from petsml.config import CompareParams
     from petsml.evaluation.comparison import build_report
     from petsml.evaluation.comparison_render import markdown
 
     _, project, _ = compared
     bench, runs = _bench_and_runs(project)
-    off = onnx_columns(CompareParams(onnx=False), project)
+    off = onnx_columns(shipped_section("compare", onnx=False), project)
     assert off.part is None
     report = build_report(runs[:1], bench, None, [off])
     row = report["rows"][0]
@@ -117,18 +117,19 @@ def test_onnx_off_leaves_the_cells_empty_and_says_so(compared):
 def test_the_compare_params_are_typed_and_checked():
     import yaml
 
-    from petsml.config import CompareParams, ConfigError, parse_params
+    from petsml.config import ConfigError, parse_params
     from tests.tracking import REPO
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert parse_params(raw).compare == CompareParams()  # params.yaml states the defaults
-    assert CompareParams().onnx is False  # the default `dvc repro` stays cheap
-    raw["compare"] = {"onnx": True, "onnx_int8": True, "calibration": 50}
+    assert parse_params(raw).compare == shipped_section("compare")
+    assert shipped_section("compare").onnx is False  # the default `dvc repro` stays cheap
+    shipped = dict(raw["compare"])
+    raw["compare"] = {**shipped, "onnx": True, "onnx_int8": True, "calibration": 50}
     assert parse_params(raw).compare.calibration == 50
-    raw["compare"] = {"onnx": False, "onnx_int8": True}
+    raw["compare"] = {**shipped, "onnx": False, "onnx_int8": True}
     with pytest.raises(ConfigError, match=r"compare\.onnx_int8: true needs onnx: true"):
         parse_params(raw)
-    raw["compare"] = {"calibration": 0}
+    raw["compare"] = {**shipped, "calibration": 0}
     with pytest.raises(ConfigError, match=r"compare\.calibration"):
         parse_params(raw)
 
@@ -137,7 +138,6 @@ def test_a_model_that_cannot_be_exported_gets_empty_cells_and_a_note(compared):
     """A head with an operator ONNX opset 17 lacks (histc): the row stays, its ONNX cells are
     empty, and the note names the reason (the fixture's report shows the others measured)."""
     from petsml.compare_onnx import onnx_columns
-    from petsml.config import CompareParams
     from petsml.evaluation.comparison import build_report
     from petsml.evaluation.comparison_render import markdown
     from petsml.evaluation.results import ONNX_KEYS
@@ -146,7 +146,7 @@ def test_a_model_that_cannot_be_exported_gets_empty_cells_and_a_note(compared):
     bench, runs = _bench_and_runs(project)
     broken = runs[0]
     broken.model().head = HistogramHead(broken.model().head)
-    extra = onnx_columns(CompareParams(onnx=True, latency_runs=2), project)
+    extra = onnx_columns(shipped_section("compare", onnx=True, latency_runs=2), project)
     report = build_report([broken], bench, None, [extra])
     (bad,) = report["rows"]
     assert all(bad[k] is None for k in ONNX_KEYS)
@@ -366,7 +366,7 @@ def test_dvc_plots_show_draws_accuracy_against_latency_and_training_time(compare
     import shutil
     import subprocess
 
-    from tests.project import REPO, tool_env
+    from petsml.testing.project import REPO, tool_env
 
     _, project, report = compared
     work = tmp_path / "repo"

@@ -17,9 +17,9 @@ import json
 import pytest
 import yaml
 
+from petsml.testing.fakedata import make_image_folder
+from petsml.testing.project import changed_stages, make_project
 from pipelines.train import train_pipeline
-from tests.fakedata import make_image_folder
-from tests.project import changed_stages, make_project
 
 pytestmark = pytest.mark.slow(seconds=230)
 

@@ -17,11 +17,11 @@ import torch
 
 from petsml.config import ConfigError, parse_params
 from petsml.data.decode import decode_images
+from petsml.testing.fakedata import make_dataset, split_rows
 from petsml.training import distributed
 from petsml.training.checkpoint import CHECKPOINT
 from petsml.training.finetune import train_strategy
 from tests.ddp import REPO, run_ranks, tiny_params
-from tests.fakedata import make_dataset, split_rows
 
 pytestmark = pytest.mark.slow(seconds=40)
 

@@ -25,8 +25,8 @@ from petsml.data.download import (
     safe_extract,
 )
 from petsml.errors import PetsError
-from tests.fakedata import MirrorServer, make_dataset, pack_archives
-from tests.project import dvc, fake_data_params, make_project, set_params
+from petsml.testing.fakedata import MirrorServer, make_dataset, pack_archives
+from petsml.testing.project import dvc, fake_data_params, make_project, set_params
 
 pytestmark = pytest.mark.slow(seconds=40)
 

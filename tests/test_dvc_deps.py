@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.project import (
+from petsml.testing.project import (
     REPO,
     changed_stages,
     commit_without_running,

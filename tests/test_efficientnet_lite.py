@@ -13,10 +13,10 @@ import sys
 import pytest
 import torch
 
-from petsml.models.catalog import OFFLINE_BACKBONES
+from petsml.catalog.backbones import OFFLINE_BACKBONES
 from petsml.models.efficientnet_lite import LiteNet
 from petsml.models.offline_weights import create_offline_model, load_offline_weights
-from tests.project import REPO, tool_env
+from petsml.testing.project import REPO, tool_env
 
 
 @pytest.mark.parametrize("name", sorted(OFFLINE_BACKBONES))

@@ -31,9 +31,10 @@ from petsml.evaluation.inference import EvaluationError, model_logits
 from petsml.io import write_json
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier, load_classifier, save_classifier
+from petsml.models.model_dir import ModelMeta, Summary, write_model_dir
+from petsml.testing.fakedata import make_dataset, split_rows
+from petsml.testing.project import apply_overrides, tool_env
 from petsml.training.features import featurize_splits
-from tests.fakedata import make_dataset, split_rows
-from tests.project import apply_overrides, tool_env
 
 REPO = Path(__file__).resolve().parents[1]
 BACKBONE = "efficientnet_lite0"  # pretrained offline weights: featurize's exact backbone
@@ -62,21 +63,20 @@ def _backbone(pretrained: bool = True):
 
 
 def _save_model(root: Path, strategy: str, model: Classifier, task: str, epochs=(), search=()):
-    out = root / paths.model_dir(strategy)
-    meta = {
-        "strategy": strategy,
-        "task": task,
-        "class_names": list(labels_for(task)),
-        "decode_size": 40,
-        "backbone": BACKBONE,
-        **({"frozen_backbone": True} if strategy in FROZEN else {}),
-    }
-    save_classifier(model, out / "model.pt", meta)
-    write_json(out / "history.json", {"epochs": list(epochs), "search": list(search)})
-    write_json(
-        out / "summary.json",
-        {"strategy": strategy, "task": task, "val_accuracy": 0.625, "train_seconds": 1.5},
+    meta = ModelMeta(
+        strategy=strategy,
+        task=task,
+        class_names=list(labels_for(task)),
+        decode_size=40,
+        backbone=BACKBONE,
+        frozen_backbone=strategy in FROZEN,
     )
+    summary = Summary(
+        strategy=strategy, task=task, backbone=BACKBONE, val_accuracy=0.625, train_seconds=1.5,
+        best_epoch=None, epochs_run=len(epochs), device="cpu", params={},
+    )  # fmt: skip
+    write_model_dir(root / paths.model_dir(strategy), model, meta, summary=summary,
+                    epochs=list(epochs), search=list(search))  # fmt: skip
 
 
 def _fit_head(backbone, features, labels, n_classes, feature):

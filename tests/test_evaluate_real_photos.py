@@ -32,9 +32,9 @@ from petsml.data.tensors import to_input
 from petsml.evaluation import report
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier, load_classifier, save_classifier
+from petsml.testing.fakedata import rows_for_ids
+from petsml.testing.project import REPO, SHARED_SAMPLE, apply_overrides
 from petsml.training.features import featurize_splits
-from tests.fakedata import rows_for_ids
-from tests.project import REPO, SHARED_SAMPLE, apply_overrides
 
 FROZEN = ["feature_extractor", "svm_early"]
 QUIRKS = ["Abyssinian_5", "Abyssinian_34"]  # an RGBA PNG and a GIF behind .jpg

@@ -173,16 +173,17 @@ def test_an_early_block_model_folder_exports_for_the_comparison_report(registere
     from petsml.export.measure import export_and_measure, table_columns
     from petsml.models.backbones import create_backbone
     from petsml.models.classifier import Classifier
-    from petsml.models.model_dir import read_model_dir, write_model_dir
+    from petsml.models.model_dir import ModelMeta, Summary, read_model_dir, write_model_dir
     from tests.models import BACKBONE, INPUT_SIZE
 
     project = registered["project"]
     source = read_model_dir(project / "models" / STRATEGY)
     backbone = create_backbone(BACKBONE, pretrained=False, early_block=-3, image_size=INPUT_SIZE)
     early = Classifier(backbone, 37, feature="early")
-    meta = {k: source.spec[k] for k in ("task", "class_names", "decode_size", "backbone")}
-    write_model_dir(tmp_path / "svm_early", early.eval(), {**meta, "strategy": "svm_early"},
-                    summary={"strategy": "svm_early"})  # fmt: skip
+    kept = ("task", "class_names", "decode_size", "backbone")
+    meta = ModelMeta(**{k: source.spec[k] for k in kept}, strategy="svm_early")
+    summary = Summary(**{**source.summary, "strategy": "svm_early"})
+    write_model_dir(tmp_path / "svm_early", early.eval(), meta, summary=summary)
     report = export_and_measure(
         tmp_path / "svm_early",
         tmp_path / "svm_early-onnx",
@@ -226,7 +227,7 @@ def test_a_flip_tta_model_exports_with_the_flip_inside_the_graph(registered, tmp
 
 def test_the_edge_benchmark_measures_a_project_s_model_folders(registered):
     """``benchmarks/edge.py`` (the README's table) still runs: one strategy, no int8, 2 calls."""
-    from tests.project import REPO, run
+    from petsml.testing.project import REPO, run
 
     project = registered["project"]
     done = run(REPO, sys.executable, str(REPO / "benchmarks" / "edge.py"), str(project),

@@ -18,13 +18,13 @@ from petsml.data.decode import DecodedImages, decode_images
 from petsml.io import read_json
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import load_classifier
+from petsml.testing.fakedata import make_dataset, split_rows
+from petsml.testing.project import apply_overrides
 from petsml.training import cached_top, checkpoint, finetune, loop
 from petsml.training.checkpoint import CHECKPOINT
 from petsml.training.finetune import train_strategy
 from petsml.training.loop import lr_factor
 from petsml.training.param_groups import build_model, build_param_groups
-from tests.fakedata import make_dataset, split_rows
-from tests.project import apply_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 BACKBONE = "test_efficientnet"  # timm's tiny test network: trains in well under a second

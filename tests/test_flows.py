@@ -20,6 +20,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from petsml.testing.fakedata import MirrorServer
+from petsml.testing.project import (
+    REPO,
+    dvc,
+    fake_data_params,
+    make_project,
+    run,
+    set_params,
+    tool_env,
+)
 from pipelines.dvc_graph import experiments, stage_order
 from pipelines.sweep import build_parser as build_sweep_parser
 from pipelines.sweep import format_table, member_row, rank_members, sweep
@@ -33,8 +43,6 @@ from pipelines.train import (
     train_pipeline,
 )
 from pipelines.workspace import WORKSPACES, create_workspace, remove_workspace
-from tests.fakedata import MirrorServer
-from tests.project import REPO, dvc, fake_data_params, make_project, run, set_params, tool_env
 
 DATA_STAGES = ["params", "download", "manifest", "validate", "split"]
 pytestmark = pytest.mark.slow(seconds=230)  # a Prefect server and many `dvc repro`s

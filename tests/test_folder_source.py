@@ -12,13 +12,14 @@ import pytest
 import yaml
 
 from petsml import config
+from petsml.catalog import sources
 from petsml.config import ConfigError, parse_params
 from petsml.data.folder import FolderSourceError, build_folder_manifest, listed_classes
-from petsml.data.sources import SOURCES, get_source
+from petsml.data.sources import get_source
 from petsml.data.split import CLASSES, class_names, make_splits, write_classes
 from petsml.data.validation import DataValidationError, folder_rules, validate_manifest
-from tests.fakedata import make_image_folder
-from tests.project import REPO
+from petsml.testing.fakedata import make_image_folder
+from petsml.testing.project import REPO
 
 CLASS_NAMES = ("circle", "square", "zebra")
 
@@ -47,10 +48,15 @@ def photos(tmp_path_factory):
     return root
 
 
-def test_the_source_table_and_the_params_schema_name_the_same_sources():
-    assert set(SOURCES) == set(config.SOURCES)
+def test_every_registered_source_resolves_and_an_unknown_one_is_named():
+    for name, row in sources.ROWS.items():
+        assert get_source(name).name == name and row.name == name
     with pytest.raises(Exception, match="oxford-pets, folder"):
         get_source("nope")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"]["source"] = "ftp"
+    with pytest.raises(config.ConfigError, match=r"data.source: .*'ftp' is not a data source"):
+        config.parse_params(raw)
 
 
 def test_default_params_are_the_official_data_under_the_official_name():
@@ -78,7 +84,10 @@ def test_a_folder_registers_under_its_own_name(tmp_path):
         ({"source": "folder", "folder": "p", "task": "species"}, "data.task: 'species'"),
         ({"source": "folder", "folder": "p", "test_list": "../t.txt"}, "data.test_list: '../t"),
         ({"source": "folder", "folder": "p", "name": "my photos"}, "data.name: 'my photos'"),
-        ({"source": "images"}, "data.source: Input should be 'oxford-pets' or 'folder'"),
+        (
+            {"source": "images"},
+            "data.source: 'images' is not a data source; use one of oxford-pets, folder",
+        ),
     ],
 )
 def test_bad_folder_params_name_the_key(data, key):

@@ -14,8 +14,8 @@ import yaml
 
 from petsml.data.decode import decode_images
 from petsml.io import read_json
-from tests.fakedata import make_dataset, split_rows
-from tests.project import REPO, apply_overrides, tool_env
+from petsml.testing.fakedata import make_dataset, split_rows
+from petsml.testing.project import REPO, apply_overrides, tool_env
 
 STRATEGY = "scratch"
 

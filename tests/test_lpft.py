@@ -21,9 +21,9 @@ from petsml.config import parse_params
 from petsml.data.breeds import BREEDS
 from petsml.data.decode import decode_images
 from petsml.io import read_json
+from petsml.testing.fakedata import make_dataset, split_rows
+from petsml.testing.project import apply_overrides
 from petsml.training.finetune import train_strategy
-from tests.fakedata import make_dataset, split_rows
-from tests.project import apply_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 PER_BREED = 12

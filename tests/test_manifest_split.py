@@ -7,7 +7,7 @@ import pytest
 
 from petsml.data.manifest import AnnotationError, build_manifest, read_annotation_list
 from petsml.data.split import SplitLeakError, assert_disjoint, load_split, make_splits
-from tests.fakedata import make_dataset
+from petsml.testing.fakedata import make_dataset
 
 
 @pytest.fixture(scope="module")

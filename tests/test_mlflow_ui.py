@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import browser_paths, chromium, free_port, wait_http
+from petsml.testing.browser import browser_paths, chromium, free_port, wait_http
 from tests.tracking import METRICS, STRATEGIES
 
 pytestmark = pytest.mark.slow(seconds=55)

@@ -11,7 +11,7 @@ import yaml
 
 from petsml.config import ConfigError, load_params, parse_params
 from petsml.params_check import check_params_file
-from tests.project import (
+from petsml.testing.project import (
     REPO,
     changed_stages,
     commit_without_running,
@@ -96,7 +96,8 @@ def test_a_backbone_input_larger_than_decode_size_is_warned_about_up_front(tmp_p
 
     def check(backbone: str, decode: int, image_size=None) -> str:
         model = {**PARAMS["model"], "backbone": backbone, "image_size": image_size}
-        path.write_text(yaml.safe_dump({**PARAMS, "model": model, "decode": {"size": decode}}))
+        decoded = {**PARAMS["decode"], "size": decode}
+        path.write_text(yaml.safe_dump({**PARAMS, "model": model, "decode": decoded}))
         caplog.clear()
         with caplog.at_level("WARNING", logger="petsml.params_check"):
             assert check_params_file(path).decode.size == decode  # data stages still run

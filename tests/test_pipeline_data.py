@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.fakedata import MirrorServer, pack_archives
-from tests.project import dvc, fake_data_params, make_project, set_params
+from petsml.testing.fakedata import MirrorServer, pack_archives
+from petsml.testing.project import dvc, fake_data_params, make_project, set_params
 
 pytestmark = pytest.mark.slow(seconds=60)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.project import E2E_STRATEGIES as STRATEGIES
-from tests.project import changed_stages, dvc, pass_log, run, tool_env
+from petsml.testing.project import E2E_STRATEGIES as STRATEGIES
+from petsml.testing.project import changed_stages, dvc, params_log, pass_log, run, tool_env
 
 # the run itself is the session fixture ``pipeline_run`` (tests/conftest.py), shared with
 # test_store_recovery_e2e (XDIST_SHARED there: one worker runs both, so it is built once)
@@ -53,6 +53,57 @@ def test_every_photo_passes_the_frozen_backbone_once_and_the_finetuned_model_onc
     for entry in read_log(pass_log(project)):
         seen[entry["network"]] = seen.get(entry["network"], 0) + entry["images"]
     assert seen == {"frozen efficientnet_lite0": photos, "scratch": photos}
+
+
+def test_every_stage_declares_every_param_it_reads(pipeline_run):
+    """A value a stage reads but dvc.yaml does not list is a result DVC keeps calling up to
+    date after that value changed. Each stage process recorded its reads (PETS_PARAMS_LOG);
+    each must be covered by the stage's params (a listed key or section, or all of
+    params.yaml), or for train@<s> by its data/strategies/<s>.json dep."""
+    import json
+    import os
+
+    from dvc.repo import Repo
+
+    project, *_ = pipeline_run
+    declared: dict[str, tuple[set[str], set[str]]] = {}
+    with Repo(str(project)) as repo:
+        for stage in repo.index.stages:
+            keys, files = set(), set()
+            for dep in stage.deps:
+                path = os.path.relpath(dep.fs_path, repo.root_dir)
+                if hasattr(dep, "params"):
+                    keys |= set(dep.params) if dep.params else {"*"}
+                else:
+                    files.add(path)
+            declared[stage.name] = (keys, files)
+
+    def covered(key: str, keys: set[str], files: set[str]) -> bool:
+        if "*" in keys or "params.yaml" in files:
+            return True
+        if any(key == k or key.startswith(k + ".") for k in keys):
+            return True
+        section = key.split(".", 1)[0]
+        return f"data/strategies/{section}.json" in files
+
+    missing = {}
+    seen = set()
+    for line in params_log(project).read_text().splitlines():
+        record = json.loads(line)
+        argv = record["argv"]
+        module = Path(argv[0]).stem
+        name = {"check_params": "params"}.get(module, module)
+        if name == "train":
+            name = f"train@{argv[1]}"
+        if name not in declared:  # not a stage process (dvc's own helpers)
+            continue
+        seen.add(name)
+        keys, files = declared[name]
+        lacking = [k for k in record["keys"] if not covered(k, keys, files)]
+        if lacking:
+            missing[name] = lacking
+    assert not missing, f"stages read params their dvc.yaml entry does not list: {missing}"
+    assert {"featurize", "advise", "evaluate", "compare", "track", "register"} <= seen
 
 
 def test_offline_backbone_features_beat_chance_and_scratch(pipeline_run):

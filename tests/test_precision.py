@@ -11,8 +11,8 @@ from petsml.data.tensors import to_input
 from petsml.models import precision
 from petsml.models.backbones import create_backbone
 from petsml.models.heads import fit_logistic
+from petsml.testing.fakedata import class_image
 from petsml.training.probe_init import pooled_features
-from tests.fakedata import class_image
 
 # bf16 keeps 8 bits of mantissa (~0.4% per rounding); through a 16-block network the pooled
 # features move by a few percent (measured on this test's photos: median 0.022, max 0.037).

@@ -22,6 +22,7 @@ from petsml.data.breeds import BREEDS, SPECIES, species_of
 from petsml.data.decode import load_rgb
 from petsml.data.tensors import to_input
 from petsml.errors import PetsError
+from petsml.testing.project import shipped_section
 from tests.models import bomb_png, check_row, make_tiny_model, sample_photo, write_jpeg
 from tests.serving import clean_site, isolated_predict, model_requirements, requirement_closure
 
@@ -293,8 +294,12 @@ def test_model_loads_and_predicts_where_the_project_is_not_installed(logged, tmp
 def test_model_card_states_the_served_input_contract():
     from petsml.tracking.model_card import CardInputs, build_model_card
 
+    serve = shipped_section("serve")
+    limits = {"max_pixels": serve.max_pixels, "max_bytes": serve.max_bytes}
     card = build_model_card(
-        CardInputs("oxford-pets-breed", "1", "breed", "finetune_top", "run", metrics={})
+        CardInputs(
+            "oxford-pets-breed", "1", "breed", "finetune_top", "run", metrics={}, limits=limits
+        )  # fmt: skip
     )
     intended = card.split("## Intended use")[1].split("## Limits")[0]
     assert "base64-encoded" in intended and "reads no files" in intended
@@ -302,12 +307,12 @@ def test_model_card_states_the_served_input_contract():
 
 
 def test_served_input_limit_defaults_are_params_yaml_serve_defaults():
-    from petsml.config import ServeParams, load_params
+    from petsml.config import load_params
     from petsml.tracking import pyfunc
 
     assert (pyfunc.MAX_PIXELS, pyfunc.MAX_BYTES) == (
-        ServeParams().max_pixels,
-        ServeParams().max_bytes,
+        shipped_section("serve").max_pixels,
+        shipped_section("serve").max_bytes,
     )
     serve = load_params(REPO / "params.yaml").serve
     assert (serve.max_pixels, serve.max_bytes) == (pyfunc.MAX_PIXELS, pyfunc.MAX_BYTES)

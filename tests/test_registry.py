@@ -295,7 +295,7 @@ def test_cli_errors_are_clear(tracking, model_pt, tmp_path, capsys):
 
 def test_cli_predict_loads_the_champion_and_prints_breeds(tracking, model_pt, tmp_path, capsys):
     from petsml.cli import main
-    from tests.fakedata import class_image
+    from petsml.testing.fakedata import class_image
 
     register_execution(_one(tracking, model_pt, masks(30, 5, 5)[0], "a"), NAME, 0.05)
     images = []

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from petsml.data.breeds import BREEDS
-from tests.fakedata import class_image
-from tests.project import SHARED_SAMPLE
+from petsml.testing.fakedata import class_image
+from petsml.testing.project import SHARED_SAMPLE
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "oxford-pets-breed"

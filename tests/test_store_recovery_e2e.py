@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.project import dvc, tool_env
+from petsml.testing.project import dvc, tool_env
 
 pytestmark = pytest.mark.slow(seconds=60)
 NAME = "oxford-pets-breed"

@@ -3,7 +3,6 @@ contract every strategy writes (docs/ARCHITECTURE.md, "Adding a strategy")."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,25 +11,25 @@ import pytest
 import torch
 import yaml
 
-from petsml import config
-from petsml.config import Params, parse_params
-from petsml.data.breeds import CLASS_ID, labels_for
+from petsml.catalog import strategies as catalog
+from petsml.catalog.plugins import PluginError
+from petsml.config import ConfigError, Params, parse_params
+from petsml.data.breeds import CLASS_ID
 from petsml.data.feature_file import SplitFeatures, read_features, write_features
 from petsml.data.split import load_split
 from petsml.models.backbones import create_backbone
 from petsml.models.base import pool
-from petsml.models.classifier import Classifier
-from petsml.models.model_dir import ModelDirError, read_model_dir, write_model_dir
+from petsml.models.model_dir import ModelDirError, read_model_dir
+from petsml.testing.plugins import NEAREST_MEAN, write_plugin
+from petsml.testing.project import apply_overrides
 from petsml.training import strategies
-from petsml.training.spec import Inputs, Strategy
 from stages import train as train_stage
-from tests.project import apply_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 BREEDS = sorted(CLASS_ID)[:3]
 
 
-def _params() -> Params:
+def _params(**overrides) -> Params:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     settings = {
         "data.task": "breed",
@@ -39,7 +38,7 @@ def _params() -> Params:
         "model.image_size": 32,
         "model.early_block": -3,
         "feature_extractor.C": [0.1, 1.0],
-    }
+    } | overrides
     return parse_params(apply_overrides(raw, settings))
 
 
@@ -78,88 +77,79 @@ def feature_data(tmp_path_factory):
     return splits, features
 
 
-def test_registry_and_config_name_the_same_strategies():
-    rows = strategies.REGISTRY.values()
-    assert strategies.names() == config.STRATEGIES
-    assert tuple(r.name for r in rows if r.consumes == "features") == config.FEATURE_STRATEGIES
-    assert tuple(r.name for r in rows if r.consumes == "images") == config.TRAINED_STRATEGIES
+def test_every_row_holds_together_and_config_holds_no_copy_of_the_names():
+    from petsml.catalog.refs import resolve
+
+    rows = catalog.rows().values()
+    assert tuple(catalog.names()) == tuple(r.name for r in rows)
     for row in rows:
-        assert row.section in Params.model_fields, row
-        assert (row.block_lrs is not None) == (row.consumes == "images"), row
-        assert (row.head is not None) == (row.consumes == "features"), row
+        assert callable(resolve(row.fit)), row
+        assert (row.head is not None) == (row.kind == "frozen"), row
+        assert (row.block_lrs is not None) == (row.kind == "trained"), row
+        if row.settings:  # its params.yaml section is typed by its own model
+            assert Params.model_fields[row.name].annotation == (resolve(row.settings) | None)
+    assert {catalog.for_cell(c) for c in catalog.CELLS} <= set(catalog.names())
+    assert catalog.baseline() == "scratch"
+    source = (REPO / "petsml" / "config.py").read_text()
+    assert not any(f'"{name}"' in source for name in catalog.names())  # names live in rows
 
 
 def test_an_unknown_strategy_gets_a_clear_error_naming_the_known_ones(tmp_path):
     with pytest.raises(strategies.TrainingError, match="unknown strategy 'bogus'.*scratch"):
         train_stage.train("bogus", _params(), tmp_path / "bogus")
+    with pytest.raises(ConfigError, match=r"train.strategies: .*unknown strategy 'bogus'"):
+        _params(**{"train.strategies": ["feature_extractor", "bogus"]})
 
 
-def _nearest_class_mean(strategy: Strategy, params: Params, out_dir: Path, inputs: Inputs) -> dict:
-    """A toy strategy: each class's mean feature; the nearest mean wins (a linear map)."""
-    task = params.data.task
-    class_names = list(labels_for(task))
-
-    backbone = create_backbone(
-        params.model.backbone, pretrained=params.model.pretrained,
-        early_block=params.model.early_block, image_size=params.model.image_size,
-    )  # fmt: skip
-
-    def rows(split: str) -> tuple[np.ndarray, np.ndarray]:
-        frame = load_split(Path(inputs.splits_dir) / f"{split}.csv", task)
-        feats = read_features(inputs.features_dir, split)
-        order = feats.rows(frame["image_id"].tolist(), split)
-        x = feats.penultimate if strategy.feature == "penultimate" else feats.block(
-            backbone.early_index)  # fmt: skip
-        return x[order], frame["label"].to_numpy()
-
-    (x, y), (x_val, y_val) = rows("train"), rows("val")
-    means = np.zeros((len(class_names), x.shape[1]))
-    for label in np.unique(y):
-        means[label] = x[y == label].mean(axis=0)
-    W = 2 * means  # argmin |x - m|^2 == argmax 2 m.x - |m|^2
-    b = np.where(np.isin(np.arange(len(class_names)), y), -(means**2).sum(axis=1), -1e9)
-    accuracy = float(((x_val @ W.T + b).argmax(axis=1) == y_val).mean())
-    model = Classifier.from_linear(backbone, W, b, feature=strategy.feature)
-    meta = {
-        "strategy": strategy.name, "task": task, "class_names": class_names,
-        "decode_size": params.decode.size, "backbone": params.model.backbone,
-    }  # fmt: skip
-    summary = {
-        "strategy": strategy.name, "task": task, "backbone": params.model.backbone,
-        "val_accuracy": accuracy, "train_seconds": 0.0, "best_epoch": None, "epochs_run": 0,
-        "device": "cpu", "params": {"feature": strategy.feature},
-    }  # fmt: skip
-    write_model_dir(out_dir, model, meta, summary=summary)
-    return summary
+@pytest.fixture
+def installed_toy(tmp_path, monkeypatch):
+    """The nearest-mean strategy as an installed plug-in: one module, one row."""
+    folder = write_plugin(tmp_path / "site", "toy_strategy", NEAREST_MEAN,
+                          {catalog.ENTRY_POINTS: {"nearest_mean": "toy_strategy:ROW"}})  # fmt: skip
+    monkeypatch.syspath_prepend(str(folder))
+    catalog.rows.cache_clear()
+    yield
+    monkeypatch.undo()
+    catalog.rows.cache_clear()
+    assert "nearest_mean" not in catalog.names()
 
 
-def test_a_strategy_added_through_the_registry_alone_trains_via_the_stage(feature_data, tmp_path):
-    """The "Adding a strategy" guide: one registry row, nothing else edited."""
+def test_an_installed_strategy_trains_via_the_stage_with_no_params_section(
+    installed_toy, feature_data, tmp_path
+):
+    """One module and one row (an entry point), nothing else edited: not even a params.yaml
+    section, since the row declares no settings."""
     splits, features = feature_data
-    toy = Strategy("nearest_mean", "features", None, _nearest_class_mean, feature="early")
-    strategies.register(toy)
-    try:
-        with pytest.raises(strategies.TrainingError, match="already registered"):
-            strategies.register(replace(toy))
-        out = tmp_path / "models" / "nearest_mean"
-        summary = train_stage.train(
-            "nearest_mean", _params(), out, features_dir=features, splits_dir=splits,
-            checkpoints=tmp_path / "checkpoints",
-        )  # fmt: skip
-    finally:
-        strategies.unregister("nearest_mean")
-    assert "nearest_mean" not in strategies.names()
-
+    assert "nearest_mean" in catalog.names()
+    params = _params(**{"train.strategies": ["feature_extractor", "nearest_mean"]})
+    assert params.settings_of("nearest_mean") is None
+    out = tmp_path / "models" / "nearest_mean"
+    summary = train_stage.train(
+        "nearest_mean", params, out, features_dir=features, splits_dir=splits,
+        checkpoints=tmp_path / "checkpoints",
+    )  # fmt: skip
     folder = read_model_dir(out)
     assert folder.summary == summary and summary["val_accuracy"] == 1.0
-    assert folder.history == {"epochs": [], "search": []}
     assert folder.spec["strategy"] == "nearest_mean" and folder.spec["feature"] == "early"
+    assert folder.spec["frozen_backbone"] is True  # evaluated from the one frozen pass
     val = read_features(features, "val")
     labels = load_split(splits / "val.csv", "breed")["label"].to_numpy()
     with torch.no_grad():
         early = val.block(folder.model.backbone.early_index)
         logits = folder.model.head(torch.from_numpy(np.ascontiguousarray(early)))
     assert (logits.argmax(1).numpy() == labels[::-1]).all()  # the npz rows are reversed
+
+
+def test_a_broken_plugin_is_named(tmp_path, monkeypatch):
+    folder = write_plugin(tmp_path / "site", "bad_strategy", "ROW = 42\n",
+                          {catalog.ENTRY_POINTS: {"bad": "bad_strategy:ROW"}})  # fmt: skip
+    monkeypatch.syspath_prepend(str(folder))
+    catalog.rows.cache_clear()
+    try:
+        with pytest.raises(PluginError, match="'bad'.*must name a StrategyRow"):
+            catalog.rows()
+    finally:
+        catalog.rows.cache_clear()
 
 
 def test_a_feature_strategy_dispatched_by_the_stage_writes_the_model_folder(feature_data, tmp_path):

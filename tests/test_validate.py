@@ -17,14 +17,17 @@ from petsml.data.breeds import breed_of
 from petsml.data.manifest import build_manifest, read_manifest
 from petsml.data.validation import QUARANTINE_COLUMNS, DataValidationError, validate_manifest
 from petsml.io import read_json
-from tests.fakedata import make_dataset
+from petsml.testing.fakedata import make_dataset
+from petsml.testing.project import shipped_section
 
 pytestmark = pytest.mark.slow(seconds=40)
 
 REPO = Path(__file__).resolve().parents[1]
 PER_BREED = 8
 # Sized for the fake dataset: 4 breeds of 8 listed images, some of them quarantined.
-PASSING = ValidateParams(require_all_breeds=False, min_images_per_breed=1, max_images_per_breed=50)
+PASSING = shipped_section(
+    "validate", require_all_breeds=False, min_images_per_breed=1, max_images_per_breed=50
+)
 SPLITS = ("train", "val", "test")
 QUIRK_KIND = {"png_rgba": "PNG/RGBA", "gif": "GIF/P", "cmyk": "JPEG/CMYK", "grey": "JPEG/L"}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import browser_paths, chromium, free_port, wait_http
+from petsml.testing.browser import browser_paths, chromium, free_port, wait_http
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "pets-sample"

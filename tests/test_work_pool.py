@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from petsml.testing.fakedata import MirrorServer, make_dataset, pack_archives
+from petsml.testing.project import fake_data_params, make_project, run, tool_env
 from pipelines.train import DEPLOYMENT_NAME, FLOW_NAME, WEEKLY_CRON
-from tests.fakedata import MirrorServer, make_dataset, pack_archives
-from tests.project import fake_data_params, make_project, run, tool_env
 from tests.servers import free_port, start, stop, wait_http
 
 pytestmark = pytest.mark.slow(seconds=235)

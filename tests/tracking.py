@@ -21,7 +21,7 @@ import yaml
 from PIL import Image
 
 from petsml.data.breeds import BREEDS
-from tests.fakedata import make_dataset, split_rows
+from petsml.testing.fakedata import make_dataset, split_rows
 from tests.models import BACKBONE, DECODE_SIZE, INPUT_SIZE, make_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]

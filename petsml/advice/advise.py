@@ -5,11 +5,13 @@ again. The strategies' own heads are fitted on a seeded per-class subsample of t
 (``advise.max_train_per_class``) and scored on every validation photo:
 
 - size: train images per class (min, median) on the whole train split, and a learning curve
-  (``feature_extractor``'s head at ``advise.fractions`` of the subsample per class), its last
-  step with a paired bootstrap interval;
-- similarity: ``feature_extractor``'s head on the penultimate features against ``svm_early``'s
-  on each earlier block, paired on the same photos (:mod:`petsml.advice.decision`), and the
-  ImageNet classifier's confidence on every train and validation photo (label-free);
+  (the penultimate features' logistic head at ``advise.fractions`` of the subsample per class),
+  its last step with a paired bootstrap interval;
+- similarity: the head of the strategy the table advises on ImageNet-like photos
+  (``feature_extractor``: penultimate features) against the head of the one it advises on
+  unlike photos (``svm_early``) on each earlier block, paired on the same photos
+  (:mod:`petsml.advice.decision`), and the ImageNet classifier's confidence on every train and
+  validation photo (label-free);
 - backbones: ``model.backbone`` (and any ``advise.backbones``) by LogME and probe accuracy.
 """
 
@@ -25,14 +27,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from petsml import paths
 from petsml.advice.decision import Probe, decide, similarity_verdict
 from petsml.advice.logme import logme
 from petsml.advice.probe import nested_fractions, per_class_subset
 from petsml.advice.stats import paired_bootstrap_ci
+from petsml.catalog import strategies
+from petsml.catalog.refs import resolve
 from petsml.config import Params
-from petsml.data.feature_file import SplitFeatures
+from petsml.data.feature_file import SplitFeatures, feature_path
 from petsml.errors import PetsError
-from petsml.models.heads import HeadFit, fit_linear_svm, fit_logistic
+from petsml.models.heads import HeadFit, fit_logistic
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +73,12 @@ def draw_sample(
     labels = train["label"].to_numpy()
     if np.unique(labels).size < 2:
         raise AdviceError(
-            "data/splits/train.csv holds fewer than two classes; the advise stage needs at "
+            f"{paths.split_csv('train')} holds fewer than two classes; the advise stage needs at "
             "least two to probe anything (check the data and data.task in params.yaml)."
         )
     if val.empty:
         raise AdviceError(
-            "data/splits/val.csv is empty; raise split.val_fraction in params.yaml so the "
+            f"{paths.split_csv('val')} is empty; raise split.val_fraction in params.yaml so the "
             "probes have images to be scored on."
         )
     tr = per_class_subset(labels, cfg.max_train_per_class, cfg.seed)
@@ -85,8 +90,8 @@ def draw_sample(
         val_ids=val_ids,
         y_train=labels[tr],
         y_val=val["label"].to_numpy()[va],
-        train_rows=tf.rows(train_ids, "data/features/train.npz"),
-        val_rows=vf.rows(val_ids, "data/features/val.npz"),
+        train_rows=tf.rows(train_ids, str(feature_path(paths.FEATURES, "train"))),
+        val_rows=vf.rows(val_ids, str(feature_path(paths.FEATURES, "val"))),
     )
 
 
@@ -116,10 +121,15 @@ def _correct(head: HeadFit, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def learning_curve(
-    x_train: np.ndarray, sample: Sample, x_val: np.ndarray, C: float, params: Params
+    x_train: np.ndarray,
+    sample: Sample,
+    x_val: np.ndarray,
+    fit_head: Callable[..., HeadFit],
+    params: Params,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """feature_extractor's head (at its chosen ``C``) on growing nested shares of the train
-    subsample; the rows, and the last step's gain with its paired bootstrap interval."""
+    """``fit_head`` (the penultimate strategy's head at its chosen C) on growing nested shares
+    of the train subsample; the rows, and the last step's gain with its paired bootstrap
+    interval."""
     cfg = params.advise
     rows, correct = [], []
     subsets = nested_fractions(sample.y_train, cfg.fractions, cfg.seed)
@@ -128,8 +138,8 @@ def learning_curve(
         if np.unique(y).size < 2:  # one image in all: nothing a head can learn
             right = sample.y_val == y[0]
         else:
-            right = _correct(fit_logistic(x_train[subset], y, x_val, sample.y_val, [C]), x_val,
-                             sample.y_val)  # fmt: skip
+            head = fit_head(x_train[subset], y, x_val, sample.y_val)
+            right = _correct(head, x_val, sample.y_val)
         correct.append(right)
         per_class = np.bincount(np.unique(y, return_inverse=True)[1])
         rows.append({
@@ -176,24 +186,43 @@ def _probe_row(block: int | str, head: HeadFit, correct: np.ndarray, dim: int, s
     }
 
 
+@dataclass(frozen=True)
+class Heads:
+    """The two frozen strategies the similarity call compares, as the registry has them: the one
+    the table advises on ImageNet-like photos (penultimate features) and the one it advises on
+    unlike ones (an earlier block); each with its own head fitter and C grid."""
+
+    penultimate: str
+    early: str
+
+    @classmethod
+    def of_registry(cls) -> Heads:
+        return cls(strategies.for_cell("small+similar"), strategies.for_cell("small+unlike"))
+
+    def fit(self, strategy: str, params: Params, *data: np.ndarray) -> HeadFit:
+        row = strategies.get(strategy)
+        return resolve(row.head)(*data, params.settings_of(strategy).C)
+
+
 def similarity(
     tf: SplitFeatures, vf: SplitFeatures, sample: Sample, params: Params, timings=None
 ) -> tuple[dict[str, Any], Any, HeadFit]:
-    """The similarity measurements and verdict; also feature_extractor's fitted head."""
+    """The similarity measurements and verdict; also the penultimate strategy's fitted head."""
     cfg = params.advise
+    heads = Heads.of_registry()
     y_tr, y_va = sample.y_train, sample.y_val
-    with _timed(timings, "feature_extractor head"):
+    with _timed(timings, "penultimate head"):
         x_tr, x_va = tf.penultimate[sample.train_rows], vf.penultimate[sample.val_rows]
-        pen_head = fit_logistic(x_tr, y_tr, x_va, y_va, params.feature_extractor.C)
+        pen_head = heads.fit(heads.penultimate, params, x_tr, y_tr, x_va, y_va)
         pen = Probe(tf.n_blocks - 1, _correct(pen_head, x_va, y_va))
-    rows = [_probe_row(pen.block, pen_head, pen.correct, x_tr.shape[1], "feature_extractor")]
+    rows = [_probe_row(pen.block, pen_head, pen.correct, x_tr.shape[1], heads.penultimate)]
     earlier = []
-    with _timed(timings, "svm_early heads"):
+    with _timed(timings, "earlier-block heads"):
         for block in range(tf.n_blocks - 1):
             b_tr, b_va = tf.block(block)[sample.train_rows], vf.block(block)[sample.val_rows]
-            head = fit_linear_svm(b_tr, y_tr, b_va, y_va, params.svm_early.C)
+            head = heads.fit(heads.early, params, b_tr, y_tr, b_va, y_va)
             earlier.append(Probe(block, _correct(head, b_va, y_va)))
-            rows.append(_probe_row(block, head, earlier[-1].correct, b_tr.shape[1], "svm_early"))
+            rows.append(_probe_row(block, head, earlier[-1].correct, b_tr.shape[1], heads.early))
     rows.sort(key=lambda row: row["block"])
     imagenet = imagenet_likeness(tf, vf)
     confidence = imagenet["mean_max_softmax"] if imagenet["available"] else None
@@ -205,6 +234,7 @@ def similarity(
     out = {
         "probe": rows,
         "blocks": tf.n_blocks,
+        "compared": {"penultimate": heads.penultimate, "early": heads.early},
         "penultimate_val_accuracy": pen.accuracy,
         "best_block": verdict.best_block,
         "p_value": verdict.p_value,
@@ -279,7 +309,12 @@ def advise(
     decision = decide(size["train_per_class_median"], cfg.small_below, verdict)
     with _timed(timings, "learning curve"):
         x_tr, x_va = tf.penultimate[sample.train_rows], vf.penultimate[sample.val_rows]
-        curve, step = learning_curve(x_tr, sample, x_va, pen_head.C, params)
+        penultimate = resolve(strategies.get(Heads.of_registry().penultimate).head)
+
+        def fit_head(*data: np.ndarray) -> HeadFit:
+            return penultimate(*data, [pen_head.C])
+
+        curve, step = learning_curve(x_tr, sample, x_va, fit_head, params)
     backbones = rank_backbones(params, tf, vf, sample, extra, timings)
     return {
         "version": ADVICE_VERSION,

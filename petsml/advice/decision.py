@@ -10,6 +10,9 @@ small      feature_extractor            svm_early, on the block that scored best
 large      finetune_top                 finetune_full
 =========  ===========================  ==================================================
 
+Which strategy answers which cell is data on the strategy registry's rows
+(:mod:`petsml.catalog.strategies`, ``advised_for``).
+
 *Small* is the median number of train images per class below ``advise.small_below``; the
 learning curve's last step (with its bootstrap interval) is reported beside it as evidence.
 
@@ -39,25 +42,24 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from petsml.advice.stats import mcnemar_greater
+from petsml.catalog import strategies
 
-STRATEGY_OF_CELL = {
-    ("small", "similar"): "feature_extractor",
-    ("small", "uncertain"): "feature_extractor",
-    ("small", "unlike"): "svm_early",
-    ("large", "similar"): "finetune_top",
-    ("large", "uncertain"): "finetune_top",
-    ("large", "unlike"): "finetune_full",
-}
-
+# Why each cell's strategy, in the cell's own words (the strategy is the registry's row).
 WHY = {
-    "feature_extractor": "few images per class: a linear head on the pretrained penultimate "
-    "features cannot overfit much, and no earlier block read the photos better.",
-    "svm_early": "few images and photos unlike ImageNet: an earlier block's more generic "
+    "small+similar": "few images per class and ImageNet-like photos: a linear head on the "
+    "pretrained penultimate features cannot overfit much, and no earlier block read the photos "
+    "better.",
+    "small+uncertain": "few images per class, and no significant evidence that an earlier block "
+    "reads the photos better: the penultimate features are the standard start, and switching "
+    "would need that evidence.",
+    "small+unlike": "few images and photos unlike ImageNet: an earlier block's more generic "
     "features explain the labels significantly better than the last block's; a linear SVM on "
     "that block needs no training of the network.",
-    "finetune_top": "enough images per class: adapt the top blocks and the head, keeping the "
-    "generic lower blocks frozen (no evidence that the lower blocks need to change).",
-    "finetune_full": "enough images and photos unlike ImageNet: an earlier block beat the last "
+    "large+similar": "enough images per class: adapt the top blocks and the head, keeping the "
+    "generic lower blocks frozen.",
+    "large+uncertain": "enough images per class and no significant evidence that the lower "
+    "blocks need to change: adapt the top blocks and the head (the cheaper fine-tune).",
+    "large+unlike": "enough images and photos unlike ImageNet: an earlier block beat the last "
     "significantly, so every block needs to adapt; fine-tune the whole network (with "
     "layer-wise decaying learning rates).",
 }
@@ -98,7 +100,7 @@ class Decision:
 
     @property
     def why(self) -> str:
-        return WHY[self.strategy]
+        return WHY[self.cell]
 
 
 def size_verdict(median_per_class: float, small_below: int) -> str:
@@ -168,5 +170,5 @@ def decide(
 ) -> Decision:
     """The cell and the strategy; svm_early's block is the best earlier block either way."""
     size = size_verdict(median_per_class, small_below)
-    strategy = STRATEGY_OF_CELL[(size, similarity.verdict)]
+    strategy = strategies.for_cell(f"{size}+{similarity.verdict}")
     return Decision(size, similarity, strategy, similarity.best_block)

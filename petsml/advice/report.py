@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from petsml.catalog import strategies
 from petsml.io import atomic_dir, atomic_path, write_json, write_text
 
 DPI = 110
@@ -69,7 +70,8 @@ def _line_png(x: Sequence, series: dict[str, Sequence], xlabel: str, title: str,
 def summary(advice: dict[str, Any]) -> str:
     """The one line the stage prints: the cell, the strategy and why."""
     size, sim = advice["size"], advice["similarity"]
-    block = f" at block {advice['early_block']}" if advice["strategy"] == "svm_early" else ""
+    early = advice["similarity"]["compared"]["early"]
+    block = f" at block {advice['early_block']}" if advice["strategy"] == early else ""
     return (
         f"advice: {advice['cell']} -> {advice['strategy']}{block} "
         f"(median {size['train_per_class_median']:g} train images/class, small below "
@@ -88,7 +90,8 @@ def _p(value: float | None) -> str:
 def markdown(advice: dict[str, Any], seconds: float) -> str:
     """``advice.md``: the answer first, then the measurements behind it."""
     block = advice["early_block"]
-    at = f" at `model.early_block: {block}`" if advice["strategy"] == "svm_early" else ""
+    compared = advice["similarity"]["compared"]
+    at = f" at `model.early_block: {block}`" if advice["strategy"] == compared["early"] else ""
     lines = [
         "# Which strategy should I ship?",
         "",
@@ -97,8 +100,7 @@ def markdown(advice: dict[str, Any], seconds: float) -> str:
         "",
         "|  | similar to ImageNet (or uncertain) | unlike ImageNet |",
         "|---|---|---|",
-        "| small | feature_extractor | svm_early (earlier block) |",
-        "| large | finetune_top | finetune_full |",
+        *_table_rows(),
         "",
         *_size_md(advice["size"]),
         *_similarity_md(advice["similarity"], block),
@@ -114,6 +116,15 @@ def markdown(advice: dict[str, Any], seconds: float) -> str:
     return "\n".join(lines)
 
 
+def _table_rows() -> list[str]:
+    """The 2x2 table's rows from the strategy registry (who answers which cell)."""
+    return [
+        f"| {size} | {strategies.for_cell(size + '+similar')} | "
+        f"{strategies.for_cell(size + '+unlike')} |"
+        for size in ("small", "large")
+    ]
+
+
 def _size_md(size: dict[str, Any]) -> list[str]:
     step = size["last_step"]
     low, high = step["interval"]
@@ -125,7 +136,7 @@ def _size_md(size: dict[str, Any]) -> list[str]:
         f"{size['train_per_class_median']:g} (small below {size['small_below']}): "
         f"**{size['verdict']}**.",
         "",
-        "Learning curve (feature_extractor's head, validation accuracy):",
+        "Learning curve (the penultimate features' head, validation accuracy):",
         "",
         "| fraction | train images per class | val accuracy |",
         "|---|---|---|",
@@ -150,10 +161,10 @@ def _similarity_md(sim: dict[str, Any], block: int | None) -> list[str]:
         "## Similarity to ImageNet",
         "",
         "Each block read by the strategy that would ship it, on the same validation photos "
-        "(svm_early's linear SVM on an earlier block's mean-pooled output, feature_extractor's "
-        "logistic regression on the penultimate features); p: one-sided exact McNemar test that "
-        "the block beats the penultimate features, adjusted for the number of blocks "
-        "(Bonferroni):",
+        f"({sim['compared']['early']}'s head on an earlier block's mean-pooled output, "
+        f"{sim['compared']['penultimate']}'s on the penultimate features); p: one-sided exact "
+        "McNemar test that the block beats the penultimate features, adjusted for the number of "
+        "blocks (Bonferroni):",
         "",
         "| block | head | features | val accuracy | p | adjusted p |",
         "|---|---|---|---|---|---|",

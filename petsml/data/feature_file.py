@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from petsml import paths
 from petsml.errors import PetsError
 
 BLOCK = "block_{}"
@@ -129,7 +130,7 @@ def rows_for(known_ids: np.ndarray, image_ids, source: str) -> np.ndarray:
     missing = [i for i in image_ids if i not in row]
     if missing:
         raise FeatureFileError(
-            f"{source} lacks {len(missing)} image(s) of data/splits (e.g. {missing[0]}); the "
+            f"{source} lacks {len(missing)} image(s) of {paths.SPLITS} (e.g. {missing[0]}); the "
             "features are older than the splits. Re-run `dvc repro featurize`."
         )
     return np.array([row[i] for i in image_ids], dtype=np.int64)

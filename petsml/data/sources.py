@@ -7,9 +7,9 @@ than given, and which class names the split stage records. Everything after the 
 ``data.folder`` is where the photos are read from: the download stage's ``data/raw`` for the
 official data, the user's ``<class>/<image>`` folder otherwise.
 
-To add a source: a builder module beside ``folder.py``, a :class:`Source` row in
-:data:`SOURCES`, its name in ``petsml.config.SOURCES`` (``tests/test_folder_source.py`` checks
-both lists agree).
+To add a source: a builder module beside ``folder.py``, a :class:`Source` here, and its row in
+:mod:`petsml.catalog.sources` (which names it, so the configuration checks ``data.source``
+without importing this module).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from petsml.catalog import sources
+from petsml.catalog.refs import resolve
 from petsml.config import DataParams, ValidateParams
 from petsml.data.folder import build_folder_manifest, listed_classes
 from petsml.data.manifest import build_manifest
@@ -37,31 +39,29 @@ class Source:
     classes: Callable[[pd.DataFrame], list[str] | None]  # recorded in classes.csv; None: fixed
 
 
-SOURCES: dict[str, Source] = {
-    "oxford-pets": Source(
-        name="oxford-pets",
-        manifest=lambda data, workers: build_manifest(data.folder, workers=workers),
-        rules=lambda validate, data, manifest: official_rules(validate),
-        draws_test=lambda data: False,
-        classes=lambda manifest: None,
+OFFICIAL = Source(
+    name="oxford-pets",
+    manifest=lambda data, workers: build_manifest(data.folder, workers=workers),
+    rules=lambda validate, data, manifest: official_rules(validate),
+    draws_test=lambda data: False,
+    classes=lambda manifest: None,
+)
+FOLDER = Source(
+    name="folder",
+    manifest=lambda data, workers: build_folder_manifest(data.folder, data.test_list, workers),
+    rules=lambda validate, data, manifest: folder_rules(
+        validate, listed_classes(manifest), data.folder
     ),
-    "folder": Source(
-        name="folder",
-        manifest=lambda data, workers: build_folder_manifest(data.folder, data.test_list, workers),
-        rules=lambda validate, data, manifest: folder_rules(
-            validate, listed_classes(manifest), data.folder
-        ),
-        draws_test=lambda data: data.test_list is None,
-        classes=listed_classes,
-    ),
-}
+    draws_test=lambda data: data.test_list is None,
+    classes=listed_classes,
+)
 
 
 def get_source(name: str) -> Source:
-    """The :class:`Source` row for ``data.source``; names the valid ones otherwise."""
-    try:
-        return SOURCES[name]
-    except KeyError:
+    """The :class:`Source` of ``data.source``; names the valid ones otherwise."""
+    row = sources.ROWS.get(name)
+    if row is None:
         raise PetsError(
-            f"data.source {name!r} is not a source; use one of {', '.join(SOURCES)}"
-        ) from None
+            f"data.source {name!r} is not a source; use one of {', '.join(sources.ROWS)}"
+        )
+    return resolve(row.source)

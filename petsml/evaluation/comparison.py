@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from petsml import paths
+from petsml.catalog import strategies
 from petsml.config import Params
 from petsml.data.decode import DecodedImages
 from petsml.data.tensors import pick_device
@@ -42,7 +43,6 @@ from petsml.models.model_dir import model_file, read_summary
 
 log = logging.getLogger(__name__)
 
-BASELINE = "scratch"  # the transfer gain is measured against it
 FRONT_ACCURACY = RANKED_BY  # the Pareto front trades what selection sees ...
 FRONT_LATENCY = "latency_ms_batch1"  # ... against what one request waits
 
@@ -149,8 +149,10 @@ def _number(value: Any) -> float | None:
 
 
 def transfer_gain(rows: list[dict[str, Any]]) -> None:
-    """Test accuracy over ``scratch``'s, in place; None everywhere when scratch did not run."""
-    base = next((r for r in rows if r["strategy"] == BASELINE), None)
+    """Test accuracy over the baseline's (the registry's ``baseline`` row: ``scratch``), in
+    place; None everywhere when it did not run."""
+    baseline = strategies.baseline()
+    base = next((r for r in rows if r["strategy"] == baseline), None)
     base_acc = _number(base.get("test_accuracy")) if base else None
     for row in rows:
         acc = _number(row.get("test_accuracy"))
@@ -321,7 +323,7 @@ def build_report(
             "preprocessing and the fused forward pass on the device; each distinct network "
             "timed once (strategies listed together share it) within one budget",
         },
-        "baseline": BASELINE,
+        "baseline": strategies.baseline(),
         "rows": ranked,
         "pareto": {"accuracy": FRONT_ACCURACY, "latency": FRONT_LATENCY, "front": front},
         "advice": advice_verdict(advice, ranked),

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from petsml import paths
 from petsml.data.decode import DecodedImages
 from petsml.data.feature_file import FeatureFileError, SplitFeatures
 from petsml.data.prefetch import input_batches
@@ -92,7 +93,7 @@ def _inputs(
     size = int(prep.input_size)
     if size > images.size:
         raise EvaluationError(
-            f"the model expects {size}x{size} inputs but data/decoded holds {images.size}x"
+            f"the model expects {size}x{size} inputs but {paths.DECODED} holds {images.size}x"
             f"{images.size} images: raise decode.size in params.yaml (or lower model.image_size "
             "and retrain)."
         )

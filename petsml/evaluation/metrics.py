@@ -162,3 +162,23 @@ def summarize(
         "macro_f1": macro_f1(labels, preds, n_classes),
         "ece": expected_calibration_error(probs, labels, n_bins),
     }
+
+
+# The metrics registry's computations (petsml.catalog.metrics): (labels, logits, n_bins) -> float.
+
+
+def top1_accuracy(labels: np.ndarray, logits: np.ndarray, n_bins: int) -> float:
+    return accuracy(np.asarray(labels), np.asarray(logits).argmax(axis=1))
+
+
+def top5_accuracy(labels: np.ndarray, logits: np.ndarray, n_bins: int) -> float:
+    return top_k_accuracy(np.asarray(labels), softmax(logits), 5)
+
+
+def macro_f1_of(labels: np.ndarray, logits: np.ndarray, n_bins: int) -> float:
+    logits = np.asarray(logits)
+    return macro_f1(np.asarray(labels), logits.argmax(axis=1), logits.shape[1])
+
+
+def ece_of(labels: np.ndarray, logits: np.ndarray, n_bins: int) -> float:
+    return expected_calibration_error(softmax(logits), np.asarray(labels), n_bins)

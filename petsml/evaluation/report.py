@@ -104,12 +104,9 @@ def evaluate_all(
             scores[result.strategy] = write_strategy_report(
                 result, tmp / result.strategy, decoded, n_bins
             )
-            log.info(
-                "%s: test accuracy %.4f, top-5 %.4f, macro F1 %.4f, ECE %.4f (logits from %s)",
-                result.strategy,
-                *(scores[result.strategy][k] or float("nan") for k in METRIC_KEYS[1:5]),
-                result.logits_from,
-            )
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in scores[result.strategy].items()
+                              if isinstance(v, float))  # fmt: skip
+            log.info("%s: %s (logits from %s)", result.strategy, shown, result.logits_from)
         plots.strategies_png(scores, tmp / COMPARISON_PNG)
     with atomic_dir(root / PLOTS_DIR) as tmp:
         write_plot_data(results, scores, tmp, n_bins)

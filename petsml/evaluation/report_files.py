@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 
 from petsml import paths
+from petsml.catalog import metrics as metrics_catalog
+from petsml.catalog.refs import resolve
 from petsml.data.decode import DecodedImages
 from petsml.evaluation import metrics as M
 from petsml.evaluation import plots
@@ -31,9 +33,9 @@ from petsml.evaluation.results import METRIC_KEYS
 from petsml.evaluation.scoring import StrategyEval
 from petsml.io import atomic_dir, write_json
 
-EVAL_DIR = paths.REPORTS / "eval"
-PLOTS_DIR = paths.REPORTS / "plots"
-STRATEGY_METRICS_DIR = paths.REPORTS / "metrics"  # <strategy>.json: the DVC metrics files
+EVAL_DIR = paths.EVAL
+PLOTS_DIR = paths.PLOTS
+STRATEGY_METRICS_DIR = paths.STRATEGY_METRICS  # <strategy>.json: the DVC metrics files
 COMPARISON_PNG = "strategies.png"  # in EVAL_DIR: val and test accuracy of every strategy
 TOP_K = 5
 TOP_CONFUSED = 10
@@ -88,16 +90,16 @@ def _clean(value: Any) -> Any:
 
 
 def headline(result: StrategyEval, n_bins: int) -> dict[str, Any]:
-    """The ``reports/metrics.json`` entry of one strategy."""
-    scores = M.summarize(result.labels, result.logits, n_bins=n_bins, k=TOP_K)
-    return {
-        "val_accuracy": _clean(result.summary.get("val_accuracy")),
-        "test_accuracy": _clean(scores["accuracy"]),
-        "test_top5": _clean(scores["top5"]),
-        "test_macro_f1": _clean(scores["macro_f1"]),
-        "test_ece": _clean(scores["ece"]),
-        "train_seconds": _clean(result.summary.get("train_seconds")),
-    }
+    """The ``reports/metrics.json`` entry of one strategy: a value per row of the metrics
+    registry (:mod:`petsml.catalog.metrics`), computed on the test logits or read from the
+    strategy's summary."""
+    out = {}
+    for row in metrics_catalog.rows():
+        if row.source == "summary":
+            out[row.key] = _clean(result.summary.get(row.key))
+        else:
+            out[row.key] = _clean(resolve(row.compute)(result.labels, result.logits, n_bins))
+    return out
 
 
 def write_strategy_report(

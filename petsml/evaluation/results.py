@@ -29,23 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from petsml import paths
+from petsml.catalog import metrics
 from petsml.errors import PetsError
 
-COMPARISON_JSON = paths.REPORTS / "comparison.json"  # the contract: rows, Pareto front, advice
-COMPARISON_MD = paths.REPORTS / "comparison.md"
-COMPARISON_HTML = paths.REPORTS / "comparison.html"  # figures inline: one offline file
-COMPARISON_PLOTS = paths.REPORTS / "comparison"  # strategies.csv (dvc plots) and the PNGs
+COMPARISON_JSON = paths.COMPARISON_JSON  # the contract: rows, Pareto front, advice
+COMPARISON_MD = paths.COMPARISON_MD
+COMPARISON_HTML = paths.COMPARISON_HTML
+COMPARISON_PLOTS = paths.COMPARISON_PLOTS
 COMPARISON_FILES = (COMPARISON_JSON, COMPARISON_MD, COMPARISON_HTML)
 COMPARISON_VERSION = 1
-# each strategy's entry of reports/metrics.json (and reports/metrics/<strategy>.json)
-METRIC_KEYS = (
-    "val_accuracy",
-    "test_accuracy",
-    "test_top5",
-    "test_macro_f1",
-    "test_ece",
-    "train_seconds",
-)
+# each strategy's entry of reports/metrics.json (and reports/metrics/<strategy>.json): the
+# metrics registry's keys (petsml.catalog.metrics)
+METRIC_KEYS = metrics.keys()
 RANKED_BY = "val_accuracy"  # as `register` picks: test accuracy is reported, never chosen on
 
 
@@ -85,12 +80,7 @@ ONNX_KEYS = tuple(c.key for c in ONNX_COLUMNS)
 COLUMNS: tuple[Column, ...] = (
     Column("rank", "#", "d", "rank by validation accuracy"),
     Column("strategy", "strategy", "", "transfer strategy"),
-    Column("val_accuracy", "val acc", ".3f", "validation accuracy (what selection sees)"),
-    Column("test_accuracy", "test acc", ".3f", "test top-1 accuracy"),
-    Column("test_top5", "top-5", ".3f", "test top-5 accuracy"),
-    Column("test_macro_f1", "macro-F1", ".3f", "test macro-averaged F1"),
-    Column("test_ece", "ECE", ".3f", "test expected calibration error (lower is better)"),
-    Column("train_seconds", "train s", ".1f", "training time, seconds"),
+    *(Column(row.key, row.header, row.fmt, row.help) for row in metrics.rows()),
     Column("latency_ms_batch1", "ms/img b1", ".2f", "inference latency per image at batch 1"),
     Column("latency_ms_batch16", "ms/img b16", ".2f", "inference latency per image at batch 16"),
     Column("parameters", "params", ",d", "parameters in the saved model"),

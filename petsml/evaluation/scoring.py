@@ -106,8 +106,8 @@ def _load_model(strategy: str, params: Params, test: pd.DataFrame, root: Path) -
     labels = test["label"].to_numpy(dtype=np.int64)
     if len(labels) and labels.max() >= n_classes:
         raise EvaluationError(
-            f"data/splits/test.csv has label {labels.max()} but {model_path} knows {n_classes} "
-            f"classes; re-run `dvc repro train@{strategy}`."
+            f"{paths.split_csv('test')} has label {labels.max()} but {model_path} knows "
+            f"{n_classes} classes; re-run `dvc repro train@{strategy}`."
         )
     if spec.get("strategy", strategy) != strategy:
         log.warning("%s holds a %s model", model_path, spec.get("strategy"))

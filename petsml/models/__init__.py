@@ -20,13 +20,11 @@ _HOMES = {
     "WeightsUnavailableError": "backbones",
     "available_backbones": "backbones",
     "create_backbone": "backbones",
-    "register_family": "backbones",
     "resolve_backbone": "backbones",
     "Classifier": "classifier",
     "ModelFileError": "classifier",
     "load_classifier": "classifier",
     "save_classifier": "classifier",
-    "OFFLINE_BACKBONES": "catalog",
 }
 
 __all__ = sorted(_HOMES)

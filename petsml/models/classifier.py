@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from petsml.catalog import tta as tta_catalog
 from petsml.errors import PetsError
 from petsml.io import atomic_path
 from petsml.models.backbones import Backbone, create_backbone
@@ -35,14 +36,10 @@ VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": lambda x: x,
     "hflip": lambda x: torch.flip(x, dims=[3]),  # mirror the width axis of NCHW
 }
-# Test-time augmentation (params.yaml ``train.tta``): mode -> the views whose logits an eval-mode
-# forward averages. The mean of the logits, so for the linear head it equals the head of the
-# mean pooled feature and every consumer still applies one softmax. petsml.config repeats the
-# names (it sits below models); tests/test_tta.py holds both lists equal.
-TTA: dict[str, tuple[str, ...]] = {
-    "none": ("identity",),
-    "flip": ("identity", "hflip"),
-}
+# Test-time augmentation (params.yaml ``train.tta``): the registry's modes -> the views whose
+# logits an eval-mode forward averages. The mean of the logits, so for the linear head it
+# equals the head of the mean pooled feature and every consumer still applies one softmax.
+TTA = tta_catalog.TTA
 
 
 def mean_over_views(

@@ -10,7 +10,7 @@ tracking may all import it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,55 @@ _MISSING: Any = object()
 
 class ModelDirError(PetsError):
     """A model folder lacks a file or holds one that cannot be read."""
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What every strategy stores in model.pt beside the network (its spec's metadata)."""
+
+    strategy: str
+    task: str
+    class_names: list[str]
+    decode_size: int
+    backbone: str  # model.backbone as given
+    frozen_backbone: bool = False  # the trunk is the featurize stage's (evaluated from its cache)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """summary.json: a strategy's headline numbers, the same keys for every strategy."""
+
+    strategy: str
+    task: str
+    backbone: str
+    val_accuracy: float
+    train_seconds: float
+    best_epoch: int | None  # trained strategies: the epoch kept
+    epochs_run: int  # 0 for a head fitted on cached features
+    device: str
+    params: dict[str, Any]  # what the fit chose and ran with (C, block, lr, ...)
+    stopped_early: bool = False
+    resumed_from_epoch: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path) -> Summary:
+        """Checked on read: a summary missing a key, or with one this contract does not know,
+        names the file and the fix."""
+        names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING}
+        if not isinstance(data, dict) or not required <= set(data) or not set(data) <= names:
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ModelDirError(
+                f"{source}: not a strategy summary (keys {got}; the contract is "
+                f"{sorted(names)}); run `dvc repro train` to rewrite it."
+            )
+        return cls(**data)
 
 
 @dataclass
@@ -59,22 +108,21 @@ def summary_file(model_dir: str | Path) -> Path:
 def write_model_dir(
     out_dir: str | Path,
     model: Classifier,
-    meta: dict[str, Any],
+    meta: ModelMeta,
     *,
-    summary: dict[str, Any],
+    summary: Summary,
     epochs: list[dict[str, Any]] | None = None,
     search: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write the whole folder at once: it replaces ``out_dir`` only when every file is written.
 
-    ``meta`` goes into model.pt (at least strategy, task, class_names, decode_size, backbone);
-    ``epochs`` (trained strategies) and ``search`` (the C grid of frozen-feature ones) make up
-    history.json.
+    ``meta`` goes into model.pt's spec; ``epochs`` (trained strategies) and ``search`` (the C
+    grid of frozen-feature ones) make up history.json.
     """
     with atomic_dir(out_dir) as tmp:
-        save_classifier(model, model_file(tmp), meta)
+        save_classifier(model, model_file(tmp), meta.as_dict())
         write_json(history_file(tmp), {"epochs": list(epochs or []), "search": list(search or [])})
-        write_json(summary_file(tmp), summary)
+        write_json(summary_file(tmp), summary.as_dict())
 
 
 def _read(path: Path, default: Any) -> Any:
@@ -91,8 +139,13 @@ def _read(path: Path, default: Any) -> Any:
 
 
 def read_summary(model_dir: str | Path, default: Any = _MISSING) -> dict[str, Any]:
-    """summary.json; ``default`` when it is missing (without one, a missing file is an error)."""
-    return _read(summary_file(model_dir), default)
+    """summary.json, checked against :class:`Summary`; ``default`` when it is missing (without
+    one, a missing file is an error)."""
+    path = summary_file(model_dir)
+    data = _read(path, default)
+    if data is default and not path.is_file():
+        return data
+    return Summary.from_dict(data, path).as_dict()
 
 
 def read_history(model_dir: str | Path, default: Any = _MISSING) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from petsml.catalog.backbones import OFFLINE_BACKBONES, OfflineBackbone
 from petsml.models.base import (
     OFFLINE_HINT,
     BackboneError,
@@ -31,7 +32,6 @@ from petsml.models.base import (
     WeightsMismatchError,
     WeightsUnavailableError,
 )
-from petsml.models.catalog import OFFLINE_BACKBONES, OfflineBackbone
 from petsml.models.efficientnet_lite import LiteNet
 from petsml.models.timm_backbones import TimmBackbone
 

@@ -70,7 +70,7 @@ def build_index(
     if missing:
         raise PetsError(
             f"no embedding for {len(missing)} indexed photo(s) (e.g. {missing[0]}): the "
-            "embeddings are older than data/splits; re-run `dvc repro`."
+            f"embeddings are older than {paths.SPLITS}; re-run `dvc repro`."
         )
     take = np.array([row[i] for i in frame["image_id"]], dtype=np.int64)
     vectors = np.asarray(vectors, dtype=np.float32)[take]

@@ -153,7 +153,7 @@ def log_child(
     index file (:mod:`petsml.tracking.neighbour_files`), shipped inside the logged model."""
     import mlflow
 
-    from petsml.tracking.pyfunc import log_pyfunc_model
+    from petsml.tracking.pyfunc import InputLimits, log_pyfunc_model
 
     summary = files.summary
     child_tags = {
@@ -188,6 +188,9 @@ def log_child(
                 mlflow.log_artifact(str(path), artifact_path="training")
         info = log_pyfunc_model(
             files.model_pt,
+            limits=InputLimits(
+                max_pixels=params.serve.max_pixels, max_bytes=params.serve.max_bytes
+            ),  # fmt: skip
             name=MODEL_NAME,
             input_example_image=example,
             step=step,

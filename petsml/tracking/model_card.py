@@ -18,17 +18,15 @@ from typing import Any
 
 import pandas as pd
 
+from petsml import paths
+from petsml.catalog import metrics as metrics_catalog
+
 log = logging.getLogger(__name__)
 
 PER_CLASS_NAME = "per_class.csv"
 CONFUSED_PAIRS_NAME = "confused_pairs.csv"
-TABLE_METRICS = (
-    ("val_accuracy", "val acc"),
-    ("test_accuracy", "test acc"),
-    ("test_top5", "test top-5"),
-    ("test_macro_f1", "test macro F1"),
-    ("test_ece", "test ECE"),
-)
+# the metrics registry's card rows: (key, column title)
+TABLE_METRICS = tuple((row.key, row.header) for row in metrics_catalog.rows() if row.tag)
 _NAME_COLUMNS = ("class_name", "class", "breed", "name", "label_name", "label", "species")
 _SCORE_COLUMNS = ("f1", "recall", "accuracy", "precision")
 
@@ -47,6 +45,7 @@ class CardInputs:
     split_sizes: dict[str, int] = field(default_factory=dict)
     per_class: pd.DataFrame | None = None
     confused_pairs: pd.DataFrame | None = None
+    limits: dict[str, int] | None = None  # params.yaml serve: what the logged model refuses
     weak_k: int = 5
 
 
@@ -92,18 +91,19 @@ def top_confusions(pairs: pd.DataFrame, k: int = 5) -> list[tuple[str, str, int]
     ]
 
 
-def _serving_lines() -> list[str]:
-    """The served input contract (the defaults of params.yaml `serve`; the model's
-    model_config has the values it was logged with)."""
-    from petsml.config import ServeParams
-
-    MAX_PIXELS, MAX_BYTES = ServeParams().max_pixels, ServeParams().max_bytes  # noqa: N806
-
+def _serving_lines(limits: Mapping[str, int] | None) -> list[str]:
+    """The served input contract, with the limits the model was logged with (params.yaml
+    ``serve``, stored as its model_config)."""
+    over = (
+        f"An image over {limits['max_pixels']:,} pixels or {limits['max_bytes']:,} bytes "
+        if limits
+        else "An image over the limits "
+    )
     return [
         "- Served (`mlflow models serve`): send the image bytes base64-encoded in a column "
-        "`image` or `image_b64`; the server reads no files, so a file path is refused. An "
-        f"image over {MAX_PIXELS:,} pixels or {MAX_BYTES:,} bytes (model_config `max_pixels`, "
-        "`max_bytes`) is refused in its own row, before decoding.",
+        "`image` or `image_b64`; the server reads no files, so a file path is refused. "
+        f"{over}(model_config `max_pixels`, `max_bytes`) is refused in its own row, before "
+        "decoding.",
     ]
 
 
@@ -199,7 +199,7 @@ def _use_and_limits(inputs: CardInputs) -> list[str]:
         "photo, for demos, teaching and pet-photo organisation.",
         "- Input: an RGB photo (JPEG/PNG); it is resized on its short side and centre-cropped, "
         "as in training. Output: label, probability, top-5 labels and the species.",
-        *_serving_lines(),
+        *_serving_lines(inputs.limits),
         "",
         "## Limits",
         "",
@@ -241,7 +241,7 @@ def _eval_table(
                 return pd.read_csv(client.download_artifacts(run_id, artifact, tmp))
             except Exception as error:
                 log.warning("cannot read %s of run %s: %s", artifact, run_id, error)
-    for local in (root / "reports" / "eval" / strategy / name, root / "reports" / strategy / name):
+    for local in (root / paths.eval_dir(strategy) / name, root / paths.REPORTS / strategy / name):
         if local.is_file():
             return pd.read_csv(local)
     return None
@@ -307,4 +307,16 @@ def gather_card_inputs(
         split_sizes=_split_sizes(client, run_id, root),
         per_class=_eval_table(client, run_id, artifacts, PER_CLASS_NAME, strategy, root),
         confused_pairs=_eval_table(client, run_id, artifacts, CONFUSED_PAIRS_NAME, strategy, root),
+        limits=_serve_limits(root),
     )
+
+
+def _serve_limits(root: Path) -> dict[str, int] | None:
+    """params.yaml ``serve`` of the project (what track logged each model with)."""
+    from petsml.config import DEFAULT_PARAMS, load_params
+
+    path = root / DEFAULT_PARAMS
+    if not path.is_file():
+        return None
+    serve = load_params(path).serve
+    return {"max_pixels": serve.max_pixels, "max_bytes": serve.max_bytes}

@@ -138,7 +138,7 @@ def log_parent_summary(client, run_id: str, files: list[StrategyFiles], root: Pa
     comparison = read_comparison(root, required=False)
     table = comparison_frame(files, comparison)
     mlflow.log_table(table, artifact_file=COMPARISON_TABLE)
-    figure = root / paths.REPORTS / "eval" / COMPARISON_PNG
+    figure = root / paths.EVAL / COMPARISON_PNG
     if figure.is_file():
         mlflow.log_artifact(str(figure), artifact_path="comparison")
     log_comparison_report(root)

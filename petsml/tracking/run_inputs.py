@@ -136,13 +136,13 @@ def collect_strategy_files(params: Params, root: str | Path = ".") -> list[Strat
         eval_dir = next(
             (
                 d
-                for d in (root / paths.REPORTS / "eval" / strategy, root / paths.REPORTS / strategy)
+                for d in (root / paths.eval_dir(strategy), root / paths.REPORTS / strategy)
                 if d.is_dir()
             ),
             None,
         )
         if eval_dir is None:
-            log.warning("%s: no evaluation folder under reports/eval; plots not logged", strategy)
+            log.warning("%s: no evaluation folder under %s; plots not logged", strategy, paths.EVAL)
         found.append(
             StrategyFiles(
                 strategy=strategy,
@@ -158,7 +158,9 @@ def collect_strategy_files(params: Params, root: str | Path = ".") -> list[Strat
 
 def strategy_params(params: Params, strategy: str) -> dict[str, str]:
     """Flat params of the common sections plus ``strategy``'s section, and its name."""
-    keep = (*COMMON_SECTIONS, strategy)
-    flat = {key: value for key, value in params.flat().items() if key.split(".", 1)[0] in keep}
+    flat = {k: v for k, v in params.flat().items() if k.split(".", 1)[0] in COMMON_SECTIONS}
+    settings = params.settings_of(strategy)
+    for key, value in (settings.model_dump() if settings is not None else {}).items():
+        flat[f"{strategy}.{key}"] = value
     flat["strategy"] = strategy
     return {key: str(value) for key, value in flat.items()}

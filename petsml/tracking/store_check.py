@@ -29,7 +29,7 @@ from petsml.tracking.store import (
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT = paths.REPORTS / "mlflow_store.json"
+FINGERPRINT = paths.MLFLOW_STORE
 STORE_ID_TAG = "petsml.store_id"
 
 

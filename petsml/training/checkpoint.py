@@ -85,7 +85,7 @@ def fingerprint(
         "strategy": strategy,
         "task": params.data.task,
         "model": params.model.model_dump(),
-        "strategy_params": getattr(params, strategy).model_dump(),
+        "strategy_params": _dump(params.settings_of(strategy)),
         "train": {
             "seed": t.seed,
             "epochs": t.epochs,
@@ -220,3 +220,7 @@ def remove_checkpoint(checkpoint_dir: Path) -> None:
         checkpoint_dir.rmdir()  # only when nothing else lives there
     except OSError:
         pass
+
+
+def _dump(settings) -> dict:
+    return settings.model_dump() if settings is not None else {}

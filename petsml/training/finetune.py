@@ -47,7 +47,7 @@ import torch
 from petsml import paths
 from petsml.config import Params
 from petsml.data.tensors import inference_batch_size
-from petsml.models.model_dir import write_model_dir
+from petsml.models.model_dir import ModelMeta, Summary, write_model_dir
 from petsml.training import cached_top, distributed
 from petsml.training.checkpoint import (
     CHECKPOINT,
@@ -361,19 +361,19 @@ def _write_model_dir(
     model.tta = run.params.train.tta  # trained and validated without; shipped with
     t, params, name = run.params.train, run.params, run.strategy.name
     history = progress.history
-    summary = {
-        "strategy": name,
-        "task": params.data.task,
-        "backbone": params.model.backbone,
-        "val_accuracy": float(progress.best["accuracy"]),
-        "train_seconds": float(sum(r["seconds"] for r in history)),
-        "best_epoch": int(progress.best["epoch"]),
-        "epochs_run": len(history),
-        "device": run.device.type,
-        "stopped_early": bool(progress.stopped_early),
-        "resumed_from_epoch": progress.resumed_from,
-        "params": {
-            **run.settings.model_dump(),
+    summary = Summary(
+        strategy=name,
+        task=params.data.task,
+        backbone=params.model.backbone,
+        val_accuracy=float(progress.best["accuracy"]),
+        train_seconds=float(sum(r["seconds"] for r in history)),
+        best_epoch=int(progress.best["epoch"]),
+        epochs_run=len(history),
+        device=run.device.type,
+        stopped_early=bool(progress.stopped_early),
+        resumed_from_epoch=progress.resumed_from,
+        params={
+            **(run.settings.model_dump() if run.settings is not None else {}),
             "pretrained": params.model.pretrained and run.strategy.pretrained,
             "epochs": t.epochs,
             "batch_size": t.batch_size,
@@ -381,14 +381,14 @@ def _write_model_dir(
             "warmup_epochs": t.warmup_epochs,
             "seed": t.seed,
         },
-    }
-    meta = {
-        "strategy": name,
-        "task": params.data.task,
-        "class_names": run.class_names,
-        "decode_size": run.decode_size,
-        "backbone": params.model.backbone,
-    }
+    )
+    meta = ModelMeta(
+        strategy=name,
+        task=params.data.task,
+        class_names=run.class_names,
+        decode_size=run.decode_size,
+        backbone=params.model.backbone,
+    )
     if write:
         write_model_dir(out_dir, model, meta, summary=summary, epochs=history)
-    return summary
+    return summary.as_dict()

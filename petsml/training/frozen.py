@@ -21,7 +21,7 @@ from petsml.data.split import load_split
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier
 from petsml.models.heads import pad_classes
-from petsml.models.model_dir import write_model_dir
+from petsml.models.model_dir import ModelMeta, Summary, write_model_dir
 
 if TYPE_CHECKING:
     from petsml.training.spec import Inputs, Strategy
@@ -56,7 +56,8 @@ def fit(strategy: Strategy, params: Params, out_dir: Path, inputs: Inputs) -> di
     block = backbone.early_index
     x_train, y_train = _aligned(features_dir, inputs.splits_dir, "train", task, feature, block)
     x_val, y_val = _aligned(features_dir, inputs.splits_dir, "val", task, feature, block)
-    cs = strategy.settings(params).C
+    settings = strategy.settings(params)
+    cs = list(getattr(settings, "C", ()))  # a head without a C grid gets an empty one
     head = strategy.head(x_train, y_train, x_val, y_val, cs)
     seconds = time.perf_counter() - started
     log.info(
@@ -67,29 +68,29 @@ def fit(strategy: Strategy, params: Params, out_dir: Path, inputs: Inputs) -> di
     W, b = pad_classes(head.W, head.b, len(class_names))
     model = Classifier.from_linear(backbone, W, b, feature=feature)
     model.tta = params.train.tta  # the head was fitted without it; the shipped model applies it
-    meta = {
-        "strategy": strategy.name,
-        "task": task,
-        "class_names": class_names,
-        "decode_size": params.decode.size,
-        "backbone": params.model.backbone,
-        "frozen_backbone": True,  # its trunk is the featurize stage's: evaluated from the cache
-    }
-    summary = {
-        "strategy": strategy.name,
-        "task": task,
-        "backbone": params.model.backbone,
-        "val_accuracy": float(head.val_accuracy),
-        "train_seconds": float(seconds),
-        "best_epoch": None,
-        "epochs_run": 0,
-        "device": "cpu",
-        "params": {
+    meta = ModelMeta(
+        strategy=strategy.name,
+        task=task,
+        class_names=class_names,
+        decode_size=params.decode.size,
+        backbone=params.model.backbone,
+        frozen_backbone=True,  # its trunk is the featurize stage's: evaluated from the cache
+    )
+    summary = Summary(
+        strategy=strategy.name,
+        task=task,
+        backbone=params.model.backbone,
+        val_accuracy=float(head.val_accuracy),
+        train_seconds=float(seconds),
+        best_epoch=None,
+        epochs_run=0,
+        device="cpu",
+        params={
             "C": head.C,
             "C_grid": list(cs),
             "feature": feature,
             **({"block": block} if feature == "early" else {}),
         },
-    }
+    )
     write_model_dir(out_dir, model, meta, summary=summary, search=head.search)
-    return summary
+    return summary.as_dict()

@@ -35,7 +35,7 @@ class Inputs:
 
 @dataclass(frozen=True)
 class Strategy:
-    """One row of the registry.
+    """A row of the strategy registry (:mod:`petsml.catalog.strategies`) with its code resolved.
 
     ``fit(strategy, params, out_dir, inputs)`` writes the model folder
     (:func:`petsml.models.model_dir.write_model_dir`) and returns its summary. The remaining
@@ -45,10 +45,9 @@ class Strategy:
     """
 
     name: str
-    consumes: Literal["features", "images"]
-    section: str | None  # params.yaml section with its settings (None: it has none)
+    kind: Literal["frozen", "trained"]
     fit: Callable[[Strategy, Params, Path, Inputs], dict[str, Any]]
-    feature: str = "penultimate"  # which cached feature a frozen-feature strategy fits on
+    feature: str = "penultimate"  # which cached feature a frozen strategy fits on
     head: Callable[..., Any] | None = None  # its head fitter (petsml.models.heads)
     pretrained: bool = True  # trained: start from the pretrained weights (model.pretrained)
     block_lrs: Callable[[Any, int, str], dict[int, float]] | None = None  # trained: who trains
@@ -56,4 +55,4 @@ class Strategy:
 
     def settings(self, params: Params) -> Any:
         """This strategy's section of ``params`` (None when it has none)."""
-        return getattr(params, self.section) if self.section else None
+        return params.settings_of(self.name)

@@ -1,93 +1,66 @@
-"""The strategy registry: one row per transfer strategy, and the one place that knows them.
+"""The strategies as training runs them: the catalog's rows with their code resolved.
 
-Each :class:`~petsml.training.spec.Strategy` row says what the strategy consumes (the cached
-``features`` or the decoded ``images``), which ``params.yaml`` section holds its settings, the
-function that fits it and that function's knobs (which feature and head a frozen-feature
-strategy fits; whether a trained one starts pretrained, which blocks train at which rate,
-whether its frozen trunk is cached). ``stages/train.py`` dispatches through :func:`fit`; nothing
-else compares strategy names. To add a strategy, add a row here (or :func:`register` one from
-outside the package); see docs/ARCHITECTURE.md, "Adding a strategy".
-
-The names also live in :data:`petsml.config.STRATEGIES` (config sits below training, so it
-cannot import this table); ``tests/test_strategies.py`` checks the two agree.
+:mod:`petsml.catalog.strategies` owns the names and what each strategy is (built-in rows and
+installed plug-ins); here each row's references become the functions
+:func:`petsml.training.frozen.fit` and :func:`petsml.training.finetune.fit` read, and
+:func:`fit` is the one dispatch every caller goes through (``stages/train.py``, the flows,
+the tests).
 """
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
+from petsml.catalog import strategies as catalog
+from petsml.catalog.refs import resolve
 from petsml.config import Params
 from petsml.models.early_block import load_resolved, unread_block, with_early_block
-from petsml.models.heads import fit_linear_svm, fit_logistic
-from petsml.training import finetune, frozen
 from petsml.training.loop import TrainingError
-from petsml.training.param_groups import every_block, layer_decay, top_blocks
 from petsml.training.spec import Inputs, Strategy
-
-REGISTRY: dict[str, Strategy] = {
-    row.name: row
-    for row in (
-        Strategy(
-            "feature_extractor", "features", "feature_extractor", frozen.fit,
-            feature="penultimate", head=fit_logistic,
-        ),
-        Strategy(
-            "svm_early", "features", "svm_early", frozen.fit,
-            feature="early", head=fit_linear_svm,
-        ),
-        Strategy(
-            "finetune_top", "images", "finetune_top", finetune.fit,
-            block_lrs=top_blocks, cache_frozen_trunk=True,
-        ),
-        Strategy("finetune_full", "images", "finetune_full", finetune.fit, block_lrs=layer_decay),
-        Strategy(
-            "scratch", "images", "scratch", finetune.fit, block_lrs=every_block, pretrained=False
-        ),
-    )
-}  # fmt: skip
 
 
 def names() -> tuple[str, ...]:
-    """Every registered strategy name, in table order."""
-    return tuple(REGISTRY)
+    """Every registered strategy name, in registry order."""
+    return catalog.names()
+
+
+@cache
+def _row(name: str) -> Strategy:
+    row = catalog.rows()[name]
+    return Strategy(
+        name=row.name,
+        kind=row.kind,
+        fit=resolve(row.fit),
+        feature=row.feature,
+        head=resolve(row.head) if row.head else None,
+        pretrained=row.pretrained,
+        block_lrs=resolve(row.block_lrs) if row.block_lrs else None,
+        cache_frozen_trunk=row.cache_frozen_trunk,
+    )
 
 
 def get(strategy: str | Strategy) -> Strategy:
-    """The registry row for ``strategy`` (a row is returned as it is)."""
+    """The resolved row for ``strategy`` (a row is returned as it is)."""
     if isinstance(strategy, Strategy):
         return strategy
-    try:
-        return REGISTRY[strategy]
-    except KeyError:
-        raise TrainingError(
-            f"unknown strategy {strategy!r}; use one of {', '.join(REGISTRY)} "
-            "(train.strategies in params.yaml)"
-        ) from None
+    if strategy not in catalog.rows():
+        raise TrainingError(str(catalog.StrategyError(
+            f"unknown strategy {strategy!r}; use one of {', '.join(catalog.names())} "
+            "(train.strategies in params.yaml)")))  # fmt: skip
+    return _row(strategy)
 
 
 def trained(strategy: str | Strategy) -> Strategy:
     """The row of a strategy that trains the network from images; a clear error otherwise."""
-    row = REGISTRY.get(strategy) if isinstance(strategy, str) else strategy
-    if row is None or row.consumes != "images" or row.block_lrs is None:
-        trained_names = [s.name for s in REGISTRY.values() if s.consumes == "images"]
+    row = get(strategy) if isinstance(strategy, Strategy) or strategy in catalog.rows() else None
+    if row is None or row.kind != "trained" or row.block_lrs is None:
+        trained_names = [r.name for r in catalog.rows().values() if r.kind == "trained"]
         raise TrainingError(
             f"{getattr(row, 'name', strategy)!r} is not a trained strategy; use one of "
             f"{', '.join(trained_names)}"
         )
     return row
-
-
-def register(row: Strategy) -> Strategy:
-    """Add ``row`` to the registry (a plug-in strategy); its name must be new."""
-    if row.name in REGISTRY:
-        raise TrainingError(f"strategy {row.name!r} is already registered")
-    REGISTRY[row.name] = row
-    return row
-
-
-def unregister(name: str) -> None:
-    """Remove a strategy added with :func:`register` (tests, plug-ins being unloaded)."""
-    REGISTRY.pop(name, None)
 
 
 def fit(strategy: str | Strategy, params: Params, out_dir: str | Path, inputs: Inputs) -> dict:

@@ -96,11 +96,12 @@ def _thumbnail(path: Path) -> bytes:
 
 
 def _limits(params_path: str | Path) -> int:
-    """``serve.max_bytes`` from params.yaml (the defaults outside a project)."""
-    from petsml.config import ServeParams, load_params
+    """``serve.max_bytes`` from params.yaml (the served model's own limit outside a project)."""
+    from petsml.config import load_params
+    from petsml.tracking.pyfunc import InputLimits
 
     path = Path(params_path)
-    return (load_params(path).serve if path.is_file() else ServeParams()).max_bytes
+    return load_params(path).serve.max_bytes if path.is_file() else InputLimits().max_bytes
 
 
 def create_app(

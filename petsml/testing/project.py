@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the checkout these helpers copy
 SHARED_SAMPLE = REPO.parent / "shared" / "pets-sample"
 
 
@@ -129,12 +129,21 @@ def commit_without_running(project: Path) -> None:
             for s in repo.index.stages
             for o in s.outs
         ]
+        deps = {
+            Path(os.path.relpath(d.fs_path, repo.root_dir))
+            for s in repo.index.stages
+            for d in s.deps
+            if not hasattr(d, "params")
+        }
     for out in outs:
         if (project / out).exists():  # a stage that did run keeps its real output
             continue
-        target = project / out if out.suffix else project / out / "placeholder.txt"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(f"{out}\n")
+        inside = [d for d in deps if out in d.parents]  # files other stages read in it
+        targets = inside or [project / out if out.suffix else out / "placeholder.txt"]
+        for target in targets:
+            target = project / target
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(f"{out}\n")
     dvc(project, "commit", "--force", "--quiet")
     assert changed_stages(project) == set(), "freshly committed pipeline is not up to date"
 
@@ -155,6 +164,11 @@ def pass_log(project: Path) -> Path:
     return project.parent / "passes.jsonl"
 
 
+def params_log(project: Path) -> Path:
+    """Where :func:`run_whole_pipeline` records the params each stage process read."""
+    return project.parent / "params_reads.jsonl"
+
+
 def run_whole_pipeline(root: Path) -> tuple[Path, str, subprocess.CompletedProcess, ...]:
     """The whole pipeline under `dvc repro` on generated photos from a loopback mirror, then a
     second `dvc repro` (nothing changed), tracked into the project's default store
@@ -162,7 +176,7 @@ def run_whole_pipeline(root: Path) -> tuple[Path, str, subprocess.CompletedProce
 
     Built once per session (the ``pipeline_run`` fixture): test_pipeline_e2e reads it,
     test_store_recovery_e2e works on a copy (the project can be copied with its ``mlruns/``)."""
-    from tests.fakedata import MirrorServer, make_dataset, pack_archives
+    from petsml.testing.fakedata import MirrorServer, make_dataset, pack_archives
 
     make_dataset(root / "src", per_breed=12, test_per_breed=4)
     md5 = pack_archives(root / "src", root / "mirror")
@@ -173,7 +187,9 @@ def run_whole_pipeline(root: Path) -> tuple[Path, str, subprocess.CompletedProce
         "train.batch_size": 16,
         "features.batch_size": 32,
     }
-    env = tool_env(PETS_PASS_LOG=str(pass_log(root / "p")))  # who ran which network, how often
+    env = tool_env(  # who ran which network, how often; which params each stage read
+        PETS_PASS_LOG=str(pass_log(root / "p")), PETS_PARAMS_LOG=str(params_log(root / "p"))
+    )
     env.pop("MLFLOW_TRACKING_URI", None)  # the project default: sqlite:///mlruns/mlflow.db
     with MirrorServer(root / "mirror") as server:
         overrides["data.base_url"] = server.url
@@ -181,3 +197,19 @@ def run_whole_pipeline(root: Path) -> tuple[Path, str, subprocess.CompletedProce
         first = dvc(project, "repro", env=env, timeout=900)
         second = dvc(project, "repro", env=env, timeout=300)
     return project, f"sqlite:///{project / 'mlruns' / 'mlflow.db'}", first, second
+
+
+def shipped_params(overrides: dict | None = None, **dotted: object):
+    """The project's params.yaml (the one home of every value) with dotted-key overrides
+    (``shipped_params({"train.epochs": 1})`` or ``shipped_params(**{"train.epochs": 1})``),
+    parsed and checked like a stage loads it."""
+    from petsml.config import parse_params
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    return parse_params(apply_overrides(raw, {**(overrides or {}), **dotted}))
+
+
+def shipped_section(name: str, **overrides: object):
+    """One section of the shipped params.yaml with some of its keys overridden."""
+    params = shipped_params({f"{name}.{key}": value for key, value in overrides.items()})
+    return getattr(params, "validate_" if name == "validate" else name)
