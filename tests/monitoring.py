@@ -116,5 +116,18 @@ def _write(location: str, count: int, tag: str) -> None:
     store.close()
 
 
+def fresh_postgres_database(server_uri: str, name: str) -> str:
+    """A new empty database ``name`` on the PostgreSQL server at ``server_uri``; its URI."""
+    import psycopg2
+
+    dsn = "postgresql://" + server_uri.split("://", 1)[1]
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
 if __name__ == "__main__":
     _write(sys.argv[1], int(sys.argv[2]), sys.argv[3])

@@ -124,7 +124,7 @@ def classifier_outputs(model, images_u8: np.ndarray, batch_size: int = 16):
     probs, vectors = [], []
     with torch.inference_mode():
         for start in range(0, len(images_u8), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images_u8[start : start + batch_size]))
+            batch = torch.from_numpy(np.array(images_u8[start : start + batch_size]))  # a copy
             x = to_input(batch.to(device), list(prep.mean), list(prep.std),
                          size=int(prep.input_size))  # fmt: skip
             logits, embedded = model.forward_with_embedding(x.float())

@@ -105,7 +105,8 @@ def _accuracy_figure(rows: list[dict[str, Any]]) -> str:
         mine = [r for r in rows if (r["model_name"], r["model_version"]) == (name, version)]
         x = [r["period"] for r in mine]
         y = np.array([r["accuracy"] for r in mine])
-        err = [y - [r["low"] for r in mine], [r["high"] for r in mine] - y]
+        low, high = np.array([r["low"] for r in mine]), np.array([r["high"] for r in mine])
+        err = np.clip([y - low, high - y], 0, None)  # rounding at 0 or 1 must not go negative
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"v{version or '?'}")
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("accuracy on feedback")
