@@ -14,9 +14,9 @@ import pytest
 from petsml.monitoring.bbsd import bbsd_test
 from petsml.monitoring.drift import detect_drift
 from petsml.monitoring.mmd import PCA, mmd_test
-from petsml.monitoring.reference import Reference, ReferenceError
+from petsml.monitoring.reference import Reference, ReferenceError, build_reference
 from petsml.monitoring.settings import MonitorSettings, MonitorSettingsError
-from tests.monitoring import CLASSES, Traffic, window_of
+from tests.monitoring import CLASSES, Draw, Traffic, window_of
 
 SETTINGS = MonitorSettings(permutations=300)
 
@@ -169,3 +169,24 @@ def test_settings_from_params_keep_defaults_and_types():
     assert settings.window == 100 and settings.alert == ("input",) and settings.max_mb == 5.0
     assert settings.permutations == MonitorSettings().permutations
     assert MonitorSettings.from_mapping(settings.as_dict()) == settings
+
+
+def test_a_small_reference_in_many_dimensions_does_not_make_false_alarms():
+    """The embeddings' reduction must not see which rows are the reference: a PCA fitted on a
+    few dozen reference rows of a 300-d embedding alone alarms on most unchanged windows."""
+    rng = np.random.default_rng(12)
+    dim, settings = 300, MonitorSettings(permutations=200, min_window=10)
+
+    def sample(n: int) -> Draw:
+        probs = rng.dirichlet(np.ones(len(CLASSES)), n).astype(np.float32)
+        facts = Traffic(0).draw(n, seed=int(rng.integers(1 << 30))).facts
+        return Draw(probs, rng.normal(size=(n, dim)).astype(np.float32), facts)
+
+    ref = sample(40)
+    reference = build_reference(ref.probabilities, ref.embeddings, ref.facts, CLASSES)
+    p_values = [
+        detect_drift(reference, window_of(sample(40)), settings).detector("input").p_value
+        for _ in range(30)
+    ]
+    assert sum(p < settings.alpha_per_test() for p in p_values) <= 3, sorted(p_values)[:5]
+    assert 0.25 < float(np.median(p_values)) < 0.75  # p-values spread as they should

@@ -83,7 +83,9 @@ class DriftResult:
 def _input(ref, win, settings: MonitorSettings, alpha: float, rng) -> DetectorResult | None:
     if ref.embeddings.shape[1] == 0 or win.embeddings.shape[1] != ref.embeddings.shape[1]:
         return None  # no embeddings recorded (or another backbone's): MMD cannot run
-    pca = PCA.fit(ref.embeddings, settings.pca_components)
+    # fitted on both sides together, labels unseen: a relabelling then leaves the reduction
+    # as it was, which is what makes the permutation p-value exact (mmd.py says more)
+    pca = PCA.fit(np.concatenate([ref.embeddings, win.embeddings]), settings.pca_components)
     z_ref, z_win = pca.transform(ref.embeddings), pca.transform(win.embeddings)
     result = mmd_test(z_ref, z_win, settings.permutations, rng)
     details: dict[str, Any] = {
