@@ -146,6 +146,10 @@ def window(photos: Photos, probs, emb, rows: np.ndarray, class_names) -> Window:
     return Window(sample, keys, np.arange(len(rows), dtype=float), keys, MODEL.name, MODEL.version)
 
 
+def _median(values: list[float]) -> float:
+    return float(np.median(values)) if values else float("nan")
+
+
 def percentiles(values: list[float]) -> str:
     p50, p95, p99 = np.percentile(np.array(values) * 1000, [50, 95, 99])
     return f"p50 {p50:.2f} ms, p95 {p95:.2f} ms, p99 {p99:.2f} ms"
@@ -195,6 +199,8 @@ def main() -> None:
     parser.add_argument("--permutations", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--record-calls", type=int, default=1000)
+    parser.add_argument("--random-init", action="store_true", help="no weights (a smoke test)")
+    parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     started = time.perf_counter()
@@ -229,7 +235,9 @@ def main() -> None:
           f"per breed), {len(chosen)} of them shifted 5 ways; "
           f"{time.perf_counter() - started:.0f} s so far", flush=True)  # fmt: skip
 
-    backbone = create_backbone(args.backbone)
+    backbone = create_backbone(
+        args.backbone, pretrained=not args.random_init, image_size=args.image_size
+    )
     backbone.fuse_()
     emb = {name: embed(backbone, photos, args.batch_size)
            for name, photos in {**load, **shifted}.items()}  # fmt: skip
@@ -278,13 +286,16 @@ def main() -> None:
                 flagged += result.verdict == "drift"
                 fired.update(result.drifted)
                 unique.append(result.n_unique)
+                if result.verdict == "too few":  # under min_window distinct photos: no tests
+                    fired["too few photos"] += 1
+                    continue
                 mmd_p.append(result.detector("input").p_value)
                 bbsd_p.append(result.detector("prediction").p_value)
                 conf.append(result.detector("confidence").details["window_mean"])
             fired_text = ", ".join(f"{k} {v}/{args.trials}" for k, v in fired.most_common()) or "–"
             print(f"| {title} | {size} | {'with' if replace_draw else 'without'} replacement "
                   f"| {int(np.median(unique))} | {flagged}/{args.trials} "
-                  f"| {np.median(mmd_p):.3g} | {np.median(bbsd_p):.3g} | {np.median(conf):.2f} "
+                  f"| {_median(mmd_p):.3g} | {_median(bbsd_p):.3g} | {_median(conf):.2f} "
                   f"| {fired_text} |", flush=True)  # fmt: skip
     ref_conf = reference.sample.confidence.mean()
     print(f"\nreference: {len(reference)} validation photos, mean confidence {ref_conf:.2f}; "

@@ -7,6 +7,9 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -21,8 +24,11 @@ from petsml.monitoring.recorder import Recorder
 from petsml.monitoring.reference import classifier_outputs
 from petsml.monitoring.settings import MonitorSettings
 from petsml.monitoring.store import open_store
+from tests.fakedata import make_dataset
 from tests.models import DECODE_SIZE, sample_photo, write_jpeg
 from tests.monitoring import CLASSES, MODEL, Traffic, records
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _jpeg(pixels: np.ndarray, mode: str = "RGB") -> bytes:
@@ -150,3 +156,26 @@ def test_classifier_outputs_match_the_models_own_forward(tiny_model, tmp_path):
     with torch.inference_mode():
         expected = torch.softmax(model(x.float()), dim=1).numpy()
     np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_monitor_benchmark_prints_machine_table_and_latency(tmp_path):
+    """benchmarks/monitor.py end to end at toy size (tiny random network, generated photos)."""
+    ds = make_dataset(tmp_path / "photos", per_breed=6, test_per_breed=0, quirks=False)
+    cmd = [
+        sys.executable, str(REPO / "benchmarks" / "monitor.py"), str(ds.root),
+        "--backbone", "test_efficientnet", "--random-init", "--image-size", "32",
+        "--decode-size", "40", "--train", "2", "--val", "2", "--shifted", "2", "--trials", "2",
+        "--windows", "20", "60", "--permutations", "50", "--record-calls", "30",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = out.stdout
+    assert re.search(r"^machine: cpu '.+', flags \[.*\], \d+ cores", text, re.M)
+    assert re.search(r"^date: \d{4}-\d\d-\d\d \d\d:\d\d UTC", text, re.M)
+    row = r"^\| (no drift[^|]*|shift: [^|]+|label shift[^|]+) \| (\d+) \| (with|without) "
+    rows = re.findall(row + r"replacement \| (\d+) \| (\d+)/2 \|", text, re.M)
+    assert len(rows) == 7 * 2, text
+    assert {(r[0].split(" (")[0], r[1]) for r in rows if r[0].startswith("no drift")} == {
+        ("no drift", "20"), ("no drift", "60"),
+    }  # fmt: skip
+    assert len(re.findall(r"^record: p50 [\d.]+ ms, p95 [\d.]+ ms", text, re.M)) == 2
