@@ -8,8 +8,8 @@ one that detected most shifts; Gretton et al., JMLR 2012, for the statistic).
   It is fitted on reference and window together, without their labels. Fitted on the
   reference alone (as the paper's source-only reducers are), its top directions follow that
   sample's own noise, so the reference looks more spread out than any new sample and the
-  permutation test loses its exactness: on the 372 real photos (74-photo reference,
-  ``benchmarks/monitor.py``) unchanged windows got a median p-value of 0.05 instead of ~0.5.
+  permutation test loses its exactness: in a trial run of ``benchmarks/monitor.py`` (Lite0,
+  a 74-photo reference) unchanged windows of 50 got a median p-value of 0.05, not ~0.5.
   A reduction that never sees which row is which is the same under every relabelling.
 - Kernel: Gaussian, bandwidth by the median heuristic (the median pairwise distance of the
   pooled sample), recomputed per window, as in the paper.

@@ -60,8 +60,8 @@ def verdict_line(result: DriftResult, window: Window) -> str:
                          f"(reference {d.details['reference_mean']:.2f})")  # fmt: skip
         else:
             parts.append(f"{d.name} p={d.p_value:.3g}")
-        if d.drifted and d.alerting:
-            parts[-1] += " DRIFT"
+        if d.drifted:  # a detector outside monitor.alert is reported, not alerted on
+            parts[-1] += " DRIFT" if d.alerting else " (changed, not in monitor.alert)"
     head = "DRIFT" if result.verdict == "drift" else "OK"
     return f"{head} {who}: {', '.join(parts)}; {counted}"
 

@@ -112,7 +112,7 @@ def _accuracy_figure(rows: list[dict[str, Any]]) -> str:
     ax.set_ylabel("accuracy on feedback")
     ax.set_title("Accuracy on labelled feedback (95 % interval)")
     ax.tick_params(axis="x", labelsize=7, rotation=30)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return _png(fig)
 
