@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from petsml.data.decode import load_rgb
@@ -29,6 +30,8 @@ from tests.models import DECODE_SIZE, sample_photo, write_jpeg
 from tests.monitoring import CLASSES, MODEL, Traffic, records
 
 REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow(seconds=45)  # the benchmark's toy run is half of it
 
 
 def _jpeg(pixels: np.ndarray, mode: str = "RGB") -> bytes:

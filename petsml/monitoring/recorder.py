@@ -19,7 +19,6 @@ import time
 
 import numpy as np
 
-from petsml.errors import PetsError
 from petsml.monitoring.record import ImageFacts, ModelRef, image_facts, make_record
 from petsml.monitoring.settings import MonitorSettings
 from petsml.monitoring.store import MonitorStore, open_store
@@ -87,9 +86,7 @@ class Recorder:
             )  # fmt: skip
             self.store.append(record)
             return record.id
-        except (PetsError, OSError, ValueError) as error:
-            self._failed(error)
-        except Exception as error:  # noqa: BLE001 - a database driver's own errors
+        except Exception as error:  # noqa: BLE001 - bad input, a full disk, a driver's errors
             self._failed(error)
         return None
 
