@@ -182,3 +182,16 @@ def test_the_monitor_benchmark_prints_machine_table_and_latency(tmp_path):
         ("no drift", "20"), ("no drift", "60"),
     }  # fmt: skip
     assert len(re.findall(r"^record: p50 [\d.]+ ms, p95 [\d.]+ ms", text, re.M)) == 2
+
+
+def test_the_recorder_loads_without_the_detectors_heavy_libraries():
+    """What a serving process imports to record: no scipy, scikit-learn or matplotlib."""
+    code = (
+        "import sys\nfrom petsml.monitoring.recorder import Recorder\n"
+        "from petsml.monitoring import ModelRef, MonitorSettings\n"
+        "print(sorted(m for m in ('scipy', 'sklearn', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=REPO)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

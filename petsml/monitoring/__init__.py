@@ -15,60 +15,42 @@ Domain code (no MLflow, Prefect or DVC: ``pyproject.toml``'s import contracts), 
 - :mod:`.settings`: the ``monitor:`` section of params.yaml as a typed dataclass.
 
 docs/MONITORING.md says what is recorded, where, and how drift is decided.
+
+The names below load on first use (PEP 562): a serving process that imports only the recorder
+(:mod:`.record`, :mod:`.store`) never loads scipy, scikit-learn or matplotlib, which only the
+detectors and the report need.
 """
 
-from petsml.monitoring.accuracy import AccuracyRow, accuracy_over_time
-from petsml.monitoring.drift import DetectorResult, DriftResult, detect_drift
-from petsml.monitoring.export import ExportSummary, export_feedback_photos
-from petsml.monitoring.monitor import MonitorOutcome, run_monitor
-from petsml.monitoring.record import (
-    ImageFacts,
-    ModelRef,
-    PredictionRecord,
-    image_facts,
-    make_record,
-)
-from petsml.monitoring.recorder import Recorder
-from petsml.monitoring.reference import Reference, build_reference, classifier_outputs
-from petsml.monitoring.report import verdict_line, write_report
-from petsml.monitoring.settings import MonitorSettings, MonitorSettingsError
-from petsml.monitoring.store import (
-    Feedback,
-    MonitorStore,
-    StoreError,
-    UnknownPredictionError,
-    open_store,
-)
-from petsml.monitoring.window import Sample, Window
+from __future__ import annotations
 
-__all__ = [
-    "AccuracyRow",
-    "DetectorResult",
-    "DriftResult",
-    "ExportSummary",
-    "Feedback",
-    "ImageFacts",
-    "ModelRef",
-    "MonitorOutcome",
-    "MonitorSettings",
-    "MonitorSettingsError",
-    "MonitorStore",
-    "PredictionRecord",
-    "Recorder",
-    "Reference",
-    "Sample",
-    "StoreError",
-    "UnknownPredictionError",
-    "Window",
-    "accuracy_over_time",
-    "build_reference",
-    "classifier_outputs",
-    "detect_drift",
-    "export_feedback_photos",
-    "image_facts",
-    "make_record",
-    "open_store",
-    "run_monitor",
-    "verdict_line",
-    "write_report",
-]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "accuracy": ("AccuracyRow", "accuracy_over_time"),
+    "drift": ("DetectorResult", "DriftResult", "detect_drift"),
+    "export": ("ExportSummary", "export_feedback_photos"),
+    "monitor": ("MonitorOutcome", "run_monitor"),
+    "record": ("ImageFacts", "ModelRef", "PredictionRecord", "image_facts", "make_record"),
+    "recorder": ("Recorder",),
+    "reference": ("Reference", "build_reference", "classifier_outputs"),
+    "report": ("verdict_line", "write_report"),
+    "settings": ("MonitorSettings", "MonitorSettingsError"),
+    "store": ("Feedback", "MonitorStore", "StoreError", "UnknownPredictionError", "open_store"),
+    "window": ("Sample", "Window"),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
