@@ -197,3 +197,30 @@ def test_a_bad_location_says_which_setting_to_fix(tmp_path):
         return
     with pytest.raises(StoreError, match="cannot connect"):
         open_store(closed)
+
+
+def test_a_dropped_postgresql_connection_costs_one_record_not_all_after_it(postgres_server):
+    """The server ends the recorder's connection (a restart, an admin): the record being
+    written then is lost and counted, and the next one reconnects and commits."""
+    import psycopg2
+
+    from petsml.monitoring.recorder import Recorder
+    from tests.monitoring import CLASSES
+
+    location = fresh_postgres_database(postgres_server, f"monitor_{next(_names)}")
+    recorder = Recorder(open_store(location), MODEL, CLASSES)
+    draw = Traffic(0).draw(3, seed=10)
+    assert recorder.record(draw.probabilities[0], draw.facts[0]) is not None
+    admin = psycopg2.connect(location)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    admin.close()
+    assert recorder.record(draw.probabilities[1], draw.facts[1]) is None
+    assert recorder.failures == 1
+    assert recorder.record(draw.probabilities[2], draw.facts[2]) is not None
+    assert recorder.store.count() == 2
+    recorder.close()

@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,29 +140,39 @@ class MonitorStore:
         with self._lock:
             conn = self._connection()
             cur = conn.cursor()
-            self._begin(cur)
             try:
+                self._begin(cur)
                 yield cur
-            except BaseException:
-                conn.rollback()
-                raise
-            else:
                 conn.commit()
+            except BaseException:
+                self._abandon(conn)
+                raise
             finally:
-                cur.close()
+                with suppress(Exception):
+                    cur.close()
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         with self._lock:
             conn = self._connection()
-            cur = conn.cursor()
             try:
+                cur = conn.cursor()
                 cur.execute(self.dialect.sql(sql), tuple(params))
                 rows = cur.fetchall()
-            finally:
                 cur.close()
-            if self.dialect is POSTGRES:
-                conn.rollback()  # end the read transaction psycopg2 opened
+                if self.dialect is POSTGRES:
+                    conn.rollback()  # end the read transaction psycopg2 opened
+            except BaseException:
+                self._abandon(conn)
+                raise
             return rows
+
+    def _abandon(self, conn: Any) -> None:
+        """Roll back after a failure; a connection the server dropped (a PostgreSQL restart) is
+        let go, so the next call connects afresh instead of failing for ever."""
+        with suppress(Exception):
+            conn.rollback()
+        if getattr(conn, "closed", 0):  # psycopg2: nonzero once the connection is gone
+            self._conn = None
 
     def close(self) -> None:
         with self._lock:
