@@ -9,8 +9,8 @@ Domain code (no MLflow, Prefect or DVC: ``pyproject.toml``'s import contracts), 
 - :mod:`.mmd`, :mod:`.bbsd`, :mod:`.confidence`, :mod:`.image_drift`, :mod:`.domain_classifier`:
   the detectors; :mod:`.drift`: all of them and one verdict;
 - :mod:`.report`, :mod:`.report_html`: ``<window>.json``, ``<window>.html``, a verdict line;
-- :mod:`.accuracy`: accuracy on feedback over time per version; :mod:`.export`: feedback photos
-  into the ``data.source: folder`` layout;
+- :mod:`.feedback`, :mod:`.accuracy`: "it is X" answers, and accuracy on them over time per
+  version; :mod:`.export`: feedback photos into the ``data.source: folder`` layout;
 - :mod:`.monitor`: one run of all that (``pets monitor``, the ``monitor`` flow);
 - :mod:`.settings`: the ``monitor:`` section of params.yaml as a typed dataclass.
 
@@ -30,13 +30,14 @@ _WHERE = {
     "accuracy": ("AccuracyRow", "accuracy_over_time"),
     "drift": ("DetectorResult", "DriftResult", "detect_drift"),
     "export": ("ExportSummary", "export_feedback_photos"),
+    "feedback": ("Feedback", "FeedbackPhoto"),
     "monitor": ("MonitorOutcome", "run_monitor"),
     "record": ("ImageFacts", "ModelRef", "PredictionRecord", "image_facts", "make_record"),
     "recorder": ("Recorder",),
     "reference": ("Reference", "build_reference", "classifier_outputs"),
     "report": ("verdict_line", "write_report"),
     "settings": ("MonitorSettings", "MonitorSettingsError"),
-    "store": ("Feedback", "MonitorStore", "StoreError", "UnknownPredictionError", "open_store"),
+    "store": ("MonitorStore", "StoreError", "UnknownPredictionError", "open_store"),
     "window": ("Sample", "Window"),
 }
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from petsml.monitoring.store import Feedback
+from petsml.monitoring.feedback import Feedback
 
 Period = Literal["day", "week", "month", "all"]
 Z95 = 1.959964

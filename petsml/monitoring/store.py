@@ -29,12 +29,12 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from petsml.errors import PetsError
 from petsml.monitoring import rotation
+from petsml.monitoring.feedback import Feedback, FeedbackPhoto
 from petsml.monitoring.record import ModelRef, PredictionRecord
 from petsml.monitoring.schema import (
     FEEDBACK_COLUMNS,
@@ -65,35 +65,6 @@ class StoreError(PetsError):
 
 class UnknownPredictionError(PetsError):
     """Feedback names a prediction id the store does not hold."""
-
-
-@dataclass(frozen=True)
-class Feedback:
-    """One "it is X" answer, with a copy of the prediction it answers."""
-
-    prediction_id: str
-    time: float
-    label: str
-    source: str
-    model_name: str
-    model_version: str
-    predicted: str
-    prediction_time: float
-
-    @property
-    def correct(self) -> bool:
-        return self.label == self.predicted
-
-
-@dataclass(frozen=True)
-class FeedbackPhoto:
-    """A kept photo with the label feedback gave it (what the folder export writes)."""
-
-    prediction_id: str
-    label: str
-    format: str
-    sha256: str
-    data: bytes
 
 
 def is_postgres(location: str) -> bool:
