@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install lint deps clean-venv demo web
+.PHONY: run test test-fast install lint deps clean-venv demo web
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ TEST_WORKERS ?= 3
 test: install
 	$(BIN)/lint-imports
 	$(EATMYDATA) $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+
+# The edit-run loop: pure tests only (a test that starts a process fails there, naming itself);
+# under a minute on 2 cores (docs/DEVELOPING.md). `make test` is what CI runs: everything.
+test-fast: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration" --fast-tier -n 2
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -128,6 +128,35 @@ def _scope(nodeid: str) -> str:
     return XDIST_SHARED.get(module, module)
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--fast-tier",
+        action="store_true",
+        help="the edit-run loop (`make test-fast`): any test that starts a process fails, "
+        "naming itself - mark it `integration`",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_process(request, monkeypatch):
+    """Under ``--fast-tier`` a test that starts a subprocess or a multiprocessing worker is
+    wrongly placed: it fails saying so, and the tier stays fast by construction."""
+    if not request.config.getoption("--fast-tier"):
+        return
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(
+            f"{request.node.nodeid} starts a process: mark it pytest.mark.integration "
+            "(the fast tier runs pure code only)"
+        )
+
+    import multiprocessing.process
+    import subprocess
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+
+
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadfile`` with the modules of :data:`XDIST_SHARED` on one worker (xdist's own

@@ -356,6 +356,7 @@ def _ran(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
+@pytest.mark.integration
 def test_advise_stage_writes_the_advice_contract(advised):
     project, first = advised
     assert {"featurize", "advise"} <= _ran(first.stdout)  # advise reads the one frozen pass
@@ -387,6 +388,7 @@ def test_advise_stage_writes_the_advice_contract(advised):
     assert "probe_depth.csv" in shown and "learning_curve.csv" in shown
 
 
+@pytest.mark.integration
 def test_advise_thresholds_change_the_advice_without_a_second_frozen_pass(advised):
     project, _ = advised
     assert _ran(dvc(project, "repro", "advise").stdout) == set()  # nothing changed: no work

@@ -15,7 +15,7 @@ import torch
 
 from petsml.testing.fakedata import make_dataset
 
-pytestmark = pytest.mark.slow(seconds=45)
+pytestmark = [pytest.mark.slow(seconds=45), pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--image-size", "32", "--decode-size", "40"]

@@ -11,6 +11,8 @@ from petsml.data.breeds import BREEDS
 from tests.edge import mlflow_uris_restored
 from tests.models import make_tiny_model, write_jpeg
 
+pytestmark = pytest.mark.integration
+
 NAME = "oxford-pets-breed"
 
 

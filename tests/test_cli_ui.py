@@ -14,7 +14,7 @@ import pytest
 
 from petsml.testing.project import tool_env
 
-pytestmark = pytest.mark.slow(seconds=35)
+pytestmark = [pytest.mark.slow(seconds=35), pytest.mark.integration]
 
 
 def _free_port() -> int:

@@ -21,6 +21,8 @@ from tests.comparison import ADVICE, compared_project
 from tests.edge import HistogramHead
 from tests.tracking import METRICS, STRATEGIES, tracking_from, write_params
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):

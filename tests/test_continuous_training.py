@@ -21,7 +21,7 @@ from petsml.testing.fakedata import make_image_folder
 from petsml.testing.project import changed_stages, make_project
 from pipelines.train import train_pipeline
 
-pytestmark = pytest.mark.slow(seconds=230)
+pytestmark = [pytest.mark.slow(seconds=230), pytest.mark.integration]
 
 CLASSES = ("circle", "square", "zebra")
 TEST_LIST = "test.txt"  # fixed test images: the gate compares every version on the same ones

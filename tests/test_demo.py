@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from petsml.data.breeds import BREEDS
+
+pytestmark = pytest.mark.integration
 
 DEMO = Path(__file__).resolve().parents[1] / "demo" / "pets"
 BUDGET_BYTES = 4_000_000

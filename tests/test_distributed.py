@@ -23,7 +23,7 @@ from petsml.training.checkpoint import CHECKPOINT
 from petsml.training.finetune import train_strategy
 from tests.ddp import REPO, run_ranks, tiny_params
 
-pytestmark = pytest.mark.slow(seconds=40)
+pytestmark = [pytest.mark.slow(seconds=40), pytest.mark.integration]
 
 STRATEGY = "finetune_full"
 

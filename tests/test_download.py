@@ -28,7 +28,7 @@ from petsml.errors import PetsError
 from petsml.testing.fakedata import MirrorServer, make_dataset, pack_archives
 from petsml.testing.project import dvc, fake_data_params, make_project, set_params
 
-pytestmark = pytest.mark.slow(seconds=40)
+pytestmark = [pytest.mark.slow(seconds=40), pytest.mark.integration]
 
 FAST = {"retries": 3, "timeout_s": 5, "backoff_s": 0.001}
 

@@ -30,7 +30,7 @@ from petsml.testing.project import (
 )
 from tools.stage_deps import CODE_ROOTS, closure, generate
 
-pytestmark = pytest.mark.slow(seconds=30)
+pytestmark = [pytest.mark.slow(seconds=30), pytest.mark.integration]
 
 
 # --------------------------------------------------------------------------- DVC's view

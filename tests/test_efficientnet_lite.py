@@ -18,6 +18,8 @@ from petsml.models.efficientnet_lite import LiteNet
 from petsml.models.offline_weights import create_offline_model, load_offline_weights
 from petsml.testing.project import REPO, tool_env
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.parametrize("name", sorted(OFFLINE_BACKBONES))
 def test_lite_net_is_timms_network_with_the_same_weights(name):

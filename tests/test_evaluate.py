@@ -36,6 +36,8 @@ from petsml.testing.fakedata import make_dataset, split_rows
 from petsml.testing.project import apply_overrides, tool_env
 from petsml.training.features import featurize_splits
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 BACKBONE = "efficientnet_lite0"  # pretrained offline weights: featurize's exact backbone
 STRATEGIES = ["feature_extractor", "svm_early", "finetune_top"]

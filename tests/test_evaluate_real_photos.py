@@ -36,6 +36,8 @@ from petsml.testing.fakedata import rows_for_ids
 from petsml.testing.project import REPO, SHARED_SAMPLE, apply_overrides
 from petsml.training.features import featurize_splits
 
+pytestmark = pytest.mark.integration
+
 FROZEN = ["feature_extractor", "svm_early"]
 QUIRKS = ["Abyssinian_5", "Abyssinian_34"]  # an RGBA PNG and a GIF behind .jpg
 DECODE = 256

@@ -22,6 +22,8 @@ from petsml.export.measure import FP32_FILE, INT8_FILE, REPORT_FILE
 from tests.edge import HistogramHead, decode_project, mlflow_uris_restored
 from tests.tracking import build_project, tracking_from
 
+pytestmark = pytest.mark.integration
+
 NAME = "oxford-pets-breed"
 STRATEGY = "feature_extractor"
 RUNS = ["--runs", "3", "--threads", "1"]  # the timings are not under test, only present

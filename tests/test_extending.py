@@ -21,7 +21,7 @@ from petsml.testing.fakedata import MirrorServer, make_dataset, pack_archives
 from petsml.testing.plugins import NEAREST_MEAN, write_plugin
 from petsml.testing.project import dvc, fake_data_params, make_project, tool_env
 
-pytestmark = pytest.mark.slow(seconds=150)
+pytestmark = [pytest.mark.slow(seconds=150), pytest.mark.integration]
 
 TOY_METRIC = """
 import numpy as np

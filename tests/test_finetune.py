@@ -26,6 +26,8 @@ from petsml.training.finetune import train_strategy
 from petsml.training.loop import lr_factor
 from petsml.training.param_groups import build_model, build_param_groups
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 BACKBONE = "test_efficientnet"  # timm's tiny test network: trains in well under a second
 NUM_CLASSES = 37  # task breed

@@ -45,7 +45,8 @@ from pipelines.train import (
 from pipelines.workspace import WORKSPACES, create_workspace, remove_workspace
 
 DATA_STAGES = ["params", "download", "manifest", "validate", "split"]
-pytestmark = pytest.mark.slow(seconds=230)  # a Prefect server and many `dvc repro`s
+# a Prefect server and many `dvc repro`s
+pytestmark = [pytest.mark.slow(seconds=230), pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ from petsml.data.validation import DataValidationError, folder_rules, validate_m
 from petsml.testing.fakedata import make_image_folder
 from petsml.testing.project import REPO
 
+pytestmark = pytest.mark.integration
+
 CLASS_NAMES = ("circle", "square", "zebra")
 
 

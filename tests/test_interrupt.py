@@ -10,12 +10,15 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from petsml.data.decode import decode_images
 from petsml.io import read_json
 from petsml.testing.fakedata import make_dataset, split_rows
 from petsml.testing.project import REPO, apply_overrides, tool_env
+
+pytestmark = pytest.mark.integration
 
 STRATEGY = "scratch"
 

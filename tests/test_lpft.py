@@ -25,6 +25,8 @@ from petsml.testing.fakedata import make_dataset, split_rows
 from petsml.testing.project import apply_overrides
 from petsml.training.finetune import train_strategy
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 PER_BREED = 12
 VAL_PER_BREED = 3

@@ -87,6 +87,7 @@ def test_split_refuses_shared_content():
         assert_disjoint({"train": a, "test": b})
 
 
+@pytest.mark.integration
 def test_id_in_both_official_lists_is_recorded_as_such(tmp_path):
     ds = make_dataset(tmp_path, per_breed=4, test_per_breed=1, quirks=False)
     trainval = tmp_path / "annotations" / "trainval.txt"

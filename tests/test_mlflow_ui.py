@@ -23,7 +23,7 @@ import pytest
 from petsml.testing.browser import browser_paths, chromium, free_port, wait_http
 from tests.tracking import METRICS, STRATEGIES
 
-pytestmark = pytest.mark.slow(seconds=55)
+pytestmark = [pytest.mark.slow(seconds=55), pytest.mark.integration]
 
 UI_TIMEOUT_S = 240  # a cold React bundle and its first queries on a busy 2-core CI machine
 SCROLLER = "[data-testid='experiment-view-compare-runs-chart-area']"

@@ -25,13 +25,14 @@ from petsml.monitoring.recorder import Recorder
 from petsml.monitoring.reference import classifier_outputs
 from petsml.monitoring.settings import MonitorSettings
 from petsml.monitoring.store import open_store
-from tests.fakedata import make_dataset
+from petsml.testing.fakedata import make_dataset
 from tests.models import DECODE_SIZE, sample_photo, write_jpeg
 from tests.monitoring import CLASSES, MODEL, Traffic, records
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.slow(seconds=45)  # the benchmark's toy run is half of it
+# the benchmark's toy run is half of it
+pytestmark = [pytest.mark.slow(seconds=45), pytest.mark.integration]
 
 
 def _jpeg(pixels: np.ndarray, mode: str = "RGB") -> bytes:

@@ -26,6 +26,8 @@ from petsml.monitoring.store import StoreError, UnknownPredictionError, open_sto
 from tests.monitoring import MODEL, Traffic, fresh_postgres_database, records
 from tests.servers import postgres, server_env
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 DAY = 86_400.0
 _names = itertools.count()

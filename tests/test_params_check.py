@@ -20,7 +20,7 @@ from petsml.testing.project import (
     set_params,
 )
 
-pytestmark = pytest.mark.slow(seconds=30)
+pytestmark = [pytest.mark.slow(seconds=30), pytest.mark.integration]
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 

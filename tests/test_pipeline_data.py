@@ -8,7 +8,7 @@ import pytest
 from petsml.testing.fakedata import MirrorServer, pack_archives
 from petsml.testing.project import dvc, fake_data_params, make_project, set_params
 
-pytestmark = pytest.mark.slow(seconds=60)
+pytestmark = [pytest.mark.slow(seconds=60), pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")

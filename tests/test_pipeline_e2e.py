@@ -18,7 +18,7 @@ from petsml.testing.project import changed_stages, dvc, params_log, pass_log, ru
 
 # the run itself is the session fixture ``pipeline_run`` (tests/conftest.py), shared with
 # test_store_recovery_e2e (XDIST_SHARED there: one worker runs both, so it is built once)
-pytestmark = pytest.mark.slow(seconds=140)
+pytestmark = [pytest.mark.slow(seconds=140), pytest.mark.integration]
 
 
 def test_metrics_cover_every_strategy(pipeline_run):

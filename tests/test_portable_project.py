@@ -21,7 +21,7 @@ from petsml.data.breeds import BREEDS
 from tests.models import check_row, sample_photo
 from tests.serving import clean_site, isolated_predict, requirement_closure
 
-pytestmark = pytest.mark.slow(seconds=30)
+pytestmark = [pytest.mark.slow(seconds=30), pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "oxford-pets-breed"

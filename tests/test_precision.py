@@ -50,6 +50,7 @@ def test_unknown_precision_is_refused_with_the_key():
         parse_params({"model": {"precision": "fp16"}})
 
 
+@pytest.mark.integration  # bf16 is emulated (seconds) on CPUs without avx512_bf16
 def test_bf16_features_stay_close_to_fp32_and_a_probe_predicts_the_same():
     """The bf16 path's tolerance: pretrained Lite0 features of generated photos, bf16 autocast
     against fp32 (emulated where the CPU lacks bf16 instructions: slower, same numbers)."""

@@ -153,6 +153,7 @@ def test_logged_model_is_recorded_in_the_run(logged):
     assert base64.b64decode(encoded)[:2] == b"\xff\xd8"  # a real JPEG, base64-encoded
 
 
+@pytest.mark.integration
 def test_fresh_process_predicts_paths_base64_and_flags_garbage(logged):
     image = logged["image"]
     b64 = base64.b64encode(image.read_bytes()).decode()
@@ -273,6 +274,7 @@ def test_oversized_images_are_refused_per_row_before_decoding(tmp_path, tiny_mod
     assert f"file {image} is {image.stat().st_size} bytes" in out.loc[1, "error"]
 
 
+@pytest.mark.integration
 def test_model_loads_and_predicts_where_the_project_is_not_installed(logged, tmp_path):
     from importlib import metadata
 

@@ -35,7 +35,7 @@ from tests.models import BACKBONE
 from tests.predictions import N_TEST, masks, predictions_table
 from tests.tracking import execution
 
-pytestmark = pytest.mark.slow(seconds=55)
+pytestmark = [pytest.mark.slow(seconds=55), pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "oxford-pets-breed"

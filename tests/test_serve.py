@@ -21,6 +21,8 @@ from petsml.data.breeds import BREEDS
 from petsml.testing.fakedata import class_image
 from petsml.testing.project import SHARED_SAMPLE
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 NAME = "oxford-pets-breed"
 BACKBONE = "test_efficientnet"

@@ -14,6 +14,8 @@ import pytest
 
 from petsml.similar.index import IndexFileError, NeighbourIndex
 
+pytestmark = pytest.mark.integration
+
 
 def _index(n: int = 300, dim: int = 16, seed: int = 0) -> NeighbourIndex:
     rng = np.random.default_rng(seed)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.tracking import run_sweep_members
 
-pytestmark = pytest.mark.slow(seconds=30)
+pytestmark = [pytest.mark.slow(seconds=30), pytest.mark.integration]
 
 MEMBERS = 3
 NAME = "pets-sweep-breed"

@@ -19,7 +19,7 @@ import pytest
 
 from petsml.testing.project import dvc, tool_env
 
-pytestmark = pytest.mark.slow(seconds=60)
+pytestmark = [pytest.mark.slow(seconds=60), pytest.mark.integration]
 NAME = "oxford-pets-breed"
 
 

@@ -32,6 +32,8 @@ from tests.tracking import (
     write_params,
 )
 
+pytestmark = pytest.mark.integration
+
 
 def _series(client, run_id: str, key: str) -> tuple[list[int], list[float]]:
     points = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))

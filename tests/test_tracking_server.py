@@ -34,7 +34,7 @@ from tests.servers import (
 )
 from tests.tracking import build_project, run_sweep_members
 
-pytestmark = pytest.mark.slow(seconds=175)
+pytestmark = [pytest.mark.slow(seconds=175), pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[1]
 MEMBERS = 3

@@ -20,7 +20,7 @@ from petsml.io import read_json
 from petsml.testing.fakedata import make_dataset
 from petsml.testing.project import shipped_section
 
-pytestmark = pytest.mark.slow(seconds=40)
+pytestmark = [pytest.mark.slow(seconds=40), pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[1]
 PER_BREED = 8

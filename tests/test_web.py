@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def client(registered_project):

@@ -19,6 +19,8 @@ import pytest
 
 from petsml.testing.browser import browser_paths, chromium, free_port, wait_http
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "pets-sample"
 START_TIMEOUT_S = 240  # loading the model on a busy 2-core CI machine

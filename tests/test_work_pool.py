@@ -20,7 +20,7 @@ from petsml.testing.project import fake_data_params, make_project, run, tool_env
 from pipelines.train import DEPLOYMENT_NAME, FLOW_NAME, WEEKLY_CRON
 from tests.servers import free_port, start, stop, wait_http
 
-pytestmark = pytest.mark.slow(seconds=235)
+pytestmark = [pytest.mark.slow(seconds=235), pytest.mark.integration]
 
 STRATEGIES = ["feature_extractor", "svm_early"]
 POOL = "pets-local"  # prefect.yaml's pool
