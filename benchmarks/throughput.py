@@ -42,17 +42,11 @@ from petsml.data.tensors import batches, to_input
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier
 from petsml.models.precision import autocast, use_bf16
-from petsml.training.cached_top import (
-    TopModel,
-    build_cache,
-    draw,
-    split_backbone,
-    to_device,
-    train_epoch,
-)
+from petsml.training.cached_top import build_cache, draw, to_device, train_epoch
 from petsml.training.features import extract_features
 from petsml.training.loop import set_train_mode, train_step
 from petsml.training.param_groups import build_param_groups
+from petsml.training.top_split import TopModel, split_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

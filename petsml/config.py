@@ -21,7 +21,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     ValidationError,
     create_model,
     field_validator,
@@ -33,6 +32,7 @@ from petsml.catalog import sources, strategies
 from petsml.catalog.refs import resolve
 from petsml.catalog.tta import TTA
 from petsml.config_errors import describe
+from petsml.config_section import Section
 from petsml.errors import PetsError
 from petsml.io import load_yaml
 
@@ -45,54 +45,7 @@ class ConfigError(PetsError):
     """A params.yaml value is missing or invalid; the message names the key and the file."""
 
 
-class _Section(BaseModel):
-    """A params.yaml section; each knows its dotted key so reads can be recorded
-    (:mod:`petsml.params_reads`, only when ``PETS_PARAMS_LOG`` is set)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    _key: str = PrivateAttr(default="")
-
-    def __getattribute__(self, name: str) -> Any:
-        value = super().__getattribute__(name)
-        if params_reads.READS is not None and not name.startswith("_"):
-            fields = type(self).model_fields
-            if name in fields and not isinstance(value, _Section):
-                params_reads.record(_dotted(self, fields[name].alias or name))
-        return value
-
-    def model_dump(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        if params_reads.READS is not None:  # the whole section is read
-            for key in _leaves(self):
-                params_reads.record(key)
-        return super().model_dump(*args, **kwargs)
-
-    def _with_keys(self, key: str = "") -> None:
-        """Name this section ``key`` and every section inside it (after parsing)."""
-        self._key = key
-        for name, field in type(self).model_fields.items():
-            value = super().__getattribute__(name)
-            if isinstance(value, _Section):
-                alias = field.alias or name
-                value._with_keys(f"{key}.{alias}" if key else alias)
-
-
-def _dotted(section: _Section, name: str) -> str:
-    key = section.__pydantic_private__.get("_key", "") if section.__pydantic_private__ else ""
-    return f"{key}.{name}" if key else name
-
-
-def _leaves(section: _Section) -> list[str]:
-    out = []
-    for name, field in type(section).model_fields.items():
-        value = BaseModel.__getattribute__(section, name)
-        if isinstance(value, _Section):
-            out += _leaves(value)
-        else:
-            out.append(_dotted(section, field.alias or name))
-    return out
-
-
-class Md5Params(_Section):
+class Md5Params(Section):
     images: str = Field(pattern=r"^[0-9a-fA-F]{32}$")
     annotations: str = Field(pattern=r"^[0-9a-fA-F]{32}$")
 
@@ -100,7 +53,7 @@ class Md5Params(_Section):
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a dataset name: a registered model's suffix
 
 
-class DataParams(_Section):
+class DataParams(Section):
     task: Literal["breed", "species"]
     base_url: str
     md5: Md5Params
@@ -176,7 +129,7 @@ class DataParams(_Section):
         return Path(self.folder).resolve().name
 
 
-class ValidateParams(_Section):
+class ValidateParams(Section):
     require_all_breeds: bool
     min_images_per_breed: int = Field(ge=0)
     max_images_per_breed: int = Field(ge=1)
@@ -198,7 +151,7 @@ class ValidateParams(_Section):
         return self
 
 
-class SplitParams(_Section):
+class SplitParams(Section):
     val_fraction: float = Field(gt=0, lt=1)
     seed: int
     # data.source: folder without data.test_list: a stratified slice of each class is the test set
@@ -214,12 +167,12 @@ class SplitParams(_Section):
         return self
 
 
-class DecodeParams(_Section):
+class DecodeParams(Section):
     size: int = Field(ge=16, le=1024)
     workers: int = Field(ge=0)
 
 
-class ModelParams(_Section):
+class ModelParams(Section):
     backbone: str
     pretrained: bool
     image_size: int | None = Field(ge=16)
@@ -230,7 +183,7 @@ class ModelParams(_Section):
     precision: Literal["auto", "bf16", "fp32"]
 
 
-class FeaturesParams(_Section):
+class FeaturesParams(Section):
     # every inference pass (featurize, evaluation, a fine-tune's frozen trunk); auto = by device
     batch_size: int | Literal["auto"]
 
@@ -242,7 +195,7 @@ class FeaturesParams(_Section):
         return value
 
 
-class TrainParams(_Section):
+class TrainParams(Section):
     strategies: list[str]  # names of petsml.catalog.strategies
     device: Literal["auto", "cpu", "cuda", "mps"]
     seed: int
@@ -280,38 +233,11 @@ class TrainParams(_Section):
         return value
 
 
-class LinearParams(_Section):
-    C: list[float] = Field(min_length=1)
-
-
-class FinetuneTopParams(_Section):
-    unfreeze_blocks: int = Field(ge=1)
-    lr: float = Field(gt=0)
-    backbone_lr_scale: float = Field(gt=0)
-    weight_decay: float = Field(ge=0)
-    cache_flip: Literal["map", "image", "none"]
-    head_init: Literal["probe", "random"]
-    probe_C: list[float] = Field([0.01, 0.1, 1.0], min_length=1)
-
-
-class FinetuneFullParams(_Section):
-    lr: float = Field(gt=0)
-    layer_decay: float = Field(gt=0, le=1)
-    weight_decay: float = Field(ge=0)
-    head_init: Literal["probe", "random"]
-    probe_C: list[float] = Field([0.01, 0.1, 1.0], min_length=1)
-
-
-class ScratchParams(_Section):
-    lr: float = Field(gt=0)
-    weight_decay: float = Field(ge=0)
-
-
-class EvaluateParams(_Section):
+class EvaluateParams(Section):
     calibration_bins: int = Field(ge=2)
 
 
-class CompareParams(_Section):
+class CompareParams(Section):
     """The ``compare`` stage's ONNX columns: each strategy exported and measured in a temporary
     folder (petsml.compare_onnx). Off by default: an export, a parity pass over the test split
     and the batch-1 timings cost more than the rest of the stage (21 s for the e2e test
@@ -335,7 +261,7 @@ class CompareParams(_Section):
         return self
 
 
-class AdviseParams(_Section):
+class AdviseParams(Section):
     """The ``advise`` stage: which strategy to ship, measured on the cached features before
     training (petsml.advice.decision says how each axis is decided)."""
 
@@ -358,16 +284,16 @@ class AdviseParams(_Section):
         return value
 
 
-class MlflowParams(_Section):
+class MlflowParams(Section):
     experiment: str
 
 
-class RegistryParams(_Section):
+class RegistryParams(Section):
     model_prefix: str
     max_p_value: float = Field(gt=0, le=1)
 
 
-class ServeParams(_Section):
+class ServeParams(Section):
     """Input limits stored with every logged model (its ``model_config``), checked per row."""
 
     # A 40-megapixel photo decodes to 120 MB of RGB; 20 MiB covers any camera JPEG.
@@ -375,7 +301,7 @@ class ServeParams(_Section):
     max_bytes: int = Field(ge=1)
 
 
-class _ParamsBase(_Section):
+class _ParamsBase(Section):
     """The sections every pipeline has; :data:`Params` adds one per registered strategy."""
 
     data: DataParams

@@ -10,8 +10,8 @@ import logging
 import time
 
 from petsml import paths
+from petsml.advice.advice_files import summary, write_advice
 from petsml.advice.advise import advise
-from petsml.advice.report import summary, write_advice
 from petsml.config import load_params
 from petsml.data.feature_file import read_features
 from petsml.data.split import load_split

@@ -41,8 +41,8 @@ from petsml.models.offline_weights import (
     map_by_position,
 )
 from petsml.testing.plugins import write_plugin
-from petsml.training.cached_top import split_backbone
 from petsml.training.features import extract_features
+from petsml.training.top_split import split_backbone
 
 
 @pytest.fixture(autouse=True, scope="module")

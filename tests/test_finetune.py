@@ -20,7 +20,7 @@ from petsml.models.backbones import create_backbone
 from petsml.models.classifier import load_classifier
 from petsml.testing.fakedata import make_dataset, split_rows
 from petsml.testing.project import apply_overrides
-from petsml.training import cached_top, checkpoint, finetune, loop
+from petsml.training import cached_top, checkpoint, finetune, loop, top_split
 from petsml.training.checkpoint import CHECKPOINT
 from petsml.training.finetune import train_strategy
 from petsml.training.loop import lr_factor
@@ -375,26 +375,26 @@ def test_split_backbone_top_part_of_frozen_part_is_forward_features(name, size):
     with torch.no_grad():
         want = backbone.forward_features(x)
         for k in range(1, n):
-            split = cached_top.split_backbone(backbone, k)
+            split = top_split.split_backbone(backbone, k)
             assert split is not None, f"{name}: no split at unfreeze_blocks={k}"
             h = split.frozen_part(x)
             assert h.ndim == 4 and h.shape[0] == 2
             torch.testing.assert_close(split.top_part(h), want, rtol=1e-4, atol=1e-5)
         # Nothing frozen: nothing worth caching.
-        assert cached_top.split_backbone(backbone, n) is None
+        assert top_split.split_backbone(backbone, n) is None
 
 
 def test_split_frozen_part_owns_exactly_the_frozen_blocks():
     params = _params(**{"finetune_top.unfreeze_blocks": 2})
     model = build_model("finetune_top", params, NUM_CLASSES)
     groups = build_param_groups("finetune_top", model, params)
-    split = cached_top.split_backbone(model.backbone, 2)
+    split = top_split.split_backbone(model.backbone, 2)
     bottom = {id(p) for m in split.bottom for p in m.parameters()}
     frozen = {id(p) for b in groups.frozen_blocks for p in b.parameters()}
     assert bottom == frozen and all(
         not p.requires_grad for m in split.bottom for p in m.parameters()
     )
-    top = cached_top.TopModel(split, model.head)
+    top = top_split.TopModel(split, model.head)
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert {id(p) for p in top.parameters()} == trainable
 
@@ -410,10 +410,10 @@ def test_cached_val_metrics_match_the_full_forward(data_dirs):
     prep = model.backbone.preprocessing
     cpu = torch.device("cpu")
     full = finetune.evaluate(model, model, val, prep, cpu, 64, precision="fp32")
-    split = cached_top.split_backbone(model.backbone, params.finetune_top.unfreeze_blocks)
+    split = top_split.split_backbone(model.backbone, params.finetune_top.unfreeze_blocks)
     cache = cached_top.build_cache(split, val.images, val.labels, prep, cpu, precision="fp32")
     assert cache.maps.dtype == torch.float16 and cache.maps.shape[:2] == (len(val.labels), 1)
-    top = cached_top.TopModel(split, model.head)
+    top = top_split.TopModel(split, model.head)
     cached = cached_top.evaluate(top, model, cache, cpu, 64, "fp32")
     assert cached[0] == pytest.approx(full[0], rel=1e-2)
     assert cached[1] == pytest.approx(full[1])
@@ -431,7 +431,7 @@ def test_windows_gathers_each_images_own_offset():
 def test_shifted_cache_holds_whole_images_their_mirrors_and_the_window_size():
     torch.manual_seed(0)
     backbone = create_backbone("efficientnet_lite0", pretrained=False, image_size=64).eval()
-    split = cached_top.split_backbone(backbone, 2)
+    split = top_split.split_backbone(backbone, 2)
     prep = backbone.preprocessing
     images = np.random.default_rng(0).integers(0, 256, (3, 96, 96, 3), dtype=np.uint8)
     cpu = torch.device("cpu")
@@ -504,7 +504,7 @@ def test_head_init_probe_starts_from_a_probe_and_random_does_not(
 def test_finetune_top_falls_back_to_the_full_forward_when_it_cannot_split(
     data_dirs, tmp_path, caplog, monkeypatch
 ):
-    monkeypatch.setattr(cached_top, "split_backbone", lambda *a, **k: None)
+    monkeypatch.setattr(top_split, "split_backbone", lambda *a, **k: None)
     params = _params(**{"train.epochs": 1})
     with caplog.at_level(logging.INFO, logger="petsml.training"):
         summary, _ = _run(data_dirs, tmp_path, "finetune_top", params)
@@ -518,7 +518,7 @@ def test_cached_and_full_finetune_top_reach_comparable_val_accuracy(
     settings = {"finetune_top.lr": 0.03, "finetune_top.backbone_lr_scale": 1.0}
     params = _params(**{"train.epochs": 4, "train.patience": 4, **settings})
     cached, _ = _run(data_dirs, tmp_path, "finetune_top", params, name="cached")
-    monkeypatch.setattr(cached_top, "split_backbone", lambda *a, **k: None)
+    monkeypatch.setattr(top_split, "split_backbone", lambda *a, **k: None)
     full, _ = _run(data_dirs, tmp_path, "finetune_top", params, name="full")
     # 8 val images, 4 breeds, a random-init network: only a coarse comparison is meaningful.
     assert abs(cached["val_accuracy"] - full["val_accuracy"]) <= 0.25 + 1e-9

@@ -65,29 +65,29 @@ class StrategyRow:
 BUILT_IN: tuple[StrategyRow, ...] = (
     StrategyRow(
         "feature_extractor", "frozen", "petsml.training.frozen:fit",
-        settings="petsml.config:LinearParams", feature="penultimate",
+        settings="petsml.strategy_settings:LinearParams", feature="penultimate",
         head="petsml.models.heads:fit_logistic",
         advised_for=("small+similar", "small+uncertain"),
     ),
     StrategyRow(
         "svm_early", "frozen", "petsml.training.frozen:fit",
-        settings="petsml.config:LinearParams", feature="early",
+        settings="petsml.strategy_settings:LinearParams", feature="early",
         head="petsml.models.heads:fit_linear_svm", advised_for=("small+unlike",),
     ),
     StrategyRow(
         "finetune_top", "trained", "petsml.training.finetune:fit",
-        settings="petsml.config:FinetuneTopParams",
+        settings="petsml.strategy_settings:FinetuneTopParams",
         block_lrs="petsml.training.param_groups:top_blocks", cache_frozen_trunk=True,
         advised_for=("large+similar", "large+uncertain"),
     ),
     StrategyRow(
         "finetune_full", "trained", "petsml.training.finetune:fit",
-        settings="petsml.config:FinetuneFullParams",
+        settings="petsml.strategy_settings:FinetuneFullParams",
         block_lrs="petsml.training.param_groups:layer_decay", advised_for=("large+unlike",),
     ),
     StrategyRow(
         "scratch", "trained", "petsml.training.finetune:fit",
-        settings="petsml.config:ScratchParams",
+        settings="petsml.strategy_settings:ScratchParams",
         block_lrs="petsml.training.param_groups:every_block", pretrained=False, baseline=True,
     ),
 )  # fmt: skip

@@ -22,7 +22,7 @@ from petsml.data.decode import DecodedImages
 from petsml.data.split import class_names as class_names_of
 from petsml.data.tensors import pick_device
 from petsml.models.classifier import Classifier
-from petsml.training import cached_top, distributed
+from petsml.training import cached_top, distributed, top_split
 from petsml.training.loop import (
     Forward,
     SplitData,
@@ -55,7 +55,7 @@ class Run:
     generator: torch.Generator
     steps: int
     forward: Forward
-    split: cached_top.TopSplit | None = None
+    split: top_split.TopSplit | None = None
     top_forward: Forward | None = None  # the trainable top + head on cached frozen outputs
     caches: tuple[cached_top.FeatureCache, cached_top.FeatureCache] | None = None
     world: distributed.World = distributed.SINGLE
@@ -122,14 +122,14 @@ def set_up(
     split = None
     if strategy.cache_frozen_trunk:
         settings = strategy.settings(params)
-        split = cached_top.split_for(model, settings.unfreeze_blocks, params.model.backbone)
+        split = top_split.split_for(model, settings.unfreeze_blocks, params.model.backbone)
     model = _to_device(model, device)
     steps = steps_per_epoch(len(train.labels), t.batch_size)
     optimizer, scheduler = optimizer_and_schedule(
         groups.param_groups, steps, t.epochs, t.warmup_epochs
     )
     generator = torch.Generator().manual_seed(t.seed)
-    top = cached_top.TopModel(split, model.head) if split is not None else None
+    top = top_split.TopModel(split, model.head) if split is not None else None
     forward, top_forward = _compiled(model, top, device, t.compile)
     return Run(
         strategy, params, class_names, train, val, decode_size, device, model, groups,
