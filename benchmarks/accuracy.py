@@ -28,14 +28,13 @@ Lite1 275, Lite2 298. ``efficientnet_lite1@256`` is what shipping Lite1 with tod
 Accuracy figures do not depend on machine load; the seconds and images/s do (the header and the
 closing line print the load average).
 
-    python benchmarks/accuracy.py [FOLDER] [--seeds 5] [--backbones efficientnet_lite0 ...]
+    python -m benchmarks.accuracy [FOLDER] [--seeds 5] [--backbones efficientnet_lite0 ...]
         [--skip-finetune]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -46,9 +45,7 @@ import pandas as pd
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's petsml first
-from machine import header, load_average, precision_name
-
+from benchmarks.machine import header, load_average, precision_name
 from petsml.config import load_params, parse_params
 from petsml.data.breeds import CLASS_ID, breed_of, species_of
 from petsml.data.crop import decode_size_for  # noqa: E402

@@ -5,7 +5,7 @@ Runs, in a throw-away copy of this repo pointed at FOLDER (default params otherw
 (timed), and prints the comparison as ``pets report`` does and the compare stage's share of the
 time. The latency columns depend on the machine and on its load: say which when quoting them.
 
-    python benchmarks/compare.py [FOLDER] [-S key=value ...]
+    python -m benchmarks.compare [FOLDER] [-S key=value ...]
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from sample_project import DEFAULT_SAMPLE, repro, sample_project
 
+from benchmarks.sample_project import DEFAULT_SAMPLE, repro, sample_project
 from petsml.evaluation.results import render_text
 
 

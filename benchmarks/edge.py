@@ -9,8 +9,8 @@ strategies) on a folder of real photos in a throw-away copy of this repo, as
 ``benchmarks/strategies.py`` does. Prints the CPU, its SIMD flags, threads, load, versions and
 the precision of every line.
 
-    python benchmarks/edge.py [PROJECT] [--runs 50] [--threads N] [--no-int8]
-    python benchmarks/edge.py --sample ../shared/pets-sample [--keep DIR]
+    python -m benchmarks.edge [PROJECT] [--runs 50] [--threads N] [--no-int8]
+    python -m benchmarks.edge --sample ../shared/pets-sample [--keep DIR]
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from petsml import paths  # noqa: E402
 from petsml.export.measure import export_and_measure, format_report  # noqa: E402
@@ -31,7 +30,7 @@ from petsml.export.measure import export_and_measure, format_report  # noqa: E40
 
 def run_sample_pipeline(folder: Path, work: Path) -> Path:
     """The pipeline on real photos in a copy of this repo under ``work``; returns the project."""
-    from sample_project import repro, sample_project
+    from benchmarks.sample_project import repro, sample_project
 
     project, env = sample_project(folder, work)
     seconds = repro(project, env)

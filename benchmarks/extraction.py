@@ -9,25 +9,24 @@ project figure over 100% of it prints a warning that the ceiling is wrong. Photo
 unless FOLDER is given; the backbone's offline weights are used when it has them (speed does
 not depend on them).
 
-    python benchmarks/extraction.py [FOLDER] [--backbone efficientnet_lite0] [--device cuda]
+    python -m benchmarks.extraction [FOLDER] [--backbone efficientnet_lite0] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 import torch
-from machine import header, of_ceiling, peak_rss_mib, tag, timed
-from naive import naive_loader
-from photos import photo_files
+
+from benchmarks.machine import header, of_ceiling, peak_rss_mib, tag, timed
+from benchmarks.naive import naive_loader
+from benchmarks.photos import photo_files
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from petsml.config import load_params  # noqa: E402
 from petsml.data.decode import DecodedImages, decode_images  # noqa: E402

@@ -18,7 +18,7 @@ A header names the machine (CPU, flags, threads, GPU, load); every line names it
 memory format (``benchmarks/machine.py``). Without ``FOLDER`` the photos are synthetic
 (``benchmarks/photos.py``); weights are random (speed does not depend on them).
 
-    python benchmarks/finetune_full.py [FOLDER] [--backbone tv:resnet50] [--batch-size 256]
+    python -m benchmarks.finetune_full [FOLDER] [--backbone tv:resnet50] [--batch-size 256]
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from machine import header, of_ceiling, peak_rss_mib, tag, timed
-from naive import naive_loader
-from photos import photo_files
+
+from benchmarks.machine import header, of_ceiling, peak_rss_mib, tag, timed
+from benchmarks.naive import naive_loader
+from benchmarks.photos import photo_files
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from petsml.config import load_params  # noqa: E402
 from petsml.data.decode import load_rgb  # noqa: E402

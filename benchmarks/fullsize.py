@@ -14,8 +14,8 @@ counted once), a no-op ``dvc repro``, and what the DVC cache costs with each ``c
 Heavy (about 1 GB of JPEGs, 1.5 GB of decoded cache, twice that with a copy cache): run it
 once, niced, on an otherwise idle machine if you can; the header prints the load.
 
-    python benchmarks/fullsize.py [--per-breed 200] [--workdir /tmp] [--keep]
-    python benchmarks/fullsize.py --photos ../shared/pets-sample   # real photos instead
+    python -m benchmarks.fullsize [--per-breed 200] [--workdir /tmp] [--keep]
+    python -m benchmarks.fullsize --photos ../shared/pets-sample   # real photos instead
 
 It ends with the advise stage's share of the whole run and, since the other stages scale with
 the photo count while advise reads a capped subsample, that share estimated for the 7,349
@@ -40,10 +40,8 @@ import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from machine import header, load_average  # noqa: E402
-
+from benchmarks.machine import header, load_average  # noqa: E402
 from petsml.testing.fakedata import BREEDS, make_dataset, pack_archives  # noqa: E402
 from petsml.testing.project import make_project, tool_env  # noqa: E402
 

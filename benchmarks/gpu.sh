@@ -47,11 +47,11 @@ for compile in $COMPILE; do
   [ "$compile" = on ] && flag="--compile"
   echo
   echo "== $BACKBONE full fine-tuning, torch.compile $compile"
-  "$PYTHON" benchmarks/finetune_full.py "$PHOTOS" --device "$DEVICE" --backbone "$BACKBONE" \
+  "$PYTHON" -m benchmarks.finetune_full "$PHOTOS" --device "$DEVICE" --backbone "$BACKBONE" \
     --batch-size "$BATCH" --epochs "$EPOCHS" --workers "$WORKERS" $flag $SIZES
 done
 
 echo
 echo "== $EXTRACT_BACKBONE frozen feature extraction"
-"$PYTHON" benchmarks/extraction.py "$PHOTOS" --device "$DEVICE" --backbone "$EXTRACT_BACKBONE" \
+"$PYTHON" -m benchmarks.extraction "$PHOTOS" --device "$DEVICE" --backbone "$EXTRACT_BACKBONE" \
   --random-init --batch-size "$BATCH" --workers "$WORKERS" $SIZES

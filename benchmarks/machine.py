@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import os
 import resource
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
 # this checkout's petsml, also where it is not installed (benchmarks/gpu.sh on a bare machine)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from petsml.models.precision import cpu_model_and_flags as cpu_info  # noqa: E402
 
 # The CPU flags that decide which kernels a run gets (bf16: native or emulated; AVX2/AVX-512).

@@ -27,7 +27,7 @@ window size, the share of windows flagged (for "no drift", the false-alarm rate)
 p-values of the input (MMD) and prediction (BBSD) tests, the median mean confidence, and which
 detectors fired.
 
-    python benchmarks/monitor.py [FOLDER] [--backbone efficientnet_lite1] [--trials 20]
+    python -m benchmarks.monitor [FOLDER] [--backbone efficientnet_lite1] [--trials 20]
         [--windows 50 100 200] [--permutations 1000]
 """
 
@@ -37,7 +37,6 @@ import argparse
 import collections
 import datetime
 import io
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -47,9 +46,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's petsml first
-from machine import header  # noqa: E402
-
+from benchmarks.machine import header  # noqa: E402
 from petsml.config import load_params  # noqa: E402
 from petsml.data.breeds import breed_of  # noqa: E402
 from petsml.data.decode import DecodedImages, load_rgb  # noqa: E402

@@ -8,7 +8,7 @@ repeated seeded train/val splits. A header names the CPU, its flags and the thre
 precision names it and the memory format (``benchmarks/machine.py``), then a ``pick:`` line says
 what ``auto`` picks here and whether that is the faster one at equal accuracy.
 
-    python benchmarks/precision.py [FOLDER] [--splits 3] [--epochs 3]
+    python -m benchmarks.precision [FOLDER] [--splits 3] [--epochs 3]
 
 FOLDER defaults to ../shared/pets-sample.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,9 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from machine import header, tag
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.machine import header, tag
 from petsml.config import Params, load_params
 from petsml.data.breeds import CLASS_ID, SPECIES, breed_of, species_of
 from petsml.data.decode import DecodedImages, decode_images

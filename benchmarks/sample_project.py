@@ -8,17 +8,14 @@ home for it, so the benchmarks differ only in what they run and print.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from petsml.testing.fakedata import pack_archives
+from petsml.testing.project import dvc, fake_data_params, make_project, tool_env
 
-from petsml.testing.fakedata import pack_archives  # noqa: E402
-from petsml.testing.project import dvc, fake_data_params, make_project, tool_env  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_SAMPLE = ROOT.parent / "shared" / "pets-sample"
 SAMPLE_PARAMS = {

@@ -14,7 +14,7 @@
    (``PetClassifierModel.predict`` on a base64 photo, ``params={"neighbours": 8}``), p50/p95 ms
    over the test photos.
 
-    python benchmarks/similar.py [FOLDER] [--sizes 7349 100000] [--no-photos]
+    python -m benchmarks.similar [FOLDER] [--sizes 7349 100000] [--no-photos]
 
 Prints the CPU model and flags, torch/numpy thread counts and precision (float32 throughout).
 """
@@ -26,7 +26,6 @@ import base64
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +33,6 @@ from types import SimpleNamespace
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from petsml.similar.index import NeighbourIndex, normalise
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ Packs the folder as the official archives, points a throw-away copy of this repo
 (``data.base_url`` = that folder), runs ``dvc repro`` with the strategies you name and prints
 accuracy and training time per strategy from ``reports/metrics.json``.
 
-    python benchmarks/strategies.py [FOLDER] [-s feature_extractor -s svm_early -s finetune_top]
+    python -m benchmarks.strategies [FOLDER] [-s feature_extractor -s svm_early -s finetune_top]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from sample_project import DEFAULT_SAMPLE, repro, sample_project
+from benchmarks.sample_project import DEFAULT_SAMPLE, repro, sample_project
 
 
 def main() -> None:

@@ -16,13 +16,12 @@ each "model only" ceiling runs the project's very step (same precision, memory f
 forward) on one batch already in memory, so the project can only approach it: a project figure
 over 100% of its ceiling prints a warning that the ceiling is wrong, never the ratio.
 
-    python benchmarks/throughput.py [FOLDER] [--epochs 8]   # default ../shared/pets-sample
+    python -m benchmarks.throughput [FOLDER] [--epochs 8]   # default ../shared/pets-sample
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
@@ -31,10 +30,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's petsml first
-from machine import header, of_ceiling, peak_rss_mib, tag, timed
-from naive import naive_loader
-
+from benchmarks.machine import header, of_ceiling, peak_rss_mib, tag, timed
+from benchmarks.naive import naive_loader
 from petsml.config import load_params
 from petsml.data.breeds import CLASS_ID, breed_of
 from petsml.data.decode import DecodedImages, decode_images

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from petsml.testing.browser import browser_paths, chromium, free_port, wait_http  # noqa: E402
 

@@ -25,14 +25,8 @@ KINDS = ("naive", "project", "model only")
 
 
 def bench_module(name: str):
-    """``benchmarks/<name>.py`` imported by path (benchmarks/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        f"bench_{name}", REPO / "benchmarks" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
+    """``benchmarks/<name>.py``, which run as ``python -m benchmarks.<name>`` from the root."""
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def cpu_flags() -> set[str]:
@@ -117,7 +111,7 @@ def test_gpu_sh_runs_on_cpu_with_a_tiny_backbone_and_prints_honest_figures(gpu_s
 def test_throughput_prints_machine_precision_format_and_ceilings(tmp_path):
     ds = make_dataset(tmp_path / "photos", per_breed=6, test_per_breed=0, quirks=False)
     cmd = [
-        sys.executable, str(REPO / "benchmarks" / "throughput.py"), str(ds.root),
+        sys.executable, "-m", "benchmarks.throughput", str(ds.root),
         "--backbone", "test_efficientnet", "--random-init", *TINY, "--epochs", "1",
         "--batch-size", "4", "--workers", "0",
     ]  # fmt: skip
@@ -132,7 +126,7 @@ def test_throughput_prints_machine_precision_format_and_ceilings(tmp_path):
 
 
 def test_similar_benchmark_compares_exact_searches_that_agree():
-    cmd = [sys.executable, str(REPO / "benchmarks" / "similar.py"), "--sizes", "400", "--no-photos"]
+    cmd = [sys.executable, "-m", "benchmarks.similar", "--sizes", "400", "--no-photos"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("cpu ") and "load average" in out.stdout
@@ -175,7 +169,7 @@ def test_accuracy_splits_are_disjoint_stratified_and_seeded(monkeypatch):
 def test_accuracy_benchmark_prints_a_table_over_seeded_splits(tmp_path):
     ds = make_dataset(tmp_path / "photos", per_breed=6, test_per_breed=0, quirks=False)
     cmd = [
-        sys.executable, str(REPO / "benchmarks" / "accuracy.py"), str(ds.root), "--seeds", "2",
+        sys.executable, "-m", "benchmarks.accuracy", str(ds.root), "--seeds", "2",
         "--backbones", "test_efficientnet@36", "test_efficientnet@40", "--image-size", "32",
         "--random-init", "--finetune-seeds", "1", "--finetune-lrs", "1e-3",
         "--finetune-epochs", "1", "--workers", "1", "--batch-size", "8", "--cost-rounds", "1",
