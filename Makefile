@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test test-fast install lint deps clean-venv demo web
+.PHONY: run test test-fast install lint deps docs clean-venv demo web
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ lint: install
 # dvc.yaml's code deps (the stages/ and petsml/ lines of each stage) from each stage's imports
 deps: install
 	$(BIN)/python -m tools.stage_deps
+
+# docs/ARCHITECTURE.md's tables of stages, strategies, metrics and modules, from the code
+docs: install
+	$(BIN)/python -m tools.docs_gen
 
 # The whole pipeline on the 185 real photos in demo/pets, then the web page (offline, minutes).
 demo: install

@@ -47,3 +47,13 @@ def test_the_check_sees_module_level_and_function_level_imports(tmp_path):
         "tests.test_gate",
         "tests.test_flows",
     }
+
+
+def test_generated_docs_and_dvc_yaml_are_what_the_code_says():
+    """docs/ARCHITECTURE.md's tables (`make docs`) and dvc.yaml's code deps and params
+    (`make deps`) are written from the code; a stale copy fails here, in the fast tier."""
+    from tools import docs_gen
+
+    text = docs_gen.DOC.read_text()
+    assert docs_gen.generate(text) == text, "docs/ARCHITECTURE.md is stale: run `make docs`"
+    assert "`petsml/paths.py`" in text and "| `feature_extractor` | frozen" in text
