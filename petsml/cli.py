@@ -180,16 +180,16 @@ def cmd_ui(args: argparse.Namespace) -> None:
     says; the track stage's shared view (``ui_path`` in reports/mlflow_runs.json) opens on the
     strategies compared side by side, so that link is the first thing to show a user.
     """
-    import subprocess
-
     from petsml import paths
     from petsml.io import read_json
     from petsml.tracking import store
+    from petsml.web.supervise import check_port_free, run_server
 
     uri = args.tracking_uri or store.tracking_uri()
     db = store.sqlite_path(uri)
     if db is not None and not db.exists():
         raise PetsError(f"{db}: no MLflow store yet. Run `dvc repro` (or `make run`) first.")
+    check_port_free("127.0.0.1", args.port)  # before a link to whatever holds the port
     base = f"http://127.0.0.1:{args.port}"
     record = read_json(paths.MLFLOW_RUNS) if paths.MLFLOW_RUNS.is_file() else {}
     link = base + record["ui_path"] if record.get("ui_path") else base
@@ -200,17 +200,9 @@ def cmd_ui(args: argparse.Namespace) -> None:
     print(f"MLflow UI: {link}", flush=True)
     if not record.get("ui_path"):
         print(f"(no {paths.MLFLOW_RUNS} yet: run `dvc repro` for the strategies view)", flush=True)
-    # its own process group: `mlflow ui` starts uvicorn and job workers, and all of them must
-    # go when this command does
-    server = subprocess.Popen(command, start_new_session=True)
-    try:
-        sys.exit(server.wait())
-    except KeyboardInterrupt:
-        import os
-        import signal
-
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    # `mlflow ui` starts uvicorn and job workers (some in sessions of their own): every signal
+    # that ends this command ends all of them (petsml/web/supervise.py)
+    sys.exit(run_server(command))
 
 
 def cmd_report(args: argparse.Namespace) -> None:

@@ -117,6 +117,7 @@ XDIST_SHARED = {
     "tests/test_continuous_training.py": "tests/test_flows.py",  # prefect_server (~40 s)
     # registered_project (~40 s)
     "tests/test_mlflow_ui.py": "tests/test_cli_ui.py",
+    "tests/test_server_signals.py": "tests/test_cli_ui.py",
     "tests/test_similar.py": "tests/test_cli_ui.py",
     "tests/test_web.py": "tests/test_cli_ui.py",
     "tests/test_web_page.py": "tests/test_cli_ui.py",
