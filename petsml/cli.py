@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -374,10 +375,18 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     setup_logging("WARNING")
     try:
-        args.func(args)
-    except PetsError as error:
-        print(f"ERROR: {error}", file=sys.stderr)
-        sys.exit(1)
+        try:
+            args.func(args)
+        except PetsError as error:
+            print(f"ERROR: {error}", file=sys.stderr)
+            sys.exit(1)
+        finally:  # a closed pipe shows here at the latest, not in an ignored exit-time flush
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader went away (`pets predict *.jpg | head -1`): pipes are normal use, so this
+        # ends quietly; what is still buffered goes nowhere instead of into a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
 
 
 if __name__ == "__main__":
