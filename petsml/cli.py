@@ -216,6 +216,9 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     """Export a registered version to ONNX beside its contract, measured, and log it."""
+    from petsml.export.out_dir import check_out_dir
+
+    check_out_dir(args.out)  # in a moment, before the exporter is even imported
     from petsml.export.measure import format_report
     from petsml.tracking.edge_export import export_version
 
