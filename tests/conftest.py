@@ -44,6 +44,13 @@ def _share_cores_among_workers() -> None:
 
 _share_cores_among_workers()
 
+# --cpu-load N / PETSML_TEST_CPU_LOAD=N: the run under background load (docs/DEVELOPING.md)
+from tests.cpu_load import (  # noqa: E402, F401
+    pytest_addoption,
+    pytest_configure,
+    pytest_report_header,
+    pytest_unconfigure,
+)
 from tests.fakedata import FakeDataset, MirrorServer, make_dataset, pack_archives  # noqa: E402
 
 

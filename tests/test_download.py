@@ -7,7 +7,6 @@ import io
 import shutil
 import socket
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -389,14 +388,23 @@ def test_local_folder_missing_archive_names_path(tmp_path, work):
     assert "data.base_url" in str(info.value)
 
 
-def test_unreachable_mirror_fails_fast_with_mirror_hint(mirror, work):
+def test_unreachable_mirror_fails_fast_with_mirror_hint(mirror, work, monkeypatch):
+    """Fast by construction, not by the clock: a refused connection ends each attempt at once
+    (no read timeout waited) and the only waits are the backoff's, as configured."""
+    from petsml.data import transfer
+
     _, md5, _ = mirror
     downloads, raw = work
-    started = time.monotonic()
+    waits: list[float] = []
+    real_sleep = transfer.time.sleep
+    monkeypatch.setattr(transfer.time, "sleep", lambda s: (waits.append(s), real_sleep(s)))
     with pytest.raises(DownloadError) as info:
         fetch_dataset(f"http://127.0.0.1:{closed_port()}", md5, downloads, raw, **FAST)
-    assert time.monotonic() - started < 5
+    monkeypatch.undo()
+    assert waits == [transfer.backoff_delay(a, FAST["backoff_s"]) for a in range(len(waits))]
+    assert len(waits) == FAST["retries"] and sum(waits) < 1, waits
     message = str(info.value)
+    assert "refused" in message.lower(), message  # not a timeout: nothing was waited for
     assert "cannot reach" in message and "4 attempts" in message
     assert "dvc exp run -S data.base_url=file://" in message and "params.yaml" in message
     assert not raw.exists()
