@@ -301,7 +301,8 @@ class RegistryParams(_Section):
 class ServeParams(_Section):
     """Input limits stored with every logged model (its ``model_config``), checked per row."""
 
-    # A 40-megapixel photo decodes to 120 MB of RGB; 20 MiB covers any camera JPEG.
+    # A 40-megapixel photo decodes to 120 MB of RGB; 20 MiB covers any camera JPEG. max_pixels
+    # is the one pixel limit: the validate stage quarantines training photos over it too.
     max_pixels: int = Field(40_000_000, ge=1)
     max_bytes: int = Field(20 * 1024 * 1024, ge=1)
 
