@@ -81,6 +81,8 @@ def cmd_history(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps([e.as_dict() for e in events], indent=2))
         return
+    for version in registry.unfinished():  # a register stage killed half-way
+        print(f"NOTE: {registry.unfinished_note(version)}")
     if not events:
         print(f"{registry.name}: no alias moves recorded in {registry.tracking_uri}")
         return

@@ -19,7 +19,14 @@ from typing import Any
 from petsml.tracking.errors import RegistryError
 from petsml.tracking.gate import pick_best
 from petsml.tracking.model_card import TABLE_METRICS, build_model_card, gather_card_inputs
-from petsml.tracking.model_registry import CHALLENGER, ModelRegistry, float_or_none
+from petsml.tracking.model_registry import (
+    CHALLENGER,
+    COMPLETE,
+    REGISTRATION_TAG,
+    STARTED,
+    ModelRegistry,
+    float_or_none,
+)
 from petsml.tracking.promotion import Verdict, gate_and_promote, lost_champion
 
 log = logging.getLogger(__name__)
@@ -87,6 +94,7 @@ def _version_tags(runs: Mapping[str, Any], candidate: Candidate) -> dict[str, An
         "parent_run_id": runs.get("parent_run_id"),
         "run_key": runs.get("run_key"),
         "model_uri": candidate.model_uri,
+        REGISTRATION_TAG: STARTED,  # "complete" once aliases, verdict and card are set
         **{k: scores.get(k) for k in VERSION_SCORE_KEYS},
     }
 
@@ -198,6 +206,9 @@ def register_execution(
     candidate = pick_candidate(registry.client, runs, task)
     existing = registry.find_by_run(candidate.run_id)
     if existing is not None and existing.tags.get("gate.decision"):
+        if existing.tags.get(REGISTRATION_TAG) == STARTED:  # killed after its verdict
+            _attach_card(registry, runs, candidate, str(existing.version), project_root)
+            registry.set_tags(existing.version, {REGISTRATION_TAG: COMPLETE})
         return _already_registered(registry, existing, candidate, previous)
 
     version = _version(registry, runs, candidate, existing)
@@ -208,6 +219,7 @@ def register_execution(
     verdict = gate_and_promote(registry, version, key, max_p_value, previous)
     _record_verdict(registry, number, verdict)
     _attach_card(registry, runs, candidate, number, project_root)
+    registry.set_tags(number, {REGISTRATION_TAG: COMPLETE})  # the last step: nothing left
 
     decision = verdict.decision
     comparison = None if decision.comparison is None else decision.comparison.as_dict()
