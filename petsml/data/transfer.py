@@ -96,7 +96,7 @@ def copy_local(url: str, part: Path) -> str:
         while chunk := src.read(CHUNK_BYTES):
             out.write(chunk)
             bar.update(len(chunk))
-    return f"a local file, {source}"
+    return f"read from the local file {source}"
 
 
 def _progress(part: Path, total: int | None, initial: int) -> tqdm:
@@ -169,7 +169,7 @@ def _http_attempt(session: requests.Session, url: str, part: Path, timeout_s: fl
             total = _range_total(response.headers.get("Content-Range", ""))
             if total == offset:
                 log.info("%s: partial file is already complete", url)
-                return f"HTTP 416 (the {offset} bytes already here were the whole file)"
+                return f"the server answered HTTP 416: the {offset} bytes here are the whole file"
             log.warning("%s: server refused resuming at byte %d; starting over", url, offset)
             part.unlink()
             return _http_attempt(session, url, part, timeout_s)
@@ -195,7 +195,7 @@ def _http_attempt(session: requests.Session, url: str, part: Path, timeout_s: fl
             if offset:
                 log.info("%s: server ignored the Range request; starting over", url)
             offset, mode = 0, "wb"
-        answered = f"HTTP {status} {response.reason}".strip()
+        answered = f"the server answered HTTP {status} {response.reason}".strip()
         if response.headers.get("Content-Type"):
             answered += f", Content-Type {response.headers['Content-Type']}"
         length = response.headers.get("Content-Length")

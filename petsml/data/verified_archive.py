@@ -159,7 +159,7 @@ def download_archive(
             kept = not_an_archive_path(dest)
             os.replace(part, kept)
             raise NotAnArchiveError(
-                f"{url}: this is {what}, not a gzip archive (the server answered {answered}); "
+                f"{url}: this is {what}, not a gzip archive ({answered}); "
                 f"kept as {kept} to look at. data.base_url must name a folder holding "
                 f"images.tar.gz and annotations.tar.gz themselves. {MIRROR_HINT}"
             )
