@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -82,6 +83,8 @@ def cmd_history(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps([e.as_dict() for e in events], indent=2))
         return
+    for version in registry.unfinished():  # a register stage killed half-way
+        print(f"NOTE: {registry.unfinished_note(version)}")
     if not events:
         print(f"{registry.name}: no alias moves recorded in {registry.tracking_uri}")
         return
@@ -182,16 +185,16 @@ def cmd_ui(args: argparse.Namespace) -> None:
     says; the track stage's shared view (``ui_path`` in reports/mlflow_runs.json) opens on the
     strategies compared side by side, so that link is the first thing to show a user.
     """
-    import subprocess
-
     from petsml import paths
     from petsml.io import read_json
     from petsml.tracking import store
+    from petsml.web.supervise import check_port_free, run_server
 
     uri = args.tracking_uri or store.tracking_uri()
     db = store.sqlite_path(uri)
     if db is not None and not db.exists():
         raise PetsError(f"{db}: no MLflow store yet. Run `dvc repro` (or `make run`) first.")
+    check_port_free("127.0.0.1", args.port)  # before a link to whatever holds the port
     base = f"http://127.0.0.1:{args.port}"
     record = read_json(paths.MLFLOW_RUNS) if paths.MLFLOW_RUNS.is_file() else {}
     link = base + record["ui_path"] if record.get("ui_path") else base
@@ -202,17 +205,9 @@ def cmd_ui(args: argparse.Namespace) -> None:
     print(f"MLflow UI: {link}", flush=True)
     if not record.get("ui_path"):
         print(f"(no {paths.MLFLOW_RUNS} yet: run `dvc repro` for the strategies view)", flush=True)
-    # its own process group: `mlflow ui` starts uvicorn and job workers, and all of them must
-    # go when this command does
-    server = subprocess.Popen(command, start_new_session=True)
-    try:
-        sys.exit(server.wait())
-    except KeyboardInterrupt:
-        import os
-        import signal
-
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    # `mlflow ui` starts uvicorn and job workers (some in sessions of their own): every signal
+    # that ends this command ends all of them (petsml/web/supervise.py)
+    sys.exit(run_server(command))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -225,6 +220,9 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     """Export a registered version to ONNX beside its contract, measured, and log it."""
+    from petsml.export.out_dir import check_out_dir
+
+    check_out_dir(args.out)  # in a moment, before the exporter is even imported
     from petsml.export.measure import format_report
     from petsml.tracking.edge_export import export_version
 
@@ -384,10 +382,18 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     setup_logging("WARNING")
     try:
-        args.func(args)
-    except PetsError as error:
-        print(f"ERROR: {error}", file=sys.stderr)
-        sys.exit(1)
+        try:
+            args.func(args)
+        except PetsError as error:
+            print(f"ERROR: {error}", file=sys.stderr)
+            sys.exit(1)
+        finally:  # a closed pipe shows here at the latest, not in an ignored exit-time flush
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader went away (`pets predict *.jpg | head -1`): pipes are normal use, so this
+        # ends quietly; what is still buffered goes nowhere instead of into a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -273,7 +273,7 @@ class AdviseParams(Section):
     max_train_per_class: int | None = Field(ge=1)  # None = every train image
     max_val_per_class: int | None = Field(ge=1)  # None = every validation image
     seed: int
-    C: float = Field(0.1, gt=0)  # the backbone ranking's probe (logistic regression)
+    C: float = Field(gt=0)  # the backbone ranking's probe (logistic regression)
     backbones: list[str]
 
     @field_validator("fractions")
@@ -296,7 +296,8 @@ class RegistryParams(Section):
 class ServeParams(Section):
     """Input limits stored with every logged model (its ``model_config``), checked per row."""
 
-    # A 40-megapixel photo decodes to 120 MB of RGB; 20 MiB covers any camera JPEG.
+    # A 40-megapixel photo decodes to 120 MB of RGB; 20 MiB covers any camera JPEG. max_pixels
+    # is the one pixel limit: the validate stage quarantines training photos over it too.
     max_pixels: int = Field(ge=1)
     max_bytes: int = Field(ge=1)
 

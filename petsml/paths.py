@@ -37,6 +37,7 @@ MLFLOW_STORE = REPORTS / "mlflow_store.json"  # which MLflow store holds the run
 MLFLOW_RUNS = REPORTS / "mlflow_runs.json"
 REGISTRY_REPORT = REPORTS / "registry.json"
 MLRUNS = Path("mlruns")
+MONITORING_REPORTS = REPORTS / "monitoring"  # <window>.json and .html: drift verdicts
 
 SPLIT_NAMES = ("train", "val", "test")
 INDEX_SPLITS = ("train", "val")  # what the similar-photo index holds: never the test photos

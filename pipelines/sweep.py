@@ -42,6 +42,7 @@ from pipelines.cli import SET_PARAM_OPTION, add_flow_arguments
 from pipelines.dvc_graph import apply_overrides
 from pipelines.dvc_stage import DEFAULT_STAGE_TIMEOUT_S
 from pipelines.train import build_overrides, check_params, train_pipeline
+from pipelines.user_errors import explain, failed
 from pipelines.workspace import resolve_project, slug
 
 FLOW_NAME = "pets-sweep"
@@ -156,7 +157,7 @@ def check_members(
             except ConfigError as error:
                 raise ConfigError(
                     f"sweep member {backbone} x {strategy} ({' '.join(overrides)}): "
-                    f"{str(error).replace(str(copy), 'params.yaml')}"
+                    f"{explain(error, copy, params_file, overrides)}"
                 ) from None
 
 
@@ -264,12 +265,15 @@ def sweep(
     """
     logger = get_run_logger()
     project = resolve_project(project_dir)
-    params = check_params(project / "params.yaml")
-    backbones = list(backbones or [params.model.backbone])
-    strategies = list(strategies or params.train.strategies)
+    try:  # a user error ends the sweep as a Failed state naming it, without a traceback
+        params = check_params(project / "params.yaml")
+        backbones = list(backbones or [params.model.backbone])
+        strategies = list(strategies or params.train.strategies)
+        grid = list(itertools.product(backbones, strategies))
+        check_members(project / "params.yaml", grid, task, epochs, base_url, set_params)
+    except ConfigError as error:
+        return failed(str(error))
     prefix = slug(current_flow_run.get_name() or "sweep")
-    grid = list(itertools.product(backbones, strategies))
-    check_members(project / "params.yaml", grid, task, epochs, base_url, set_params)
     logger.info("sweep of %d member(s), %d at a time", len(grid), max_parallel)
     common = {
         "targets": list(targets or DEFAULT_TARGETS),

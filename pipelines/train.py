@@ -44,6 +44,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run as current_flow_run
 
+from petsml.config import ConfigError
 from pipelines.cli import SET_PARAM_OPTION, add_flow_arguments
 from pipelines.dvc_graph import Snapshot, apply_overrides, source_snapshot, stage_order
 from pipelines.dvc_stage import (
@@ -54,6 +55,7 @@ from pipelines.dvc_stage import (
 )
 from pipelines.record import files_to_record, refuse_if_inputs_changed, save_experiment
 from pipelines.results import collect_results
+from pipelines.user_errors import explain, failed
 from pipelines.workspace import open_workspace, project_lock, resolve_project, slug
 
 FLOW_NAME = "pets-train"
@@ -215,7 +217,11 @@ def train_pipeline(
         if overrides:
             apply_overrides(workspace / "params.yaml", overrides)
             logger.info("overrides (dvc exp run -S): %s", " ".join(overrides))
-        check_params(workspace / "params.yaml")  # before any stage: fails naming the bad key
+        try:  # before any stage: fails naming the bad key, as the user typed it
+            check_params(workspace / "params.yaml")
+        except ConfigError as error:
+            message = explain(error, workspace / "params.yaml", project / "params.yaml", overrides)
+            return failed(message)  # a user error: a Failed state, no traceback
         with contextlib.nullcontext() if isolated else project_lock(project):
             order = stage_order(workspace, targets)
             logger.info("DVC stages in order: %s", " -> ".join(order))

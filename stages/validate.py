@@ -13,6 +13,7 @@ from petsml.stage import run_stage
 PARAMS = (
     "data.source",
     "validate",
+    "serve.max_pixels",  # the one pixel limit: larger training photos are quarantined
 )
 
 
@@ -25,8 +26,9 @@ def main() -> None:
     manifest = read_manifest(paths.MANIFEST)
     rules = get_source(params.data.source).rules(params.validate_params, params.data, manifest)
     validate_manifest(
-        manifest, params.validate_params, paths.VALIDATION_REPORTS, paths.QUARANTINE, rules
-    )
+        manifest, params.validate_params, paths.VALIDATION_REPORTS, paths.QUARANTINE, rules,
+        max_pixels=params.serve.max_pixels,  # one pixel limit for training and serving
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

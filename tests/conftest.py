@@ -44,7 +44,14 @@ def _share_cores_among_workers() -> None:
 
 _share_cores_among_workers()
 
+# --cpu-load N / PETSML_TEST_CPU_LOAD=N: the run under background load (docs/DEVELOPING.md)
 from petsml.testing.fakedata import FakeDataset, MirrorServer, make_dataset, pack_archives  # noqa: E402
+from tests import cpu_load  # noqa: E402
+from tests.cpu_load import (  # noqa: E402, F401
+    pytest_configure,
+    pytest_report_header,
+    pytest_unconfigure,
+)
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,7 @@ XDIST_SHARED = {
     "tests/test_continuous_training.py": "tests/test_flows.py",  # prefect_server (~40 s)
     # registered_project (~40 s)
     "tests/test_mlflow_ui.py": "tests/test_cli_ui.py",
+    "tests/test_server_signals.py": "tests/test_cli_ui.py",
     "tests/test_similar.py": "tests/test_cli_ui.py",
     "tests/test_web.py": "tests/test_cli_ui.py",
     "tests/test_web_page.py": "tests/test_cli_ui.py",
@@ -129,6 +137,7 @@ def _scope(nodeid: str) -> str:
 
 
 def pytest_addoption(parser) -> None:
+    cpu_load.pytest_addoption(parser)
     parser.addoption(
         "--fast-tier",
         action="store_true",

@@ -177,3 +177,51 @@ def postgres() -> Iterator[str]:
             )  # fmt: skip
     finally:
         shutil.rmtree(data, ignore_errors=True)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[int(stat_file.parent.name)] = int(fields[1])
+    found, todo = [pid], [pid]
+    while todo:
+        parent = todo.pop()
+        kids = [child for child, ppid in parents.items() if ppid == parent]
+        found += kids
+        todo += kids
+    return found
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+@contextmanager
+def peak_memory_growth(pid: int) -> Iterator[dict[int, int]]:
+    """How far each process of ``pid``'s tree rose above its resident memory at the start of
+    the block at its peak, in bytes (filled on exit): the kernel's high-water mark (VmHWM) is
+    reset first (``/proc/PID/clear_refs``), so an earlier peak cannot hide a new one. Proof of
+    what a process did not allocate (a decoded image), whatever the machine's load."""
+    pids = process_tree(pid)
+    start: dict[int, int] = {}
+    for each in pids:
+        try:
+            Path(f"/proc/{each}/clear_refs").write_text("5")  # 5: reset the peak RSS
+            start[each] = _status_kb(each, "VmRSS")
+        except (OSError, KeyError) as error:
+            pytest.skip(f"cannot reset the peak memory of process {each}: {error}")
+    growth: dict[int, int] = {}
+    yield growth
+    for each, rss in start.items():
+        try:
+            growth[each] = (_status_kb(each, "VmHWM") - rss) * 1024
+        except (OSError, KeyError):
+            continue

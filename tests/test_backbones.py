@@ -7,7 +7,7 @@ the same Backbone contract through the shared ``built`` fixture and hook helpers
 from __future__ import annotations
 
 import copy
-import time
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -433,17 +433,28 @@ def test_missing_torchvision_weights_fail_fast_and_say_where(monkeypatch, tmp_pa
         )
     if how == "download":  # skip the probe: the download itself fails and is caught
         monkeypatch.setattr(torchvision_backbones, "unreachable", lambda url: None)
-    started = time.perf_counter()
+    # fast by construction: offline, nothing is dialled; otherwise only the refusing loopback
+    # host is, and its refusal ends the attempt at once (no hub, no timeout waited for)
+    dialled: list = []
+    real_connect = socket.socket.connect
+
+    def recording_connect(sock, address):
+        dialled.append(address)
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", recording_connect)
     with pytest.raises(WeightsUnavailableError) as caught:
         create_backbone("resnet18", pretrained=True)
-    assert time.perf_counter() - started < 15
+    monkeypatch.setattr(socket.socket, "connect", real_connect)
+    if how == "env":
+        assert dialled == []
+    else:
+        assert dialled and all(address[:2] == ("127.0.0.1", 9) for address in dialled), dialled
     message = str(caught.value)
     expected = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     assert "'resnet18'" in message and str(expected) in message
     assert "model.pretrained: false" in message and "efficientnet_lite0" in message
     assert not expected.exists()
-    import socket
-
     assert socket.getdefaulttimeout() is None
 
 

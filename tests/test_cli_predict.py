@@ -95,3 +95,35 @@ def test_predict_help_documents_the_exit_status(capsys):
     assert code == 0
     assert "exit status (the same with and without --json)" in out
     assert "at least one file not classified" in out and "null" in out
+
+
+@pytest.mark.parametrize("closed_when", ["before", "after_first_line"])
+def test_a_reader_that_stops_reading_ends_predict_quietly(champion, tmp_path, closed_when):
+    """`pets predict *.jpg | head -1`: the reader goes away; no BrokenPipeError traceback, exit
+    0. "before": the pipe's read end is closed before `pets` writes a byte (every write fails,
+    deterministically); "after_first_line": a real `head -1` in a shell pipeline."""
+    import subprocess
+    import sys
+
+    from petsml.testing.project import tool_env
+
+    photos = [str(write_jpeg(tmp_path / f"pet{i}.jpg", class_index=i, seed=i)) for i in range(3)]
+    command = [sys.executable, "-m", "petsml.cli", "predict", *photos, "--tracking-uri",
+               champion["uri"]]  # fmt: skip
+    if closed_when == "before":
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            result = subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE,
+                                    env=tool_env(), text=True, timeout=300)  # fmt: skip
+        finally:
+            os.close(write_end)
+    else:
+        import shlex
+
+        line = " ".join(map(shlex.quote, command)) + " | head -1; exit ${PIPESTATUS[0]}"
+        result = subprocess.run(["bash", "-c", line], capture_output=True, env=tool_env(),
+                                text=True, timeout=300)  # fmt: skip
+        assert result.stdout.startswith("models:/oxford-pets-breed@champion"), result.stdout
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+    assert result.returncode == 0, result.stderr

@@ -7,7 +7,6 @@ import io
 import shutil
 import socket
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -358,6 +357,66 @@ def test_corrupt_archive_is_an_archive_error(tmp_path):
         safe_extract(archive, tmp_path / "dest")
 
 
+LOGIN_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>Sign in - Campus Network</title></head>"
+    b"<body><form>...</form></body></html>\n" * 20
+)
+
+
+@pytest.fixture
+def html_mirror(mirror, tmp_path):
+    """A mirror answering `images.tar.gz` with a login page (HTTP 200, text/html), as captive
+    portals and moved download pages do; `annotations.tar.gz` is real."""
+    folder = tmp_path / "portal"
+    folder.mkdir()
+    (folder / "images.tar.gz").write_bytes(LOGIN_PAGE)
+    shutil.copy(mirror[0] / "annotations.tar.gz", folder)
+    types = {"images.tar.gz": "text/html; charset=utf-8"}
+    with MirrorServer(folder, content_types=types) as server:
+        yield server
+
+
+def test_an_html_page_served_as_the_archive_is_named_and_no_md5_is_suggested(
+    mirror, work, html_mirror
+):
+    _, md5, _ = mirror
+    downloads, raw = work
+    with pytest.raises(DownloadError) as info:
+        fetch_dataset(html_mirror.url, md5, downloads, raw, **FAST)
+    message = str(info.value)
+    assert "this is an HTML page (title 'Sign in - Campus Network'), not a gzip archive" in message
+    assert "the server answered HTTP 200 OK, Content-Type text/html" in message, message
+    page_md5 = hashlib.md5(LOGIN_PAGE).hexdigest()
+    assert page_md5 not in message and "set data.md5" not in message, message
+    kept = downloads / "images.not-an-archive"
+    assert str(kept) in message and kept.read_bytes() == LOGIN_PAGE  # there to look at
+    assert not list(downloads.glob("images.md5-*")) and not raw.exists()
+
+
+def test_an_md5_adopted_from_an_html_page_is_refused_before_extraction(mirror, work, html_mirror):
+    """The old first message suggested adopting the page's md5; done, tarfile said "truncated
+    header". Now the page is named for what it is, with the md5 that let it through."""
+    _, md5, _ = mirror
+    downloads, raw = work
+    adopted = dict(md5, images=hashlib.md5(LOGIN_PAGE).hexdigest())
+    with pytest.raises(ArchiveError) as info:
+        fetch_dataset(html_mirror.url, adopted, downloads, raw, **FAST)
+    message = str(info.value)
+    assert "this is an HTML page (title 'Sign in - Campus Network'), not a gzip archive" in message
+    assert "data.md5.images" in message and "truncated" not in message, message
+    assert not raw.exists()
+
+
+def test_safe_extract_names_what_a_non_archive_is(tmp_path):
+    page = tmp_path / "images.tar.gz"
+    page.write_bytes(LOGIN_PAGE)
+    with pytest.raises(ArchiveError, match="this is an HTML page .*not a gzip archive"):
+        safe_extract(page, tmp_path / "out")
+    page.write_bytes(b"")
+    with pytest.raises(ArchiveError, match="this is an empty file, not a gzip archive"):
+        safe_extract(page, tmp_path / "out")
+
+
 def test_file_url_and_plain_directory_base_url(mirror, tmp_path, monkeypatch):
     folder, md5, names = mirror
     # file:// URL
@@ -389,14 +448,23 @@ def test_local_folder_missing_archive_names_path(tmp_path, work):
     assert "data.base_url" in str(info.value)
 
 
-def test_unreachable_mirror_fails_fast_with_mirror_hint(mirror, work):
+def test_unreachable_mirror_fails_fast_with_mirror_hint(mirror, work, monkeypatch):
+    """Fast by construction, not by the clock: a refused connection ends each attempt at once
+    (no read timeout waited) and the only waits are the backoff's, as configured."""
+    from petsml.data import transfer
+
     _, md5, _ = mirror
     downloads, raw = work
-    started = time.monotonic()
+    waits: list[float] = []
+    real_sleep = transfer.time.sleep
+    monkeypatch.setattr(transfer.time, "sleep", lambda s: (waits.append(s), real_sleep(s)))
     with pytest.raises(DownloadError) as info:
         fetch_dataset(f"http://127.0.0.1:{closed_port()}", md5, downloads, raw, **FAST)
-    assert time.monotonic() - started < 5
+    monkeypatch.undo()
+    assert waits == [transfer.backoff_delay(a, FAST["backoff_s"]) for a in range(len(waits))]
+    assert len(waits) == FAST["retries"] and sum(waits) < 1, waits
     message = str(info.value)
+    assert "refused" in message.lower(), message  # not a timeout: nothing was waited for
     assert "cannot reach" in message and "4 attempts" in message
     assert "dvc exp run -S data.base_url=file://" in message and "params.yaml" in message
     assert not raw.exists()

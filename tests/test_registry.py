@@ -572,3 +572,47 @@ def test_store_check_reads_sqlite_without_mlflow_and_agrees_with_the_client(
     )  # fmt: skip
     assert checked.returncode == 0, checked.stderr[-3000:]
     assert checked.stdout.strip() == "[]"  # the healthy path never imports MLflow
+
+
+# `register` in a process of its own, SIGKILLed right after the version is created, before any
+# alias is set: what a killed `dvc repro register` leaves (a real kill, nothing can clean up).
+KILLED_REGISTER = """
+import json, os, signal, sys
+from petsml.tracking.model_registry import ModelRegistry
+from petsml.tracking.registration import register_execution
+ModelRegistry.move_alias = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+register_execution(json.loads(sys.argv[1]), sys.argv[2], 0.05)
+"""
+
+
+def test_a_register_killed_before_its_aliases_is_named_in_the_registry_view_and_history(
+    tracking, model_pt, tmp_path, capsys
+):
+    """SIGKILL between creating a version and setting its aliases left a version with no alias
+    and nothing saying so. The registry view (web page, /api/registry) and `pets history` now
+    name it and the fix; the next register finishes it, and the note goes."""
+    from petsml.cli import main
+    from petsml.web.registry_view import registry_view
+
+    runs = _one(tracking, model_pt, masks(25, 2, 20)[0], "killed")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
+               os.environ.get("PYTHONPATH")])))  # fmt: skip
+    killed = subprocess.run([sys.executable, "-c", KILLED_REGISTER, json.dumps(runs), NAME],
+                            env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    registry = ModelRegistry(NAME)
+    assert [str(v.version) for v in registry.versions()] == ["1"] and registry.aliases() == {}
+
+    view = registry_view(registry, tmp_path)
+    (note,) = view["notes"]
+    assert "v1: its registration did not finish" in note and "holds no alias" in note
+    assert "`dvc repro register` finishes it" in note
+    assert view["versions"][0]["gate"].startswith("unfinished")
+    main(["history", "--model-name", NAME, "--tracking-uri", tracking["uri"]])
+    out = capsys.readouterr().out
+    assert f"NOTE: {note}" in out, out
+
+    report = register_execution(runs, NAME, 0.05)  # the re-run finishes the same version
+    assert report["version"] == "1" and registry.aliases() == {CHAMPION: "1", CHALLENGER: "1"}
+    assert registry_view(registry, tmp_path)["notes"] == []
+    assert registry.version("1").tags["registration"] == "complete"

@@ -331,3 +331,52 @@ def test_default_store_is_sqlite_under_mlruns(tmp_path, monkeypatch):
         assert store.artifact_root(store.tracking_uri()) is None
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+# The track stage in a process of its own, SIGKILLed while it logs its first strategy's model:
+# the parent run and that child are RUNNING in the store, as a killed `dvc repro track` leaves
+# them (a real kill: no handler, no atexit, MLflow cannot end them).
+KILLED_TRACK = """
+import os, signal
+import petsml.tracking.pyfunc as pyfunc
+pyfunc.log_pyfunc_model = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+from stages import track
+track.main()
+"""
+
+
+def test_a_track_killed_mid_run_is_marked_killed_by_the_rerun_not_left_running(tmp_path):
+    """SIGKILL during `track` left a parent RUNNING forever beside an orphaned child, and the
+    re-run logged a second parent next to them. Now the re-run marks what the dead process left
+    KILLED (saying why) and logs the execution once: nothing stays RUNNING."""
+    from mlflow import MlflowClient
+
+    from petsml.tracking.run_lookup import TAG_ENDED
+    from stages import track
+
+    project = build_project(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    killed = subprocess.run([sys.executable, "-c", KILLED_TRACK], cwd=project, env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == EXPERIMENT]
+    before = {r.info.run_id: r.info.status for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(before.values()) == ["RUNNING", "RUNNING"], before  # parent + first child
+
+    with tracking_from(project, uri):
+        track.main()
+    runs = client.search_runs([experiment.experiment_id])
+    assert not [r for r in runs if r.info.status == "RUNNING"], "a run is still RUNNING"
+    for run_id in before:
+        dead = client.get_run(run_id)
+        assert (
+            dead.info.status == "KILLED" and "ended before the run did" in dead.data.tags[TAG_ENDED]
+        ), dead.data.tags
+    parents, children = _runs(client, experiment.experiment_id)
+    finished = [p for p in parents if p.info.status == "FINISHED"]
+    assert len(finished) == 1 and finished[0].info.run_id not in before
+    mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == finished[0].info.run_id]
+    assert len(mine) == len(STRATEGIES) and all(c.info.status == "FINISHED" for c in mine)

@@ -93,7 +93,8 @@ def test_quarantine_names_exactly_the_planted_files(dataset, passing_run):
     assert len(table) == len(expected)
     assert (table.detail != "").all()
     assert summary.counts["quarantined"] == {
-        "undecodable": 2, "not_an_image": 1, "missing": 1, "too_small": 0
+        "undecodable": 2, "not_an_image": 1, "missing": 1, "too_small": 0, "too_large": 0,
+        "nested_folder": 0,
     }  # fmt: skip
     assert summary.counts["quarantined_total"] == 4
     # Quarantined rows are reported by the non-fatal file checks, not as hard failures.
@@ -266,6 +267,51 @@ def test_one_tiny_photo_is_quarantined_and_kept_out_of_the_splits(tmp_path, monk
     assert tiny not in split_ids
     listed_ok = set(ds.ids) - {Path(f).stem for f in ds.undecodable} - set(ds.missing)
     assert split_ids == listed_ok - {tiny}  # nothing else was dropped
+
+
+def test_a_photo_over_the_served_pixel_limit_is_quarantined_too_large_without_bomb_warnings(
+    tmp_path, monkeypatch, capfd
+):
+    """One pixel limit (serve.max_pixels, 40 MP) for serving and training: a 100 MP photo,
+    which the served model would refuse, is quarantined as too_large and left out of the
+    splits, and measuring it prints no DecompressionBombWarning (PIL's heuristic, > 89 MP)."""
+    from petsml.stage import run_stage
+    from stages.split import main as split_main
+    from stages.validate import main as validate_main
+
+    ds = make_dataset(tmp_path / "raw", per_breed=PER_BREED, test_per_breed=3)
+    huge = next(
+        i for i in ds.trainval if i not in ds.converted and f"{i}.jpg" not in ds.undecodable
+    )
+    Image.new("L", (10_000, 10_000), 128).save(ds.root / "images" / f"{huge}.jpg", "JPEG")
+    capfd.readouterr()
+    manifest = build_manifest(ds.root, workers=2)  # measured in worker processes
+    err = capfd.readouterr().err
+    assert "DecompressionBomb" not in err, err[-2000:]
+    row = manifest.set_index("image_id").loc[huge]
+    assert row["decodable"] and (row["width"], row["height"]) == (10_000, 10_000)
+    relaxed = {"require_all_breeds": False, "min_images_per_breed": 1, "max_images_per_breed": 50}
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    manifest.to_csv(project / "data/manifest.csv", index=False)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["validate"].update(relaxed)  # serve.max_pixels stays at the shipped 40 MP
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(project)
+
+    run_stage("validate", validate_main)
+    summary = read_json("reports/validation/summary.json")
+    assert summary["success"] is True and summary["counts"]["quarantined"]["too_large"] == 1
+    quarantine = pd.read_csv("data/quarantine.csv", keep_default_na=False)
+    (row,) = quarantine[quarantine.image_id == huge].to_dict("records")
+    assert row["reason"] == "too_large", row
+    assert (
+        row["detail"].startswith("10000x10000 = 100000000 pixels")
+        and "serve.max_pixels" in (row["detail"])
+    )
+    run_stage("split", split_main)
+    split_ids = set().union(*(pd.read_csv(f"data/splits/{n}.csv").image_id for n in SPLITS))
+    assert huge not in split_ids and len(split_ids) > 0
 
 
 def _stage_project(root: Path, manifest_csv: Path, overrides: dict) -> Path:

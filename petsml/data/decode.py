@@ -41,16 +41,22 @@ def _eight_bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(wide * (255.0 / top) + 0.5, 0, 255).astype(np.uint8), "L")
 
 
+# The decode steps an exported model's pre-processing contract states (petsml/export/contract.py
+# reads these, so the contract and the decoder cannot drift apart):
+JPEG_DRAFT = True  # JPEG: DCT-domain downscale while decoding (draft), several times faster
+REDUCING_GAP = 3.0  # Pillow's resize: box-reduce first by int(ratio / 3.0) when that is > 1
+
+
 def load_rgb(path: str | Path, size: int) -> np.ndarray:
     """Open any PIL-readable file (PNG/GIF behind .jpg, CMYK, L, RGBA) as size x size RGB."""
     with Image.open(path) as img:
-        if img.format == "JPEG":
+        if img.format == "JPEG" and JPEG_DRAFT:
             img.draft("RGB", (size, size))  # DCT scaling: decode at >= size, much faster
         img = _eight_bit(img).convert("RGB")
         width, height = img.size
         scale = size / min(width, height)
         new = (max(size, round(width * scale)), max(size, round(height * scale)))
-        img = img.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0)
+        img = img.resize(new, Image.Resampling.BILINEAR, reducing_gap=REDUCING_GAP)
         left = (new[0] - size) // 2
         top = (new[1] - size) // 2
         img = img.crop((left, top, left + size, top + size))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import requests
 
-from petsml.data.extract import ArchiveError, UnsafeArchiveError, safe_extract
+from petsml.data.extract import ArchiveError, UnsafeArchiveError, not_gzip, safe_extract
 from petsml.data.transfer import (
     BACKOFF_BASE_S,
     BACKOFF_MAX_S,
@@ -38,6 +38,7 @@ from petsml.data.transfer import (
 )
 from petsml.data.verified_archive import (
     ChecksumError,
+    NotAnArchiveError,
     aside_path,
     download_archive,
     keep_aside,
@@ -56,6 +57,7 @@ __all__ = [
     "ArchiveError",
     "ChecksumError",
     "DownloadError",
+    "NotAnArchiveError",
     "UnsafeArchiveError",
     "archive_url",
     "aside_path",
@@ -105,6 +107,15 @@ def fetch_dataset(
                 timeout_s,
                 backoff_s=backoff_s,
                 session=session,
+            )
+    for name, archive in archives.items():  # an md5 adopted from a page, say
+        what = not_gzip(archive)
+        if what is not None:
+            raise ArchiveError(
+                f"{archive}: this is {what}, not a gzip archive, yet its md5 matches "
+                f"data.md5.{name} in params.yaml: that md5 names this file, not the official "
+                f"archive. Set data.md5.{name} back to the official md5, point data.base_url "
+                f"at a mirror of the real archives, and delete {archive}."
             )
     with atomic_dir(raw_dir) as tmp:
         for name, archive in archives.items():

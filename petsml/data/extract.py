@@ -21,6 +21,39 @@ class UnsafeArchiveError(ArchiveError):
     """An archive member would land outside the target tree (``..``, absolute path, bad link)."""
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+SNIFF_BYTES = 1024
+
+
+def not_gzip(path: str | Path) -> str | None:
+    """What ``path`` is when it is not a gzip archive ("an HTML page (title '...')", "an empty
+    file", "a file starting with ..."), from its first bytes; None for a gzip archive.
+
+    A login page, an error page or a mirror's folder listing served with HTTP 200 under the
+    archive's name is the usual case: say so, instead of an md5 mismatch (whose fix would adopt
+    the page's md5) followed by tarfile's "truncated header".
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if head.startswith(GZIP_MAGIC):
+        return None
+    if not head:
+        return "an empty file"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in text:
+        title = ""
+        if b"<title>" in text:
+            raw = head[head.lower().index(b"<title>") + 7 :].split(b"<", 1)[0]
+            title = " ".join(raw.decode("utf-8", "replace").split())[:80]
+        return "an HTML page" + (f" (title {title!r})" if title else "")
+    if text.startswith((b"<?xml", b"<")):
+        return "an XML/markup document"
+    if text.startswith((b"{", b"[")):
+        return "a JSON document"
+    shown = head[:16].hex(" ")
+    return f"a file starting with bytes {shown}"
+
+
 def safe_extract(archive: str | Path, dest: str | Path) -> None:
     """Unpack ``archive`` under ``dest``, refusing any member that would escape it.
 
@@ -28,6 +61,12 @@ def safe_extract(archive: str | Path, dest: str | Path) -> None:
     (:func:`petsml.io.atomic_dir`) when that matters, as :func:`fetch_dataset` does.
     """
     archive, dest = Path(archive), Path(dest)
+    what = not_gzip(archive)
+    if what is not None:  # before tarfile's "truncated header" or "not a gzip file"
+        raise ArchiveError(
+            f"{archive}: this is {what}, not a gzip archive; nothing was extracted. Check "
+            "data.base_url and data.md5 in params.yaml."
+        )
     dest.mkdir(parents=True, exist_ok=True)
     size = archive.stat().st_size
     try:

@@ -2,8 +2,10 @@
 
 The manifest has the same columns as the official one (``petsml.data.manifest.COLUMNS``), so
 validation, quarantine, splitting and decoding treat both alike. The class is the first folder
-under the root (files deeper inside it count for that class), class ids follow the sorted class
-names, ``image_id`` and ``file`` are the path relative to the root (unique by construction).
+under the root; class ids follow the sorted class names, ``image_id`` and ``file`` are the path
+relative to the root (unique by construction). A photo in a sub-folder of a class folder
+(``pug/nested/shiba_inu_1.jpg``) has no sure label: it gets a row, is named in a warning here
+and is quarantined as ``nested_folder`` by the validate stage, never trained on as a pug.
 Files whose extension is not an image format PIL knows are stray files (``listed`` False): one
 that does not decode is quarantined as ``not_an_image``, as on the official data. An optional
 test list, a text file inside the folder with one ``<class>/<file>`` a line, fixes the test
@@ -115,6 +117,7 @@ def build_folder_manifest(
                 else "unlisted",
             }
         )
+    _warn_about_sub_folders(root, [row["file"] for row in rows if row["listed"]])
     empty = sorted(set(classes) - {row["breed"] for row in rows if row["listed"]})
     if empty:
         raise FolderSourceError(
@@ -139,6 +142,26 @@ def build_folder_manifest(
         int((~table["listed"]).sum()),
     )
     return table[COLUMNS].reset_index(drop=True)
+
+
+def _warn_about_sub_folders(root: Path, files: list[str]) -> None:
+    """Name every sub-folder of a class folder holding photos (the validate stage quarantines
+    them as ``nested_folder``), so the run says so where the photos are counted."""
+    counts: dict[str, int] = {}
+    for file in files:
+        parts = PurePosixPath(file).parts
+        if len(parts) > 2:
+            folder = "/".join(parts[:-1])
+            counts[folder] = counts.get(folder, 0) + 1
+    if counts:
+        listed = ", ".join(f"{folder}/ ({n})" for folder, n in sorted(counts.items()))
+        log.warning(
+            "data.folder %s: photos in sub-folders of class folders are not trained on "
+            "(quarantined as nested_folder): %s. A photo's class is the folder directly under "
+            "data.folder: move each into the folder of the class it shows.",
+            root,
+            listed,
+        )
 
 
 def listed_classes(manifest: pd.DataFrame) -> list[str]:

@@ -82,7 +82,8 @@ def _local_source(url: str) -> Path:
     return Path(url)
 
 
-def copy_local(url: str, part: Path) -> None:
+def copy_local(url: str, part: Path) -> str:
+    """Copy the local file ``url`` names into ``part``; says where the bytes came from."""
     source = _local_source(url)
     if not source.is_file():
         raise DownloadError(f"{source}: not found (from data.base_url {url!r}). " + MIRROR_HINT)
@@ -95,6 +96,7 @@ def copy_local(url: str, part: Path) -> None:
         while chunk := src.read(CHUNK_BYTES):
             out.write(chunk)
             bar.update(len(chunk))
+    return f"read from the local file {source}"
 
 
 def _progress(part: Path, total: int | None, initial: int) -> tqdm:
@@ -111,14 +113,14 @@ def fetch_http(
     timeout_s: float,
     backoff_s: float | None,
     session: requests.Session | None,
-) -> None:
+) -> str:
+    """Fetch ``url`` into ``part`` (resuming, retrying); what the server last answered."""
     own_session = session is None
     session = session or requests.Session()
     try:
         for attempt in range(retries + 1):
             try:
-                _http_attempt(session, url, part, timeout_s)
-                return
+                return _http_attempt(session, url, part, timeout_s)
             except _Retryable as failure:
                 if attempt == retries:
                     _give_up(url, part, retries, failure)
@@ -145,8 +147,9 @@ def _give_up(url: str, part: Path, retries: int, failure: _Retryable) -> NoRetur
     raise DownloadError(f"{url}: failed after {tries}: {failure}.{kept} {MIRROR_HINT}") from None
 
 
-def _http_attempt(session: requests.Session, url: str, part: Path, timeout_s: float) -> None:
-    """One request; appends to ``part`` from its current size when the server honours Range."""
+def _http_attempt(session: requests.Session, url: str, part: Path, timeout_s: float) -> str:
+    """One request; appends to ``part`` from its current size when the server honours Range.
+    Returns what the server answered (status, Content-Type), for messages about the bytes."""
     offset = part.stat().st_size if part.exists() else 0
     # identity: Range offsets count the bytes on disk, never a re-encoded stream.
     headers = {"Accept-Encoding": "identity"}
@@ -166,7 +169,7 @@ def _http_attempt(session: requests.Session, url: str, part: Path, timeout_s: fl
             total = _range_total(response.headers.get("Content-Range", ""))
             if total == offset:
                 log.info("%s: partial file is already complete", url)
-                return
+                return f"the server answered HTTP 416: the {offset} bytes here are the whole file"
             log.warning("%s: server refused resuming at byte %d; starting over", url, offset)
             part.unlink()
             return _http_attempt(session, url, part, timeout_s)
@@ -192,6 +195,9 @@ def _http_attempt(session: requests.Session, url: str, part: Path, timeout_s: fl
             if offset:
                 log.info("%s: server ignored the Range request; starting over", url)
             offset, mode = 0, "wb"
+        answered = f"the server answered HTTP {status} {response.reason}".strip()
+        if response.headers.get("Content-Type"):
+            answered += f", Content-Type {response.headers['Content-Type']}"
         length = response.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
         received = 0
@@ -208,6 +214,7 @@ def _http_attempt(session: requests.Session, url: str, part: Path, timeout_s: fl
                 ) from None
         if expected is not None and received < expected:
             raise _Retryable(f"body cut short: {received} of {expected} bytes")
+        return answered
 
 
 def _range_start(content_range: str) -> int | None:

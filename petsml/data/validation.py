@@ -14,10 +14,8 @@ in one throw-away (ephemeral) GX context whose only file output is a Data Docs s
 Only failed ``critical`` expectations stop the pipeline (:class:`DataValidationError`), and only
 after ``summary.json``, the GX results and Data Docs are written, so the user can look: they are
 the dataset-level problems (missing breeds, duplicates, too few photos, wrong labels). One bad
-photo never stops it. The quarantine (``data/quarantine.csv``: image_id, file, reason, detail)
-lists undecodable listed images (``undecodable``), stray non-image files (``not_an_image``),
-listed entries without a file (``missing``) and listed photos below the minimum size
-(``too_small``); later stages leave those rows out.
+photo never stops it. The quarantine (``data/quarantine.csv``: image_id, file, reason, detail;
+reasons and why in :mod:`petsml.data.quarantine`) lists the rows later stages leave out.
 
 GX is imported lazily: importing :mod:`petsml.data` never pays its start-up cost.
 """
@@ -34,13 +32,21 @@ import pandas as pd
 
 from petsml.config import ValidateParams
 from petsml.data.breeds import BREEDS, CLASS_ID, SPECIES, species_of
+from petsml.data.quarantine import (  # noqa: F401 - re-exported: the quarantine's home was here
+    LIMIT_KEY,
+    QUARANTINE_COLUMNS,
+    REASONS,
+    nested,
+    quarantine_reasons,
+    quarantine_table,
+    too_large,
+    too_small,
+)
 from petsml.errors import PetsError
 from petsml.io import atomic_dir, atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
-QUARANTINE_COLUMNS = ["image_id", "file", "reason", "detail"]
-REASONS = ("undecodable", "not_an_image", "missing", "too_small")
 OFFICIAL_SPLITS = ("trainval", "test")
 DOCS_DIR = "data_docs"
 SUMMARY_FILE = "summary.json"
@@ -147,44 +153,16 @@ class ValidationSummary:
 # Tables (plain pandas): what GX validates, and the quarantine.
 
 
-def too_small(manifest: pd.DataFrame, params: ValidateParams) -> pd.Series:
-    """Listed, decodable photos narrower or lower than ``validate.min_width/min_height``."""
-    decoded = manifest["listed"].astype(bool) & manifest["decodable"].astype(bool)
-    small = (manifest["width"] < params.min_width) | (manifest["height"] < params.min_height)
-    return decoded & small
-
-
-def quarantine_table(manifest: pd.DataFrame, params: ValidateParams) -> pd.DataFrame:
-    """Rows later stages must not use, each with a reason in :data:`REASONS` and a detail."""
-    listed = manifest["listed"].astype(bool)
-    exists = manifest["exists"].astype(bool)
-    decodable = manifest["decodable"].astype(bool)
-    small = too_small(manifest, params)
-    reason = pd.Series("", index=manifest.index, dtype=object)
-    reason[listed & ~exists] = "missing"
-    reason[listed & exists & ~decodable] = "undecodable"
-    reason[~listed & ~decodable] = "not_an_image"
-    reason[small] = "too_small"
-    detail = manifest["error"].astype(str).copy()
-    minimum = f"validate.min_width x min_height = {params.min_width}x{params.min_height}"
-    detail[small] = (
-        manifest.loc[small, "width"].astype(str)
-        + "x"
-        + manifest.loc[small, "height"].astype(str)
-        + f" px, below {minimum} in params.yaml"
-    )
-    rows = manifest.loc[reason != "", ["image_id", "file"]].copy()
-    rows["reason"] = reason[reason != ""]
-    rows["detail"] = detail[reason != ""]
-    return rows[QUARANTINE_COLUMNS].reset_index(drop=True)
-
-
 def usable_images(
-    manifest: pd.DataFrame, params: ValidateParams, rules: LabelRules | None = None
+    manifest: pd.DataFrame,
+    params: ValidateParams,
+    rules: LabelRules | None = None,
+    max_pixels: int | None = None,
 ) -> pd.DataFrame:
     """Listed rows the quarantine leaves, plus the class id and species their name implies."""
     flags = manifest[["listed", "exists", "decodable"]].astype(bool)
-    keep = flags["listed"] & flags["exists"] & flags["decodable"] & ~too_small(manifest, params)
+    reason, _ = quarantine_reasons(manifest, params, max_pixels)
+    keep = flags["listed"] & flags["exists"] & flags["decodable"] & (reason == "")
     rows = manifest.loc[keep].reset_index(drop=True)
     class_id = (
         CLASS_ID if rules is None else {name: index for index, name in enumerate(rules.classes)}
@@ -429,17 +407,19 @@ def validate_manifest(
     out_dir: Path,
     quarantine_path: Path,
     rules: LabelRules | None = None,
+    max_pixels: int | None = None,
 ) -> ValidationSummary:
     """Check the manifest, write quarantine, summary and Data Docs; raise on hard failures.
 
-    ``rules`` are the source's label rules (default: the official dataset's). ``out_dir`` is
+    ``rules`` are the source's label rules (default: the official dataset's); ``max_pixels``
+    the one pixel limit (``serve.max_pixels``; None: no limit). ``out_dir`` is
     replaced as a whole (``summary.json``, ``gx_results.json``, ``data_docs/``). Raises
     :class:`DataValidationError` after writing everything if a critical check failed.
     """
     out_dir, quarantine_path = Path(out_dir), Path(quarantine_path)
     rules = rules or official_rules(params)
-    quarantine = quarantine_table(manifest, params)
-    usable = usable_images(manifest, params, rules)
+    quarantine = quarantine_table(manifest, params, max_pixels)
+    usable = usable_images(manifest, params, rules, max_pixels)
     tables = {
         "usable_images": usable,
         "breed_counts": breed_counts(manifest, usable),

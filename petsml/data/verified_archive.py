@@ -16,8 +16,10 @@ from pathlib import Path
 
 import requests
 
+from petsml.data.extract import not_gzip
 from petsml.data.transfer import (
     CHUNK_BYTES,
+    MIRROR_HINT,
     PART_SUFFIX,
     DownloadError,
     copy_local,
@@ -30,6 +32,16 @@ log = logging.getLogger(__name__)
 
 class ChecksumError(DownloadError):
     """Fetched bytes do not match the md5 in params.yaml; the file is kept aside under its md5."""
+
+
+class NotAnArchiveError(DownloadError):
+    """What arrived is no gzip archive at all (an HTML page, say): no md5 is worth adopting."""
+
+
+def not_an_archive_path(dest: str | Path) -> Path:
+    """Where bytes that are no archive are kept to look at: ``images.not-an-archive``."""
+    dest = Path(dest)
+    return dest.with_name(f"{dest.name.split('.', 1)[0]}.not-an-archive")
 
 
 def md5sum(path: str | Path) -> str:
@@ -127,9 +139,9 @@ def download_archive(
     stale_part = is_http(url) and part.exists() and part.stat().st_size > 0
     while True:
         if is_http(url):
-            fetch_http(url, part, retries, timeout_s, backoff_s, session)
+            answered = fetch_http(url, part, retries, timeout_s, backoff_s, session)
         else:
-            copy_local(url, part)
+            answered = copy_local(url, part)
         actual = md5sum(part)
         if actual == expected:
             break
@@ -142,6 +154,15 @@ def download_archive(
             )
             stale_part = False
             continue
+        what = not_gzip(part)
+        if what is not None:  # never suggest adopting the md5 of a page
+            kept = not_an_archive_path(dest)
+            os.replace(part, kept)
+            raise NotAnArchiveError(
+                f"{url}: this is {what}, not a gzip archive ({answered}); "
+                f"kept as {kept} to look at. data.base_url must name a folder holding "
+                f"images.tar.gz and annotations.tar.gz themselves. {MIRROR_HINT}"
+            )
         raise _mismatch(dest, url, expected, actual, keep_aside(part, dest, actual), previous)
     os.replace(part, dest)
     log.info("%s verified (md5 %s)", dest, expected)

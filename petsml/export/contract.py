@@ -3,20 +3,30 @@
 An ONNX file holds only the network: it maps normalised float NCHW to logits. Whoever serves it
 (a phone app, an edge box, :mod:`petsml.export.parity`) must turn a photo into that tensor
 exactly as the project does (:func:`petsml.data.decode.load_rgb`, then
-:func:`petsml.data.tensors.to_input`), so the export writes the steps beside the ``.onnx`` as
-``preprocessing.json``:
+:func:`petsml.data.tensors.to_input`), so the export writes every step beside the ``.onnx`` as
+``preprocessing.json`` (its ``steps`` list says them in words; the fields below are their
+parameters). With S = ``resize_short_side``:
 
-1. decode the file as RGB, resize its short side to ``resize_short_side`` (bilinear) and
-   centre-crop a ``resize_short_side`` square (the decoded cache holds images at this point);
-2. centre-crop ``input_size`` x ``input_size``;
-3. scale to [0, 1] (``scale`` = 1/255), subtract ``mean`` and divide by ``std`` per channel, in
+1. decode the file with Pillow. A JPEG is decoded with DCT scaling first (``jpeg_draft``:
+   Pillow's ``img.draft("RGB", (S, S))``, i.e. libjpeg's scale 1/a with a the largest of 8, 4,
+   2, 1 not above min(width // S, height // S), giving ceil(width / a) x ceil(height / a));
+   16/32-bit grey is rescaled to 8 bits (``v * 255 / 65535``, or ``/ 255`` when no value
+   exceeds 255, rounded half up); then Pillow's ``convert("RGB")``;
+2. resize to (max(S, round(width * S / short)), max(S, round(height * S / short))) with
+   Python's round (half to even), Pillow's bilinear filter (antialiased when shrinking) with
+   ``reducing_gap`` (Pillow first box-reduces by int(ratio / reducing_gap) per axis when that is
+   above 1), then centre-crop S x S at offsets ((w - S) // 2, (h - S) // 2);
+3. centre-crop ``input_size`` x ``input_size`` the same way;
+4. scale to [0, 1] (``scale`` = 1/255), subtract ``mean`` and divide by ``std`` per channel, in
    ``channel_order`` (RGB);
-4. lay out as ``layout`` (NCHW) float32 and feed it as input ``input_name``; the output
+5. lay out as ``layout`` (NCHW) float32 and feed it as input ``input_name``; the output
    ``output_name`` holds one logit per entry of ``class_names`` (softmax for probabilities).
 
-:func:`prepare` runs steps 2-4 on uint8 images with numpy alone, reading nothing but the
+Version 1 files (no ``jpeg_draft``/``reducing_gap``) left steps 1-2's details unstated: a
+decoder without DCT scaling and the reducing gap agreed with ``pets predict`` on 19 of 20 real
+photos. :func:`prepare` runs steps 3-5 on uint8 images with numpy alone, reading nothing but the
 contract, so a parity check through it fails when the contract is wrong (e.g. BGR written for
-an RGB model).
+an RGB model); ``tests/test_contract_parity.py`` decodes real photos from the JSON alone.
 """
 
 from __future__ import annotations
@@ -28,12 +38,13 @@ from typing import Any
 
 import numpy as np
 
+from petsml.data.decode import JPEG_DRAFT, REDUCING_GAP
 from petsml.errors import PetsError
 from petsml.io import read_json, write_json
 
 CONTRACT_FILE = "preprocessing.json"
 FORMAT = "petsml-onnx-preprocessing"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the decode steps (jpeg_draft, reducing_gap, rounding) stated
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 CHANNEL_ORDERS = ("RGB", "BGR")
@@ -62,6 +73,11 @@ class Contract:
     output_name: str = OUTPUT_NAME
     output: str = "logits"  # softmax over class_names gives probabilities
     dtype: str = "float32"
+    decoder: str = "Pillow"  # steps 1-2 name Pillow's operations (libjpeg for JPEG)
+    jpeg_draft: bool = JPEG_DRAFT  # JPEG: DCT scaling to >= resize_short_side while decoding
+    reducing_gap: float | None = REDUCING_GAP  # Pillow resize's reducing_gap (None: off)
+    resize_rounding: str = "half_to_even"  # Python's round() of the resized sides
+    crop: str = "centre"  # offsets (size - crop) // 2, for both crops
     extra: dict[str, Any] = field(default_factory=dict)  # strategy, backbone, ... (informative)
 
     def __post_init__(self) -> None:
@@ -104,17 +120,50 @@ class Contract:
             extra={k: spec.get(k) for k in ("strategy", "backbone", "feature", "tta") if k in spec},
         )
 
+    def steps(self) -> list[str]:
+        """Every step a third party must do, in words, with this contract's numbers."""
+        s, n = self.resize_short_side, self.input_size
+        draft = (
+            f"If the file is a JPEG, decode it with DCT scaling: Pillow img.draft('RGB', ({s}, "
+            f"{s})) = libjpeg scale 1/a, a the largest of 8, 4, 2, 1 with a <= min(width // {s}"
+            f", height // {s}); the image is then ceil(width / a) x ceil(height / a)."
+            if self.jpeg_draft
+            else "Decode JPEGs at full size (no DCT scaling)."
+        )
+        gap = (
+            f"reducing_gap={self.reducing_gap} (first a box reduce, Pillow Image.reduce, by "
+            f"int(old / new / {self.reducing_gap}) per axis when that is above 1)"
+            if self.reducing_gap
+            else "no reducing_gap"
+        )
+        return [
+            f"Open the file with {self.decoder} (any format it reads: JPEG, PNG, GIF, ...).",
+            draft,
+            "16/32-bit grey (modes I;16, I): scale to 8 bits, v * 255 / 65535 (or / 255 when no "
+            "value exceeds 255), rounded half up. Then Pillow convert('RGB').",
+            f"Resize to (max({s}, round(width * {s} / min(width, height))), max({s}, "
+            f"round(height * {s} / min(width, height)))), round = Python's (half to even), with "
+            f"Pillow Image.resize(..., Image.Resampling.BILINEAR, {gap}).",
+            f"Centre-crop {s} x {s} at ((width - {s}) // 2, (height - {s}) // 2).",
+            f"Centre-crop {n} x {n} at (({s} - {n}) // 2, ({s} - {n}) // 2).",
+            f"As float32: multiply by {self.scale!r}, subtract mean {list(self.mean)} and "
+            f"divide by std {list(self.std)} per channel, channels in {self.channel_order} order.",
+            f"Lay out as {self.layout} with a batch axis, feed as input {self.input_name!r}; "
+            f"output {self.output_name!r} holds one logit per class_names entry (softmax for "
+            "probabilities).",
+        ]
+
     def as_json(self) -> dict[str, Any]:
         body = asdict(self)
         body["mean"], body["std"] = list(self.mean), list(self.std)
         body["class_names"] = list(self.class_names)
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, **body}
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "steps": self.steps(), **body}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str = "contract") -> Contract:
         if data.get("format") != FORMAT:
             raise ContractError(f"{where}: not a {FORMAT} file (format {data.get('format')!r})")
-        body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+        body = {k: v for k, v in data.items() if k not in ("format", "format_version", "steps")}
         try:
             body["mean"] = tuple(float(v) for v in body["mean"])
             body["std"] = tuple(float(v) for v in body["std"])

@@ -34,6 +34,7 @@ from petsml.data.split import load_split
 from petsml.export.contract import CONTRACT_FILE, Contract
 from petsml.export.latency import latency_ms, machine
 from petsml.export.onnx_export import OPSET, ExportError, export_onnx, session
+from petsml.export.out_dir import REPORT_FILE, check_out_dir, make_readable
 from petsml.export.parity import (
     INT8_TARGET_DROP,
     MIN_AGREEMENT,
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
-REPORT_FILE = "export_report.json"
 CALIBRATION = 300  # training photos the int8 activation ranges are calibrated on
 LATENCY_RUNS = 50
 
@@ -63,22 +63,6 @@ class EvalData:
     test_u8: np.ndarray  # (N, S, S, 3) decoded test photos
     test_labels: np.ndarray
     calibration_u8: np.ndarray  # (M, S, S, 3) training photos
-
-
-def check_out_dir(out_dir: str | Path) -> Path:
-    """Refuse an output path that is a file, or a folder holding anything but an earlier export
-    (which is replaced); called before any work so a bad ``--out`` fails at once."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ExportError(
-            f"{out} is a file, not a folder: give --out a folder path (it is created)."
-        )
-    if out.is_dir() and any(out.iterdir()) and not (out / REPORT_FILE).is_file():
-        raise ExportError(
-            f"{out} is a folder that holds files but no earlier export ({REPORT_FILE}): give "
-            "--out a new or empty folder (an earlier export there is replaced)."
-        )
-    return out
 
 
 def load_data(
@@ -214,6 +198,7 @@ def export_model(
             "machine": machine(threads),
         }
         write_json(tmp / REPORT_FILE, report)
+        make_readable(tmp)
     log.info("exported to %s", out_dir)
     return report
 

@@ -116,13 +116,61 @@ def resolve_backbone(name: str) -> tuple[str, str]:
     return family.library, model_name
 
 
+def _weights_here(family: BackboneFamily, model_name: str) -> bool:
+    """Whether ``model_name``'s pretrained weights are on this machine (an installed package or
+    a filled cache), so that building it needs no network. False when unsure."""
+    try:
+        if family.library == "offline":
+            import importlib.util
+
+            return (
+                importlib.util.find_spec(offline_weights.offline_spec(model_name).module)
+                is not None
+            )
+        if family.library == "tv":
+            import os
+            from pathlib import Path
+            from urllib.parse import urlparse
+
+            import torch
+            from torchvision.models import get_model_weights
+
+            url = get_model_weights(model_name).DEFAULT.url
+            cache = Path(torch.hub.get_dir()) / "checkpoints"
+            return (cache / os.path.basename(urlparse(url).path)).is_file()
+        if family.library == "timm":
+            from timm.models import get_pretrained_cfg
+
+            cfg = get_pretrained_cfg(model_name)
+            return cfg is not None and timm_backbones._timm_cached_file(cfg)[0] is not None
+    except Exception:  # a listing hint must never fail the error it decorates
+        return False
+    return False
+
+
 def _unknown(name: str, bare: str) -> BackboneError:
-    candidates: list[str] = []
+    """The error for an unknown name: the close names split by whether this install can build
+    them offline. A suggestion that then fails for want of a network (``efficientnet_lite4``
+    for ``efficientnet_lite9``, timm weights never downloaded here) only moves the problem."""
+    owner: dict[str, BackboneFamily] = {}
     for family in families():
         with contextlib.suppress(Exception):
-            candidates += list(family.names())
-    close = difflib.get_close_matches(bare, list(dict.fromkeys(candidates)), n=3)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
+            for model_name in family.names():
+                owner.setdefault(model_name, family)  # the family a bare name resolves to
+    close = difflib.get_close_matches(bare, list(owner), n=8)
+    here = [n for n in close if _weights_here(owner[n], n)][:3]
+    network = [n for n in close if n not in here][:3]
+    hint = ""
+    if here:
+        hint += f" Did you mean {', '.join(here)} (weights on this machine: builds offline)?"
+        if network:
+            hint += (f" Close names that need a network to download their weights: "
+                     f"{', '.join(network)}.")  # fmt: skip
+    elif network:
+        offline = ", ".join(n for n, f in owner.items() if f is offline_weights.FAMILY)
+        hint += (f" Did you mean {', '.join(network)}? Their weights are not on this machine: "
+                 f"building them needs a network (or model.pretrained: false). Offline: "
+                 f"{offline}.")  # fmt: skip
     labels = [f.label for f in families()]
     where = ", ".join(labels[:-1]) + " or " + labels[-1] if len(labels) > 1 else labels[0]
     return BackboneError(

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from petsml import paths
 from petsml.errors import PetsError
 
 # The detectors a verdict can rest on (``alert``); "image" tests the photos' size, format and
@@ -55,7 +56,7 @@ class MonitorSettings:
     low_share_rise: float = 0.25  # alert when the unsure share rises this much
     seed: int = 0  # permutations, PCA and the domain classifier's folds
     # --- outputs and the loop
-    reports: str = "reports/monitoring"  # <window>.json and <window>.html
+    reports: str = str(paths.MONITORING_REPORTS)  # <window>.json and <window>.html
     retrain_on_drift: bool = False  # the flow starts the continuous-training deployment
 
     def __post_init__(self) -> None:

@@ -211,6 +211,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = data[start:]
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes" if srv.ranges else "none")
+        if path.name in srv.content_types:
+            self.send_header("Content-Type", srv.content_types[path.name])
         self.end_headers()
         cut = srv.cut_after.pop(path.name, None)
         if cut is not None and cut < len(body):
@@ -232,8 +234,10 @@ class MirrorServer(http.server.ThreadingHTTPServer):
         fail_first: int = 0,
         ranges: bool = True,
         cut_after: dict[str, int] | None = None,
+        content_types: dict[str, str] | None = None,
     ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.content_types = dict(content_types or {})  # file name -> Content-Type header
         self.root = Path(root)
         self.fail_first = fail_first
         self.ranges = ranges

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from petsml import paths
-from petsml.export.measure import CALIBRATION, LATENCY_RUNS, check_out_dir, export_and_measure
+from petsml.export.measure import CALIBRATION, LATENCY_RUNS, export_and_measure
+from petsml.export.out_dir import check_out_dir
 from petsml.tracking.errors import RegistryError
 from petsml.tracking.model_registry import ModelRegistry
 from petsml.tracking.pyfunc import ARTIFACT

@@ -35,6 +35,12 @@ CHALLENGER = "challenger"
 EVENT_PREFIX = "alias_event."
 PREVIOUS_CHAMPION_TAG = "previous_champion"
 RUN_ID_TAG = "run_id"
+# The register stage's progress on a version: "started" when it is created, "complete" once its
+# aliases, gate verdict and card are set. A process killed in between (SIGKILL, power loss)
+# leaves "started": the version then has no gate decision and perhaps no alias, and the next
+# `dvc repro register` finishes it (the version is found by its run, not registered again).
+REGISTRATION_TAG = "registration"
+STARTED, COMPLETE = "started", "complete"
 
 
 @dataclass(frozen=True)
@@ -203,6 +209,20 @@ class ModelRegistry:
             if v.tags.get(RUN_ID_TAG) == run_id or v.run_id == run_id:
                 return v
         return None
+
+    def unfinished(self) -> list:
+        """Versions whose registration never completed (tag ``registration`` = started)."""
+        return [v for v in self.versions() if (v.tags or {}).get(REGISTRATION_TAG) == STARTED]
+
+    def unfinished_note(self, version: Any) -> str:
+        """One line saying what an unfinished registration left and how it is finished."""
+        number = _version_str(getattr(version, "version", version))
+        aliases = self.aliases_of(number)
+        held = f"holds only @{', @'.join(aliases)}" if aliases else "holds no alias"
+        return (
+            f"{self.name} v{number}: its registration did not finish (the register stage was "
+            f"interrupted): it {held} and has no gate decision; `dvc repro register` finishes it"
+        )
 
     def run_of(self, version) -> str:
         run_id = version.tags.get(RUN_ID_TAG) or version.run_id

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from petsml import paths
 from petsml.tracking.errors import RegistryError
 from petsml.tracking.gate import GateDecision, gate
 from petsml.tracking.model_registry import CHAMPION, ModelRegistry
@@ -57,7 +58,7 @@ def _lost_predictions(lost: Mapping[str, Any]) -> pd.DataFrame:
 
     uri = lost.get("predictions_uri")
     if not uri:
-        raise RegistryError("reports/registry.json recorded no location of its test predictions")
+        raise RegistryError(f"{paths.REGISTRY_REPORT} recorded no location of its test predictions")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
@@ -89,7 +90,7 @@ def _judge_against_lost(
         decision = gate(_lost_predictions(lost), registry.predictions(version), max_p_value)
     except RegistryError as error:
         decision = GateDecision(False, f"not comparable: {error}")
-    prefix = f"v{number} vs lost {who}, recorded in reports/registry.json"
+    prefix = f"v{number} vs lost {who}, recorded in {paths.REGISTRY_REPORT}"
     if not decision.promote:
         prefix += (
             f" (not crowned; to restore that champion check out its commit and `dvc repro`, "

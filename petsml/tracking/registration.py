@@ -16,10 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from petsml import paths
 from petsml.tracking.errors import RegistryError
 from petsml.tracking.gate import pick_best
 from petsml.tracking.model_card import TABLE_METRICS, build_model_card, gather_card_inputs
-from petsml.tracking.model_registry import CHALLENGER, ModelRegistry, float_or_none
+from petsml.tracking.model_registry import (
+    CHALLENGER,
+    COMPLETE,
+    REGISTRATION_TAG,
+    STARTED,
+    ModelRegistry,
+    float_or_none,
+)
 from petsml.tracking.promotion import Verdict, gate_and_promote, lost_champion
 
 log = logging.getLogger(__name__)
@@ -49,9 +57,7 @@ def _metrics(client, run_id: str) -> dict[str, float]:
 def _check_runs(runs: Mapping[str, Any]) -> None:
     for key in ("children", "model_uris"):
         if not runs.get(key):
-            raise RegistryError(
-                f"reports/mlflow_runs.json has no {key!r}; re-run `dvc repro track`."
-            )
+            raise RegistryError(f"{paths.MLFLOW_RUNS} has no {key!r}; re-run `dvc repro track`.")
 
 
 def pick_candidate(client, runs: Mapping[str, Any], task: str | None) -> Candidate:
@@ -63,13 +69,13 @@ def pick_candidate(client, runs: Mapping[str, Any], task: str | None) -> Candida
     run_tags = client.get_run(run_id).data.tags
     if task and run_tags.get("task") and run_tags["task"] != task:
         raise RegistryError(
-            f"reports/mlflow_runs.json holds runs of task {run_tags['task']!r} but params.yaml "
+            f"{paths.MLFLOW_RUNS} holds runs of task {run_tags['task']!r} but params.yaml "
             f"data.task is {task!r}; re-run `dvc repro track` (or fix data.task)."
         )
     model_uri = runs["model_uris"].get(best)
     if not model_uri:
         raise RegistryError(
-            f"reports/mlflow_runs.json has no model_uris[{best!r}]; re-run `dvc repro track`."
+            f"{paths.MLFLOW_RUNS} has no model_uris[{best!r}]; re-run `dvc repro track`."
         )
     return Candidate(best, run_id, run_tags, model_uri, metrics)
 
@@ -87,6 +93,7 @@ def _version_tags(runs: Mapping[str, Any], candidate: Candidate) -> dict[str, An
         "parent_run_id": runs.get("parent_run_id"),
         "run_key": runs.get("run_key"),
         "model_uri": candidate.model_uri,
+        REGISTRATION_TAG: STARTED,  # "complete" once aliases, verdict and card are set
         **{k: scores.get(k) for k in VERSION_SCORE_KEYS},
     }
 
@@ -198,6 +205,9 @@ def register_execution(
     candidate = pick_candidate(registry.client, runs, task)
     existing = registry.find_by_run(candidate.run_id)
     if existing is not None and existing.tags.get("gate.decision"):
+        if existing.tags.get(REGISTRATION_TAG) == STARTED:  # killed after its verdict
+            _attach_card(registry, runs, candidate, str(existing.version), project_root)
+            registry.set_tags(existing.version, {REGISTRATION_TAG: COMPLETE})
         return _already_registered(registry, existing, candidate, previous)
 
     version = _version(registry, runs, candidate, existing)
@@ -208,6 +218,7 @@ def register_execution(
     verdict = gate_and_promote(registry, version, key, max_p_value, previous)
     _record_verdict(registry, number, verdict)
     _attach_card(registry, runs, candidate, number, project_root)
+    registry.set_tags(number, {REGISTRATION_TAG: COMPLETE})  # the last step: nothing left
 
     decision = verdict.decision
     comparison = None if decision.comparison is None else decision.comparison.as_dict()

@@ -59,7 +59,7 @@ from petsml.tracking.run_inputs import (
     sha256_file,
     strategy_params,
 )
-from petsml.tracking.run_lookup import find_existing, run_key
+from petsml.tracking.run_lookup import end_dead_runs, find_existing, process_tags, run_key
 from petsml.tracking.run_tags import (
     COMMON_SECTIONS,
     MODEL_NAME,
@@ -125,7 +125,7 @@ def _log_new_runs(
         experiment_id=experiment_id,
         run_name=parent_name,
         nested=mlflow.active_run() is not None,
-        tags={**tags, TAG_ROLE: PARENT_ROLE, "strategies": ",".join(strategies)},
+        tags={**tags, **process_tags(), TAG_ROLE: PARENT_ROLE, "strategies": ",".join(strategies)},
     ) as parent:
         mlflow.log_params(
             {
@@ -163,6 +163,7 @@ def track_pipeline(
     strategies = list(params.train.strategies)
 
     ensure_experiment_kind(client, experiment_id)
+    end_dead_runs(client, experiment_id, key)  # what a killed track left RUNNING
     found = find_existing(client, experiment_id, key, strategies)
     if found is not None:
         log.info(

@@ -138,6 +138,21 @@ def _python_rng(value: Any) -> Any:
 # Save, load, resume
 
 
+def remove_partial_files(checkpoint_dir: Path) -> list[Path]:
+    """Delete the temp files (``.last.pt.<random>.pt``) of writes that never finished: a run
+    killed while saving (SIGKILL, power loss) leaves one, tens of MB, that nothing else would
+    ever remove. Only one run trains a strategy at a time (DVC's lock), so on start every such
+    file is an earlier run's."""
+    removed = []
+    for partial in Path(checkpoint_dir).glob(f".{CHECKPOINT}.*.pt"):
+        partial.unlink(missing_ok=True)
+        removed.append(partial)
+    if removed:
+        log.info("removed %d partial checkpoint file(s) of an earlier run in %s", len(removed),
+                 checkpoint_dir)  # fmt: skip
+    return removed
+
+
 def save_checkpoint(
     path: Path,
     fp: str,
@@ -148,7 +163,9 @@ def save_checkpoint(
     progress: Progress,
     generator: torch.Generator,
 ) -> None:
-    """Everything the run after the last recorded epoch needs, written atomically."""
+    """Everything the run after the last recorded epoch needs, written atomically (a partial
+    file of an earlier, killed run goes first: this run's first write is its start on disk)."""
+    remove_partial_files(path.parent)
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(
             {
@@ -169,7 +186,9 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: Path, expected: str) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` when it exists, loads and has the ``expected`` fingerprint."""
+    """The checkpoint at ``path`` when it exists, loads and has the ``expected`` fingerprint.
+    Called as a run starts, so the partial files of earlier, killed runs are removed here."""
+    remove_partial_files(path.parent)
     if not path.exists():
         log.info("no checkpoint at %s: starting fresh", path)
         return None
@@ -214,8 +233,10 @@ def restore(
 
 
 def remove_checkpoint(checkpoint_dir: Path) -> None:
-    """Delete the checkpoint once the model folder is written, and its folder when empty."""
+    """Delete the checkpoint once the model folder is written (and any partial file beside it),
+    and its folder when empty."""
     (checkpoint_dir / CHECKPOINT).unlink(missing_ok=True)
+    remove_partial_files(checkpoint_dir)
     try:
         checkpoint_dir.rmdir()  # only when nothing else lives there
     except OSError:

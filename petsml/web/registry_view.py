@@ -15,7 +15,12 @@ from typing import Any
 from petsml import paths
 from petsml.io import read_json
 from petsml.tracking.alias_model import IDENTITY_TAGS, SCORE_TAGS
-from petsml.tracking.model_registry import ModelRegistry, float_or_none
+from petsml.tracking.model_registry import (
+    REGISTRATION_TAG,
+    STARTED,
+    ModelRegistry,
+    float_or_none,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +40,9 @@ def versions(registry: ModelRegistry) -> list[dict[str, Any]]:
             "aliases": sorted(aliases.get(str(version.version), [])),
             **{key: tags.get(key) for key in IDENTITY_TAGS},
             **{key: float_or_none(tags.get(key)) for key in SCORE_TAGS},
-            "gate": tags.get("gate.decision"),
+            "gate": tags.get("gate.decision")
+            or ("unfinished: `dvc repro register`" if tags.get(REGISTRATION_TAG) == STARTED
+                else None),
         })  # fmt: skip
     return out
 
@@ -73,5 +80,7 @@ def registry_view(registry: ModelRegistry, root: str | Path) -> dict[str, Any]:
     return {
         "name": registry.name,
         "versions": versions(registry),
+        # what a killed register stage left (a version without its gate or aliases), in words
+        "notes": [registry.unfinished_note(v) for v in registry.unfinished()],
         "comparison": comparison(Path(root)),
     }

@@ -16,6 +16,7 @@ page always says which model really answered.
 import base64
 import io
 import logging
+import sys
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -206,10 +207,30 @@ def serve(
     port: int = 8000,
     params_path: str | Path = "params.yaml",
 ) -> None:
-    """Load the model, print the link and serve until Ctrl-C."""
+    """Load the model, print the link and serve until a signal ends it (Ctrl-C, SIGTERM,
+    SIGHUP, SIGQUIT): uvicorn shuts down gracefully, then any process this one started goes
+    too and the exit status is 128 + the signal, as for a process the signal killed."""
     import uvicorn
 
+    from petsml.web.supervise import check_port_free, exit_code, on_ending_signals, stop_children
+
+    check_port_free(host, port)  # before minutes of loading, and before printing a link
     app = create_app(model_name, tracking_uri, alias=alias, params_path=params_path)
     loaded = app.state.holder.current()  # fail now, with the fix, not on the first upload
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    ended: list[int] = []
+
+    def request_exit(signum: int) -> None:  # uvicorn itself handles only SIGINT and SIGTERM
+        ended.append(signum)
+        server.should_exit = True
+
+    on_ending_signals(request_exit)
     print(f"{loaded.uri} (version {loaded.version}) on http://{host}:{port}/", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    try:
+        server.run()
+    finally:
+        stop_children()
+    if ended:
+        sys.exit(exit_code(ended[0]))
+    if not server.started:
+        raise SystemExit(1)

@@ -82,6 +82,9 @@ async function loadRegistry() {
   const r = await fetch("/api/registry");
   const body = await r.json();
   $("registry-name").textContent = body.name;
+  for (const old of document.querySelectorAll(".registry-note")) old.remove();
+  // a version whose registration did not finish (the register stage was killed), in words
+  for (const note of body.notes || []) $("versions").before(el("p", { className: "registry-note", textContent: note }));
   const vcols = ["version", "aliases", "strategy", "backbone", "val_accuracy", "test_accuracy", "test_top5", "test_macro_f1", "test_ece", "gate"];
   table($("versions"), vcols, body.versions, (row, c) => c === "aliases"
     ? el("td", {}, ...row.aliases.map((a) => el("span", { className: "alias " + a, textContent: "@" + a })))
