@@ -65,7 +65,8 @@ def runtime_refs(root: Path = REPO) -> dict[str, list[str]]:
     """Modules a registry resolves at run time (``"module:attribute"`` references, which no
     import statement shows), by the module that resolves them: ``petsml.training.strategies``
     runs every strategy row's fit, head and block code; the advise stage fits the heads of the
-    strategies the 2x2 table names. Read from the registry in ``root``'s checkout."""
+    strategies the 2x2 table names; ``petsml.config`` types each strategy's params.yaml section
+    with the row's settings model. Read from the registry in ``root``'s checkout."""
     script = (
         "import json\n"
         "from petsml.catalog import strategies\n"
@@ -73,7 +74,9 @@ def runtime_refs(root: Path = REPO) -> dict[str, list[str]]:
         "fits = [r for row in rows for r in (row.fit, row.head, row.block_lrs) if r]\n"
         "cells = {strategies.for_cell(c) for c in ('small+similar', 'small+unlike')}\n"
         "heads = [strategies.get(name).head for name in sorted(cells)]\n"
-        "print(json.dumps({'petsml.training.strategies': fits, 'petsml.advice.advise': heads}))\n"
+        "sections = [row.settings for row in rows if row.settings]\n"
+        "print(json.dumps({'petsml.training.strategies': fits, 'petsml.advice.advise': heads,\n"
+        "                  'petsml.config': sections}))\n"
     )
     import json
     import subprocess

@@ -1,0 +1,173 @@
+"""``pets predict`` and ``pets similar``: a registered model's answers for files on disk.
+
+Every file gets an answer in the order given; a file that cannot be read gets an error row and
+the others are still answered (paths are opted in: this is the local CLI, never a server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from petsml import paths
+from petsml.cli.common import file_problem, registry
+from petsml.errors import PetsError
+
+PREDICT_EPILOG = """\
+Every file gets an answer, in the order given: a missing, unreadable, too large or non-image
+file is reported on its own line (text: "FILE: ERROR ..."; --json: "error" set and label,
+species, probability, top5 null) and the other files are still classified.
+
+exit status (the same with and without --json):
+  0  every file classified
+  1  at least one file not classified (a summary goes to stderr), or no model to load
+"""
+
+
+def _failed_row(file: str, error: str) -> dict:
+    return {"file": file, "label": None, "species": None, "probability": None, "top5": None,
+            "error": error}  # fmt: skip
+
+
+def _model_rows(model, files: list[str]) -> list[dict]:
+    """The model's answer per file."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"image": [str(Path(f).resolve()) for f in files]})
+    out = model.predict(frame)
+    rows = []
+    for file, (_, row) in zip(files, out.iterrows(), strict=True):
+        if row.get("error"):
+            rows.append(_failed_row(file, str(row["error"])))
+            continue
+        top5 = row.get("top5")
+        rows.append(
+            {
+                "file": file,
+                "label": row.get("label"),
+                "species": row.get("species"),
+                "probability": float(row["probability"]),
+                "top5": json.loads(top5) if isinstance(top5, str) and top5 else top5,
+                "error": None,
+            }
+        )
+    return rows
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    reg = registry(args)
+    holder = reg.by_alias(args.alias)
+    if holder is None:
+        raise PetsError(
+            f"{reg.name} has no '{args.alias}' alias in {reg.tracking_uri}: run the "
+            "pipeline (`dvc repro register`) or `pets promote <version> --reason ...`."
+        )
+    problems = {f: file_problem(f) for f in args.files}
+    readable = [f for f in args.files if problems[f] is None]
+    uri = f"models:/{reg.name}@{args.alias}"
+    answers: dict[str, dict] = {}
+    if readable:
+        import mlflow.pyfunc
+
+        mlflow.set_tracking_uri(reg.tracking_uri)
+        mlflow.set_registry_uri(reg.tracking_uri)
+        model = mlflow.pyfunc.load_model(uri, model_config={"allow_paths": True})
+        answers = {row["file"]: row for row in _model_rows(model, readable)}
+    # one answer per file, in the order given; a missing file does not cancel the others
+    rows = [answers.get(f) or _failed_row(f, problems[f] or "no answer") for f in args.files]
+    _print_rows(rows, uri, holder.version, args.json)
+    failed = sum(1 for row in rows if row["error"])
+    if failed:
+        print(f"ERROR: {failed} of {len(rows)} file(s) not classified", file=sys.stderr)
+        sys.exit(1)
+
+
+def _print_rows(rows: list[dict], uri: str, version: str, as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            print(json.dumps(row, default=str))
+        return
+    print(f"{uri} (version {version})")
+    for row in rows:
+        if row["error"]:
+            print(f"{row['file']}: ERROR {row['error']}")
+            continue
+        species = f" ({row['species']})" if row["species"] else ""  # none: a folder's class
+        print(f"{row['file']}: {row['label']}{species} p={row['probability']:.3f}")
+        for item in row["top5"] or []:  # the pyfunc's ranked {"label", "probability"} list
+            print(f"    {item['label']:<28} {item['probability']:.3f}")
+
+
+def cmd_similar(args: argparse.Namespace) -> None:
+    """The nearest training/validation photos of each file under the alias's own index."""
+    from petsml.tracking.alias_model import load_alias_model
+    from petsml.tracking.pyfunc import MAX_NEIGHBOURS
+
+    if not 1 <= args.k <= MAX_NEIGHBOURS:
+        raise PetsError(f"-k must be between 1 and {MAX_NEIGHBOURS}, got {args.k}")
+    problems = {f: file_problem(f) for f in args.files}
+    loaded = load_alias_model(
+        registry(args), args.alias, {"allow_paths": True, "neighbours": args.k}
+    )
+    readable = [f for f in args.files if problems[f] is None]
+    answers: dict[str, dict] = {}
+    if readable:
+        import pandas as pd
+
+        out = loaded.model.predict(
+            pd.DataFrame({"image": [str(Path(f).resolve()) for f in readable]})
+        )
+        for file, (_, row) in zip(readable, out.iterrows(), strict=True):
+            near = json.loads(row["neighbours"]) if row.get("neighbours") else []
+            for item in near:
+                item["path"] = str(paths.RAW / item["file"])
+            answers[file] = {"file": file, "label": row.get("label"), "error": row.get("error")
+                             or None, "neighbours": near}  # fmt: skip
+    rows = [answers.get(f) or {"file": f, "label": None, "error": problems[f], "neighbours": []}
+            for f in args.files]  # fmt: skip
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print(f"{loaded.uri} (version {loaded.version}): {args.k} nearest train/val photos")
+        for row in rows:
+            if row["error"]:
+                print(f"{row['file']}: ERROR {row['error']}")
+                continue
+            print(f"{row['file']}: predicted {row['label']}")
+            for rank, item in enumerate(row["neighbours"], 1):
+                print(f"  {rank:>2}. {item['breed']:<28} {item['distance']:.4f}  {item['path']}")
+    failed = sum(1 for row in rows if row["error"])
+    if failed:
+        print(f"ERROR: {failed} of {len(rows)} file(s) not searched", file=sys.stderr)
+        sys.exit(1)
+
+
+def register(sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "predict",
+        parents=[common],
+        help="classify image files",
+        description="Classify image files with the registry's champion (or --alias).",
+        epilog=PREDICT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--alias", default="champion", help="registry alias (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "similar",
+        parents=[common],
+        help="nearest training photos of image files",
+        description="The most similar train/validation photos (cosine distance of the alias's "
+        "own backbone embeddings; the index ships inside the registered model).",
+    )
+    p.add_argument("files", nargs="+", metavar="PHOTO", help="image files (JPEG, PNG, ...)")
+    p.add_argument("-k", type=int, default=8, help="photos per file (default %(default)s)")
+    p.add_argument("--alias", default="champion", help="registry alias (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.set_defaults(func=cmd_similar)
