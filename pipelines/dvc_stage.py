@@ -93,7 +93,7 @@ def stage_options(
     return {"options": options, "timeout_s": timeout_s}
 
 
-def run_stage(
+def repro_stage(
     stage: str, workspace: str, force: bool, config: dict[str, Any], extra_env: dict[str, str]
 ) -> dict[str, Any]:
     """One stage task; whatever stops it, the error that reaches the flow names the stage."""

@@ -38,9 +38,9 @@ from prefect.runtime import flow_run as current_flow_run
 from petsml.config import ConfigError
 from petsml.evaluation.results import COLUMN_KEYS as COMPARISON_KEYS
 from petsml.evaluation.results import rows_by_strategy
-from pipelines.cli import SET_PARAM_OPTION, add_flow_arguments
 from pipelines.dvc_graph import apply_overrides
 from pipelines.dvc_stage import DEFAULT_STAGE_TIMEOUT_S
+from pipelines.flow_cli import SET_PARAM_OPTION, add_flow_arguments
 from pipelines.train import build_overrides, check_params, train_pipeline
 from pipelines.user_errors import explain, failed
 from pipelines.workspace import resolve_project, slug
@@ -175,13 +175,13 @@ def run_member(
     A work-pool member's row is built from what it logged, not from its return value (which
     another machine's worker keeps unless Prefect has shared result storage): its DVC
     experiment in ``project`` and the MLflow run that experiment names
-    (:func:`pipelines.results.logged_by_member`)."""
+    (:func:`pipelines.run_results.logged_by_member`)."""
     started = time.time()
     result: Any = None
     if deployment:
         from prefect.deployments import run_deployment
 
-        from pipelines.results import logged_by_member
+        from pipelines.run_results import logged_by_member
 
         # None values stay unset; project_dir is the worker's own checkout
         parameters = {k: v for k, v in parameters.items() if v is not None and k != "project_dir"}

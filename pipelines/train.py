@@ -18,9 +18,9 @@ command are fingerprinted when it starts, and when any changed before the run en
 made while a long stage ran) the flow fails naming them instead of saving the experiment.
 
 This module is the flow and its command line (generated from the flow's signature by
-``pipelines.cli``); the stage task is ``pipelines.dvc_stage``, workspaces and locks
-``pipelines.workspace``, ``dvc exp save`` and the recorded-inputs check ``pipelines.record``,
-what a run produced ``pipelines.results``, subprocesses ``pipelines.shell``.
+``pipelines.flow_cli``); the stage task is ``pipelines.dvc_stage``, workspaces and locks
+``pipelines.workspace``, ``dvc exp save`` and the recorded-inputs check ``pipelines.exp_record``,
+what a run produced ``pipelines.run_results``, subprocesses ``pipelines.shell``.
 
     python -m pipelines.train                       # whole pipeline, params.yaml as committed
     python -m pipelines.train --targets split       # data stages only
@@ -45,16 +45,16 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run as current_flow_run
 
 from petsml.config import ConfigError
-from pipelines.cli import SET_PARAM_OPTION, add_flow_arguments
 from pipelines.dvc_graph import Snapshot, apply_overrides, source_snapshot, stage_order
 from pipelines.dvc_stage import (
     DEFAULT_RETRY_STAGES,
     DEFAULT_STAGE_TIMEOUT_S,
-    run_stage,
+    repro_stage,
     stage_options,
 )
-from pipelines.record import files_to_record, refuse_if_inputs_changed, save_experiment
-from pipelines.results import collect_results
+from pipelines.exp_record import files_to_record, refuse_if_inputs_changed, save_experiment
+from pipelines.flow_cli import SET_PARAM_OPTION, add_flow_arguments
+from pipelines.run_results import collect_results
 from pipelines.user_errors import explain, failed
 from pipelines.workspace import open_workspace, project_lock, resolve_project, slug
 
@@ -108,7 +108,7 @@ def tracking_env(project: Path, isolated: bool) -> dict[str, str]:
     return {"MLFLOW_TRACKING_URI": default_tracking_uri(project)}
 
 
-def run_stages(
+def repro_stages(
     workspace: Path,
     order: list[str],
     force: bool,
@@ -121,7 +121,7 @@ def run_stages(
     started: Snapshot = {}
     for stage in order:
         started.update(source_snapshot(workspace, [stage]))
-        stages.append(run_stage(stage, str(workspace), force, options_for(stage), extra_env))
+        stages.append(repro_stage(stage, str(workspace), force, options_for(stage), extra_env))
     refuse_if_inputs_changed(workspace, started)
     return stages
 
@@ -225,7 +225,7 @@ def train_pipeline(
         with contextlib.nullcontext() if isolated else project_lock(project):
             order = stage_order(workspace, targets)
             logger.info("DVC stages in order: %s", " -> ".join(order))
-            stages = run_stages(workspace, order, force, options_for, extra_env)
+            stages = repro_stages(workspace, order, force, options_for, extra_env)
             experiment = None
             if save_exp:
                 message = f"{FLOW_NAME} flow run {run_name} ({run_id})"

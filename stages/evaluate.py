@@ -5,7 +5,7 @@ pairs, figures) and reports/plots/ (data for `dvc plots show`).
 """
 
 from petsml.config import load_params
-from petsml.evaluation.report import evaluate_all
+from petsml.evaluation.evaluate import evaluate_all
 from petsml.stage import run_stage
 
 # The params.yaml keys this stage reads. dvc.yaml's params: list is written

@@ -337,7 +337,7 @@ def test_latency_is_per_image_and_bounded_by_its_budget():
     import numpy as np
     import torch
 
-    from petsml.evaluation.latency import Timing, seconds_per_image
+    from petsml.evaluation.torch_latency import Timing, seconds_per_image
     from petsml.models.base import Preprocessing
 
     class Sleepy(torch.nn.Module):

@@ -26,7 +26,7 @@ from petsml.data.breeds import labels_for
 from petsml.data.decode import DecodedImages, decode_images
 from petsml.data.feature_file import read_features
 from petsml.data.split import load_split
-from petsml.evaluation import report
+from petsml.evaluation import evaluate
 from petsml.evaluation.inference import EvaluationError, model_logits
 from petsml.io import write_json
 from petsml.models.backbones import create_backbone
@@ -147,12 +147,12 @@ def project(tmp_path_factory):
     _make_data(root)
     _make_models(root, "breed", STRATEGIES)
     params = parse_params(_params())
-    scores = report.evaluate_all(params, root=root, device=CPU)
+    scores = evaluate.evaluate_all(params, root=root, device=CPU)
     return root, params, scores
 
 
 def _predictions(root: Path, strategy: str) -> pd.DataFrame:
-    return pd.read_csv(root / report.EVAL_DIR / strategy / "predictions.csv")
+    return pd.read_csv(root / evaluate.EVAL_DIR / strategy / "predictions.csv")
 
 
 def test_metrics_json_agrees_with_predictions(project):
@@ -162,7 +162,7 @@ def test_metrics_json_agrees_with_predictions(project):
     assert sorted(saved) == sorted(STRATEGIES)
     test = pd.read_csv(root / paths.split_csv("test"))
     for strategy, entry in saved.items():
-        assert set(entry) == set(report.METRIC_KEYS)
+        assert set(entry) == set(evaluate.METRIC_KEYS)
         preds = _predictions(root, strategy)
         assert preds["image_id"].tolist() == test["image_id"].tolist()
         assert (preds["label"] == test["class_id"]).all()
@@ -203,7 +203,7 @@ def test_frozen_logits_from_the_cached_pass_equal_the_shipped_models_forward(pro
     root, params, _ = project
     test = load_split(root / paths.split_csv("test"), "breed")
     decoded = DecodedImages.open(root / paths.DECODED)
-    results = report.evaluate_strategies(
+    results = evaluate.evaluate_strategies(
         STRATEGIES, params, test, root=root, device=CPU,
         features=read_features(root / paths.FEATURES, "test"),
     )  # fmt: skip
@@ -232,10 +232,10 @@ def test_frozen_strategies_run_no_network_and_a_finetuned_one_runs_once(project,
     log = tmp_path / "passes.jsonl"
     monkeypatch.setenv(passes.ENV, str(log))
     features = read_features(root / paths.FEATURES, "test")
-    report.evaluate_strategies(["feature_extractor", "svm_early"], params, test, root=root,
+    evaluate.evaluate_strategies(["feature_extractor", "svm_early"], params, test, root=root,
                                features=features, index_ids=index_ids, device=CPU)  # fmt: skip
     assert not log.exists()  # no photo went through any network
-    (result,) = report.evaluate_strategies(
+    (result,) = evaluate.evaluate_strategies(
         ["finetune_top"], params, test, root=root, features=features, index_ids=index_ids,
         device=CPU,
     )  # fmt: skip
@@ -257,7 +257,7 @@ def test_a_frozen_model_with_test_time_views_runs_its_own_shared_pass(project, t
         save_classifier(model, path, {k: spec[k] for k in ("strategy", "task", "class_names",
                         "decode_size", "backbone", "frozen_backbone")})  # fmt: skip
     test = load_split(work / paths.split_csv("test"), "breed")
-    results = report.evaluate_strategies(
+    results = evaluate.evaluate_strategies(
         list(FROZEN), params, test, root=work, device=CPU,
         features=read_features(work / paths.FEATURES, "test"),
     )  # fmt: skip
@@ -271,7 +271,7 @@ def test_a_frozen_model_with_test_time_views_runs_its_own_shared_pass(project, t
 def test_report_files(project):
     root, _, scores = project
     for strategy in STRATEGIES:
-        out = root / report.EVAL_DIR / strategy
+        out = root / evaluate.EVAL_DIR / strategy
         per_class = pd.read_csv(out / "per_class.csv")
         assert len(per_class) == 37 and per_class["support"].sum() == 12
         preds = _predictions(root, strategy)
@@ -301,7 +301,7 @@ def test_report_files(project):
 
 def test_plot_data(project):
     root, _, scores = project
-    plots = root / report.PLOTS_DIR
+    plots = root / evaluate.PLOTS_DIR
     strategies = pd.read_csv(plots / "strategies.csv")
     assert strategies["strategy"].tolist() == STRATEGIES
     assert strategies["test_accuracy"].tolist() == pytest.approx(
@@ -342,12 +342,12 @@ def test_stage_entry_point(project, tmp_path, monkeypatch):
     stage.main()
     saved = json.loads((work / paths.METRICS).read_text())
     assert saved == {"svm_early": scores["svm_early"]}
-    assert sorted(p.name for p in (work / report.EVAL_DIR).iterdir()) == [
-        report.COMPARISON_PNG,
+    assert sorted(p.name for p in (work / evaluate.EVAL_DIR).iterdir()) == [
+        evaluate.COMPARISON_PNG,
         "svm_early",
     ]
-    assert [p.name for p in (work / report.STRATEGY_METRICS_DIR).iterdir()] == ["svm_early.json"]
-    assert (work / report.EVAL_DIR / "svm_early" / "misclassified.png").exists()
+    assert [p.name for p in (work / evaluate.STRATEGY_METRICS_DIR).iterdir()] == ["svm_early.json"]
+    assert (work / evaluate.EVAL_DIR / "svm_early" / "misclassified.png").exists()
 
 
 COMPARE_PLOTS = ("accuracy_vs_latency", "accuracy_vs_training_time")  # test_compare.py's
@@ -357,7 +357,7 @@ def test_dvc_plots_show_accepts_the_plots_config(project, tmp_path):
     """The `plots:` section of the real dvc.yaml renders the files the stage wrote."""
     root, _, scores = project
     work = tmp_path / "repo"
-    shutil.copytree(root / report.PLOTS_DIR, work / report.PLOTS_DIR)
+    shutil.copytree(root / evaluate.PLOTS_DIR, work / evaluate.PLOTS_DIR)
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
     shutil.copy(root / "params.yaml", work / "params.yaml")
     env = tool_env()
@@ -415,7 +415,7 @@ def test_dvc_metrics_show_and_diff_print_one_row_per_strategy(project, tmp_path)
     """`dvc metrics show` / `diff` on the real dvc.yaml: a table of strategies, not one wide row."""
     root, _, scores = project
     work = tmp_path / "repo"
-    shutil.copytree(root / report.STRATEGY_METRICS_DIR, work / report.STRATEGY_METRICS_DIR)
+    shutil.copytree(root / evaluate.STRATEGY_METRICS_DIR, work / evaluate.STRATEGY_METRICS_DIR)
     shutil.copy(root / paths.METRICS, work / paths.METRICS)
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
     shutil.copy(root / "params.yaml", work / "params.yaml")
@@ -431,7 +431,7 @@ def test_dvc_metrics_show_and_diff_print_one_row_per_strategy(project, tmp_path)
         assert entry["data"] == pytest.approx(scores[Path(name).stem])
     table = _dvc(work, "metrics", "show").stdout.splitlines()
     header = table[0].split()
-    assert header[0] == "Path" and set(header[1:]) == set(report.METRIC_KEYS)
+    assert header[0] == "Path" and set(header[1:]) == set(evaluate.METRIC_KEYS)
     rows = {line.split()[0]: line.split()[1:] for line in table[1:] if line.strip()}
     assert set(rows) == {f"reports/metrics/{s}.json" for s in STRATEGIES}
     column = header.index("test_accuracy") - 1
@@ -443,7 +443,7 @@ def test_dvc_metrics_show_and_diff_print_one_row_per_strategy(project, tmp_path)
     for cmd in (["add", "-A"], ["commit", "-qm", "evaluated"]):
         subprocess.run(git + cmd, cwd=work, env=env, check=True, capture_output=True, timeout=60)
     changed = dict(scores["svm_early"], test_accuracy=0.999)
-    write_json(work / report.STRATEGY_METRICS_DIR / "svm_early.json", changed)
+    write_json(work / evaluate.STRATEGY_METRICS_DIR / "svm_early.json", changed)
     diff = _dvc(work, "metrics", "diff").stdout.splitlines()
     assert diff[0].split()[:4] == ["Path", "Metric", "HEAD", "workspace"]
     assert [line.split()[:2] for line in diff[1:] if line.strip()] == [
@@ -456,26 +456,26 @@ def test_species_task_two_classes(project, tmp_path):
     _make_models(root, "species", ["feature_extractor"])
     overrides = {"data.task": "species", "train.strategies": ["feature_extractor"]}
     params = parse_params(_params(**overrides))
-    scores = report.evaluate_all(params, root=root, device=CPU)
+    scores = evaluate.evaluate_all(params, root=root, device=CPU)
     assert scores["feature_extractor"]["test_top5"] == 1.0  # top-5 of 2 classes is everything
     preds = _predictions(root, "feature_extractor")
     assert set(preds["label_name"]) == {"cat", "dog"}
     assert all(len(top.split()) == 2 for top in preds["top5"])
-    assert len(pd.read_csv(root / report.EVAL_DIR / "feature_extractor" / "per_class.csv")) == 2
+    assert len(pd.read_csv(root / evaluate.EVAL_DIR / "feature_extractor" / "per_class.csv")) == 2
 
 
 def test_a_missing_model_or_stale_features_are_refused_naming_the_stage(project):
     root, params, _ = project
     test = load_split(root / paths.split_csv("test"), "breed")
     with pytest.raises(EvaluationError, match=r"train@finetune_full"):
-        report.evaluate_strategy("finetune_full", params, test, root=root, device=CPU)
+        evaluate.evaluate_strategy("finetune_full", params, test, root=root, device=CPU)
     stale = read_features(root / paths.FEATURES, "test")
     stale.image_id, stale.penultimate = stale.image_id[:-1], stale.penultimate[:-1]
     with pytest.raises(EvaluationError, match="dvc repro featurize"):
-        report.evaluate_strategy(
+        evaluate.evaluate_strategy(
             "feature_extractor", params, test, root=root, features=stale, device=CPU
         )
     other_task = parse_params(_params(**{"data.task": "species"}))
     species_test = load_split(root / paths.split_csv("test"), "species")
     with pytest.raises(EvaluationError, match=r"data.task"):
-        report.evaluate_strategy("finetune_top", other_task, species_test, root=root)
+        evaluate.evaluate_strategy("finetune_top", other_task, species_test, root=root)

@@ -29,7 +29,7 @@ from petsml.data.decode import DecodedImages, decode_images, load_rgb
 from petsml.data.feature_file import read_features
 from petsml.data.split import load_split
 from petsml.data.tensors import to_input
-from petsml.evaluation import report
+from petsml.evaluation import evaluate
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier, load_classifier, save_classifier
 from petsml.testing.fakedata import rows_for_ids
@@ -109,7 +109,7 @@ def shipped(tmp_path_factory):
         "features.batch_size": 8,  # several batches
     }
     params = parse_params(apply_overrides(raw, overrides))
-    report.evaluate_all(params, root=root, device=CPU)
+    evaluate.evaluate_all(params, root=root, device=CPU)
     test = load_split(root / paths.split_csv("test"), "breed")
     logits = {
         "together": _logits(root, params, test, FROZEN),  # from the one cached pass
@@ -120,7 +120,7 @@ def shipped(tmp_path_factory):
 
 def _logits(root: Path, params, test: pd.DataFrame, strategies: list[str]) -> dict:
     features = read_features(root / paths.FEATURES, "test")
-    results = report.evaluate_strategies(
+    results = evaluate.evaluate_strategies(
         strategies, params, test, root=root, features=features, device=CPU
     )
     return {result.strategy: result.logits for result in results}
@@ -153,13 +153,13 @@ def test_evaluate_logits_equal_the_shipped_models_on_real_photos(shipped, strate
     np.testing.assert_allclose(logits["together"][strategy], served, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(logits[strategy], served, rtol=1e-4, atol=1e-4)
     # what the stage wrote: the same predictions and confidences
-    preds = pd.read_csv(root / report.EVAL_DIR / strategy / "predictions.csv")
+    preds = pd.read_csv(root / evaluate.EVAL_DIR / strategy / "predictions.csv")
     assert preds["image_id"].tolist() == frame["image_id"].tolist()
     assert (preds["pred"].to_numpy() == served.argmax(axis=1)).all()
     # probabilities: logits agree to 1e-4, the CSV keeps 6 decimals
     probs = torch.softmax(torch.from_numpy(served), dim=1).numpy()
     np.testing.assert_allclose(preds["prob"], probs.max(axis=1), atol=1e-5)
-    details = json.loads((root / report.EVAL_DIR / strategy / "metrics.json").read_text())
+    details = json.loads((root / evaluate.EVAL_DIR / strategy / "metrics.json").read_text())
     assert details["logits_from"] == "cached features"
     assert read_features(root / paths.FEATURES, "test").precision == "fp32"
 
@@ -171,7 +171,7 @@ def test_the_served_pyfunc_predicts_what_evaluate_reported(shipped):
     from petsml.tracking.pyfunc import ARTIFACT, PetClassifierModel
 
     root, frame, _ = shipped
-    preds = pd.read_csv(root / report.EVAL_DIR / "feature_extractor" / "predictions.csv")
+    preds = pd.read_csv(root / evaluate.EVAL_DIR / "feature_extractor" / "predictions.csv")
     pyfunc = PetClassifierModel()
     model_pt = root / paths.model_dir("feature_extractor") / "model.pt"
     pyfunc.load_context(SimpleNamespace(artifacts={ARTIFACT: str(model_pt)}))

@@ -32,7 +32,7 @@ def _card(per_class: pd.DataFrame | None, pairs: pd.DataFrame | None = None) -> 
 
 
 def test_model_card_lists_every_strategy_weak_spots_and_limits():
-    # the layout of reports/eval/<strategy>/per_class.csv (petsml.evaluation.report)
+    # the layout of reports/eval/<strategy>/per_class.csv (petsml.evaluation.evaluate)
     names = ["pug", "beagle", "Bengal", "Sphynx", "boxer", "samoyed", "Birman", "Persian"]
     per_class = pd.DataFrame(
         {

@@ -47,7 +47,7 @@ NAME = "oxford-pets-breed"
 def test_version_scores_are_the_metrics_json_scores_without_the_training_time():
     """A version is tagged with the model's scores: every metrics.json key but train_seconds
     (a cost of training, not a quality of the model), in the card's table order."""
-    from petsml.evaluation.report import METRIC_KEYS
+    from petsml.evaluation.evaluate import METRIC_KEYS
 
     assert VERSION_SCORE_KEYS == tuple(k for k in METRIC_KEYS if k != "train_seconds")
 

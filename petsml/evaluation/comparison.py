@@ -4,7 +4,7 @@ A row per strategy that ran, ranked by validation accuracy (``register``'s rule)
 columns are read from what evaluate wrote (``reports/metrics.json``, through
 :mod:`petsml.evaluation.results`), never recomputed; the cost columns are measured here on the
 model folders each ``train@<strategy>`` wrote: inference latency per image on the run's device
-(:mod:`petsml.evaluation.latency`), parameters and model file size. Then the table-wide parts:
+(:mod:`petsml.evaluation.torch_latency`), parameters and model file size. Then the table-wide parts:
 the transfer gain over ``scratch`` (when it ran), the Pareto front of accuracy against latency,
 and whether the advise stage's recommendation won.
 
@@ -30,7 +30,7 @@ from petsml.catalog import strategies
 from petsml.config import Params
 from petsml.data.decode import DecodedImages
 from petsml.data.tensors import pick_device
-from petsml.evaluation import latency
+from petsml.evaluation import torch_latency
 from petsml.evaluation.results import (
     COMPARISON_VERSION,
     METRIC_KEYS,
@@ -299,7 +299,7 @@ def build_report(
 ) -> dict[str, Any]:
     """The comparison.json contract (:mod:`petsml.evaluation.results`)."""
     parts = [*ROW_PARTS, *(extra.part for extra in extras if extra.part is not None)]
-    measured, networks = latency.measure_networks(
+    measured, networks = torch_latency.measure_networks(
         {run.strategy: run.model() for run in runs}, bench.images, bench.device, bench.budget_s
     )
     rows = [build_row(run, bench, parts, measured[run.strategy]) for run in runs]
@@ -316,7 +316,7 @@ def build_report(
         "ranked_by": RANKED_BY,
         "device": str(bench.device),
         "latency": {
-            "batch_sizes": list(latency.BATCH_SIZES),
+            "batch_sizes": list(torch_latency.BATCH_SIZES),
             "budget_s": bench.budget_s,
             "networks": networks,
             "what": "median seconds of a timed batch / batch size; uint8 images in, "
@@ -357,7 +357,8 @@ def compare_all(
     runs = strategy_runs(params, root)
     device = device or pick_device(params.train.device)
     size = DecodedImages.open(root / paths.DECODED).size
-    images = latency.timing_images(max(latency.BATCH_SIZES), size, seed=params.train.seed)
+    biggest = max(torch_latency.BATCH_SIZES)
+    images = torch_latency.timing_images(biggest, size, seed=params.train.seed)
     bench = Bench(device, images, params.compare.latency_budget_s)
     report = build_report(runs, bench, read_advice(root), extras)
     write_comparison(report, root)

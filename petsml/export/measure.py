@@ -32,8 +32,8 @@ from petsml import paths
 from petsml.data.decode import DecodedImages
 from petsml.data.split import load_split
 from petsml.export.contract import CONTRACT_FILE, Contract
-from petsml.export.latency import latency_ms, machine
 from petsml.export.onnx_export import OPSET, ExportError, export_onnx, session
+from petsml.export.onnx_latency import latency_ms, machine
 from petsml.export.out_dir import REPORT_FILE, check_out_dir, make_readable
 from petsml.export.parity import (
     INT8_TARGET_DROP,

@@ -33,7 +33,7 @@ from petsml.tracking.promotion import Verdict, gate_and_promote, lost_champion
 log = logging.getLogger(__name__)
 
 # The scores a registered version carries as tags: the model's quality, the columns of its
-# card's table. Not ``petsml.evaluation.report.METRIC_KEYS``, the keys of a metrics.json entry,
+# card's table. Not ``petsml.evaluation.evaluate.METRIC_KEYS``, the keys of a metrics.json entry,
 # which also hold ``train_seconds`` (what training cost, not how good the model is); importing
 # that module would also tie this stage to torch and the evaluation code.
 VERSION_SCORE_KEYS = tuple(key for key, _ in TABLE_METRICS)
