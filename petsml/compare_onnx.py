@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from petsml import paths
-from petsml.config import CompareParams
 from petsml.evaluation.comparison import Bench, ExtraColumns, StrategyRun
 from petsml.evaluation.results import ONNX_KEYS
+from petsml.sections import CompareParams
 
 log = logging.getLogger(__name__)
 

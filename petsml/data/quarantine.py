@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from petsml.config import ValidateParams
+from petsml.sections import ValidateParams
 
 QUARANTINE_COLUMNS = ["image_id", "file", "reason", "detail"]
 REASONS = ("undecodable", "not_an_image", "missing", "too_small", "too_large", "nested_folder")

@@ -21,11 +21,11 @@ import pandas as pd
 
 from petsml.catalog import sources
 from petsml.catalog.refs import resolve
-from petsml.config import DataParams, ValidateParams
 from petsml.data.folder import build_folder_manifest, listed_classes
 from petsml.data.manifest import build_manifest
 from petsml.data.validation import LabelRules, folder_rules, official_rules
 from petsml.errors import PetsError
+from petsml.sections import DataParams, ValidateParams
 
 
 @dataclass(frozen=True)
