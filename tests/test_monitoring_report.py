@@ -166,7 +166,7 @@ def test_the_monitor_benchmark_prints_machine_table_and_latency(tmp_path):
     """benchmarks/monitor.py end to end at toy size (tiny random network, generated photos)."""
     ds = make_dataset(tmp_path / "photos", per_breed=6, test_per_breed=0, quirks=False)
     cmd = [
-        sys.executable, str(REPO / "benchmarks" / "monitor.py"), str(ds.root),
+        sys.executable, "-m", "benchmarks.monitor", str(ds.root),
         "--backbone", "test_efficientnet", "--random-init", "--image-size", "32",
         "--decode-size", "40", "--train", "2", "--val", "2", "--shifted", "2", "--trials", "2",
         "--windows", "20", "60", "--permutations", "50", "--record-calls", "30",
