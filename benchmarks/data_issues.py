@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "pets-sample"
 CPU = torch.device("cpu")
 SWAP_SHARE = 0.05
-N_COPIES = 10  # the copies in the main run have all four EDITS
+N_COPIES = 10  # test photos copied into train per seed
 
 
 # --------------------------------------------------------------------------- the photos
@@ -94,37 +94,52 @@ def _row(image_id: str, label: int, path: Path) -> pd.DataFrame:
 
 @dataclass
 class Planted:
-    frame: pd.DataFrame  # every photo: the sample, the copies, the non-pets (label = true label)
+    """One seed's faults. ``copies``: run -> copy id -> its original test photo, for the runs
+    "mixed" (copy i gets edit i mod 4: one edit each), "all" (all four at once) and each edit."""
+
+    rows: pd.DataFrame  # the copies and non-pets (label = the true one; random for a non-pet)
     swapped: dict[str, int]  # image_id -> the wrong label given
-    copies: dict[str, dict[str, str]]  # run ("all" or an edit) -> copy id -> original test id
+    copies: dict[str, dict[str, str]]
     non_pets: list[str]
 
 
-def plant(frame: pd.DataFrame, work: Path, seed: int) -> Planted:
+def plant(frame: pd.DataFrame, work: Path, seed: int, pets: list[tuple[str, Path]]) -> Planted:
     rng = np.random.default_rng(seed)
     test_ids = sorted(frame.loc[frame["split"] == "test", "image_id"])
-    originals = rng.choice(test_ids, N_COPIES, replace=False)
+    originals = [str(i) for i in rng.choice(test_ids, N_COPIES, replace=False)]
     by_id = frame.set_index("image_id")
-    rows, copies = [frame], {}
+    rows, copies = [], {}
     for run in ("all", *EDITS):
         copies[run] = {}
         for original in originals:
-            copy_id = f"copy-{run}-{original}"
+            copy_id = f"s{seed}-copy-{run}-{original}"
+            edits = EDITS if run == "all" else (run,)
             with Image.open(by_id.loc[original, "path"]) as image:
-                target = edited_copy(image, EDITS if run == "all" else (run,),
-                                     work / f"{copy_id}.jpg")  # fmt: skip
-            copies[run][copy_id] = str(original)
+                target = edited_copy(image, edits, work / f"{copy_id}.jpg")
+            copies[run][copy_id] = original
             rows.append(_row(copy_id, by_id.loc[original, "label"], target))
-    pets = []
-    for name, image in non_pet_images():
-        target = work / f"nonpet-{name}.jpg"
-        image.save(target, format="JPEG", quality=90)
-        pets.append(target.stem)
-        rows.append(_row(target.stem, int(rng.integers(len(BREEDS))), target))
+    copies["mixed"] = {
+        copy: original
+        for i, original in enumerate(originals)
+        for copy, source in copies[EDITS[i % len(EDITS)]].items()
+        if source == original
+    }
+    for image_id, path in pets:
+        rows.append(_row(image_id, int(rng.integers(len(BREEDS))), path))
     train = frame[frame["split"] == "train"].reset_index(drop=True)
     wrong = swap_labels(train["label"].to_numpy(), SWAP_SHARE, rng)
     swapped = {str(train["image_id"].iloc[i]): label for i, label in wrong.items()}
-    return Planted(pd.concat(rows, ignore_index=True), swapped, copies, pets)
+    return Planted(pd.concat(rows, ignore_index=True), swapped, copies, [i for i, _ in pets])
+
+
+def faulted_frame(frame: pd.DataFrame, planted: Planted, run: str) -> pd.DataFrame:
+    """The sample with the swapped labels, ``run``'s copies and the non-pets."""
+    ids = set(planted.copies[run]) | set(planted.non_pets)
+    extra = planted.rows[planted.rows["image_id"].isin(ids)].drop_duplicates("image_id")
+    out = pd.concat([frame, extra], ignore_index=True)
+    given = zip(out["image_id"], out["label"], strict=True)
+    out["label"] = [planted.swapped.get(image_id, label) for image_id, label in given]
+    return out
 
 
 # --------------------------------------------------------------------------- one run
@@ -169,28 +184,34 @@ class Cache:
 # --------------------------------------------------------------------------- scoring
 
 
-def _ratio(hits: int, total: int) -> str:
-    return f"{hits / total:.2f} ({hits}/{total})" if total else "-"
+def _share(hits: int, total: int) -> float | None:
+    return hits / total if total else None
 
 
-def score(found: Findings, planted: Planted, copies: dict[str, str]) -> dict[str, str]:
+def score(found: Findings, planted: Planted, copies: dict[str, str]) -> dict[str, tuple]:
+    """Kind -> (recall, precision, hits, planted, flagged) against the planted faults."""
     report = found.report
     flagged = {i["image_id"] for i in report["label_issues"]["issues"]}
-    judged = flagged - set(planted.non_pets) - set(copies)
-    hits = len(flagged & set(planted.swapped))
+    judged = flagged - set(planted.non_pets) - set(copies)  # a non-pet has no right breed
+    swapped = len(flagged & set(planted.swapped))
     pairs = {frozenset((p["a"]["image_id"], p["b"]["image_id"]))
              for p in report["near_duplicates"]["pairs"]}  # fmt: skip
     planted_pairs = {frozenset(pair) for pair in copies.items()}
+    copied = len(pairs & planted_pairs)
     outliers = {p["image_id"] for p in report["outliers"]["photos"]}
+    strays = len(outliers & set(planted.non_pets))
     return {
-        "label errors": f"recall {_ratio(hits, len(planted.swapped))}, precision "
-        f"{_ratio(hits, len(judged))}; non-pets also flagged: "
-        f"{len(flagged & set(planted.non_pets))}/{len(planted.non_pets)}",
-        "near-duplicates": f"recall {_ratio(len(pairs & planted_pairs), len(planted_pairs))}, "
-        f"precision {_ratio(len(pairs & planted_pairs), len(pairs))}",
-        "outliers": f"recall {_ratio(len(outliers & set(planted.non_pets)), len(planted.non_pets))}"
-        f", precision {_ratio(len(outliers & set(planted.non_pets)), len(outliers))}",
-    }
+        "label errors": (_share(swapped, len(planted.swapped)), _share(swapped, len(judged)),
+                         swapped, len(planted.swapped), len(judged)),
+        "near-duplicates": (_share(copied, len(planted_pairs)), _share(copied, len(pairs)),
+                            copied, len(planted_pairs), len(pairs)),
+        "outliers": (_share(strays, len(planted.non_pets)), _share(strays, len(outliers)),
+                     strays, len(planted.non_pets), len(outliers)),
+    }  # fmt: skip
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def describe(found: Findings) -> list[str]:
@@ -220,50 +241,57 @@ def describe(found: Findings) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--work", type=Path, default=None, help="where the made photos go")
+    parser.add_argument("--verbose", action="store_true", help="list every faulted run's finding")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override a params.yaml value (dotted key), as `dvc exp run -S` does",
     )  # fmt: skip
     args = parser.parse_args()
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    overrides = dict(item.split("=", 1) for item in args.set)
-    params = parse_params(
-        apply_overrides(raw, {k: yaml.safe_load(v) for k, v in overrides.items()})
-    )
-    if overrides:
-        print(f"overrides: {overrides}")
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    params = parse_params(apply_overrides(raw, overrides))
     print(header(CPU))
-    print(f"date {date.today().isoformat()}, backbone {params.model.backbone}, seed {args.seed}")
+    print(f"date {date.today().isoformat()}, backbone {params.model.backbone}, seeds {args.seeds}"
+          + (f", overrides {overrides}" if overrides else ""))  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         frame = sample_frame(params)
-        planted = plant(frame, work, args.seed)
-        cache = Cache(planted.frame, params)
-        print(f"decoded and featurized {len(planted.frame)} photos once: {cache.seconds:.0f} s")
+        pets = []
+        for name, image in non_pet_images():
+            image.save(work / f"nonpet-{name}.jpg", format="JPEG", quality=90)
+            pets.append((f"nonpet-{name}", work / f"nonpet-{name}.jpg"))
+        planted = {seed: plant(frame, work, seed, pets) for seed in args.seeds}
+        every = pd.concat([frame, *(p.rows for p in planted.values())], ignore_index=True)
+        cache = Cache(every.drop_duplicates("image_id").reset_index(drop=True), params)
+        print(f"decoded and featurized {len(cache.short)} photos once: {cache.seconds:.0f} s")
         clean, clean_s = cache.run(frame, params)
-        print(f"\nclean sample ({len(frame)} photos, {clean_s:.1f} s):")
+        print(f"\nthe clean sample ({len(frame)} photos; data_issues {clean_s:.1f} s):")
         print("\n".join(describe(clean)))
-        everything = planted.frame
-        faulted_ids = set(frame["image_id"]) | set(planted.copies["all"]) | set(planted.non_pets)
-        faulted = everything[everything["image_id"].isin(faulted_ids)].copy()
-        given = zip(faulted["image_id"], faulted["label"], strict=True)
-        faulted["label"] = [planted.swapped.get(i, label) for i, label in given]
-        found, seconds = cache.run(faulted, params)
-        print(f"\nfaulted sample ({len(faulted)} photos, {len(planted.swapped)} swapped labels, "
-              f"{N_COPIES} copies with every edit, {len(planted.non_pets)} non-pets; "
-              f"{seconds:.1f} s: {found.seconds}):")  # fmt: skip
-        for kind, line in score(found, planted, planted.copies["all"]).items():
-            print(f"  {kind}: {line}")
-        print("\n".join(describe(found)))
-        print("\nnear-duplicates, one edit at a time (the clean sample plus 10 copies):")
-        for edit in EDITS:
-            ids = set(frame["image_id"]) | set(planted.copies[edit])
-            one, _ = cache.run(everything[everything["image_id"].isin(ids)], params)
-            line = score(one, planted, planted.copies[edit])["near-duplicates"]
-            print(f"  {edit}: {line}")
+        kinds = ("label errors", "near-duplicates", "outliers")
+        print("\n| seed | run | " + " | ".join(f"{k} recall | {k} precision" for k in kinds)
+              + " | seconds |")  # fmt: skip
+        print("|" + " --- |" * (3 + 2 * len(kinds)))
+        per_edit: dict[str, list[tuple]] = {edit: [] for edit in EDITS}
+        for seed, faults in planted.items():
+            for run in ("mixed", "all"):
+                found, seconds = cache.run(faulted_frame(frame, faults, run), params)
+                scores = score(found, faults, faults.copies[run])
+                cells = " | ".join(f"{_cell(r)} ({h}/{n}) | {_cell(p)} ({h}/{f})"
+                                   for r, p, h, n, f in scores.values())  # fmt: skip
+                print(f"| {seed} | {run} | {cells} | {seconds:.1f} |")
+                if args.verbose:
+                    print("\n".join(describe(found)))
+            for edit in EDITS:
+                found, _ = cache.run(faulted_frame(frame, faults, edit), params)
+                per_edit[edit].append(score(found, faults, faults.copies[edit])["near-duplicates"])
+        print("\nnear-duplicates one edit at a time (every seed together):")
+        for edit, rows in per_edit.items():
+            hits, total, found = (sum(r[i] for r in rows) for i in (2, 3, 4))
+            print(f"  {edit}: recall {_cell(_share(hits, total))} ({hits}/{total}), "
+                  f"precision {_cell(_share(hits, found))} ({hits}/{found})")  # fmt: skip
 
 
 if __name__ == "__main__":

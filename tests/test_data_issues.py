@@ -133,6 +133,9 @@ def test_clean_labels_raise_few_doubts_and_a_lone_photo_is_not_judged():
     probs = np.hstack([probs, np.zeros((len(lonely), 1))])
     found = label_errors.confident_learning(lonely, probs)
     assert not found.judged[-1] and len(lonely) - 1 not in found.rows
+    empty, folds = label_errors.out_of_fold_probabilities(x[:0], labels[:0], 6, 5, 0.1, 0)
+    assert empty.shape == (0, 6) and folds == 0
+    assert label_errors.confident_learning(labels[:0], empty).rows.size == 0
 
 
 # ---------------------------------------------------------------------------------- outliers
@@ -340,3 +343,14 @@ def test_the_comparison_states_test_accuracy_without_the_leaked_test_photos(tmp_
     assert "on the 3 other test photos: `feature_extractor` 0.667" in check.about["what"]
     row = check.part(type("Run", (), {"strategy": "feature_extractor"})(), None)
     assert row == {"test_accuracy_without_duplicates": pytest.approx(2 / 3)}
+
+
+def test_bad_settings_name_the_key():
+    from petsml.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data_issues.on_leak: .*'drop' or 'fail'"):
+        shipped_section("data_issues", on_leak="quarantine")
+    with pytest.raises(ConfigError, match="data_issues.duplicate_hash_bits"):
+        shipped_section("data_issues", duplicate_hash_bits=40)
+    with pytest.raises(ConfigError, match="data_issues.folds"):
+        shipped_section("data_issues", folds=1)

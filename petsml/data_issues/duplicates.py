@@ -7,12 +7,14 @@ Two steps, each covering the other's blind spot:
    every photo with every other is one chunked matrix product. Edits a copy typically receives
    keep the cosine high (on 372 real pets with EfficientNet-Lite1: resized 0.96-1.0, JPEG
    quality 60 0.88-0.99, a 10 % crop 0.90-0.98, mirrored 0.94-0.98, all four at once
-   0.81-0.93), but look-alikes come close too (two photos of one Staffordshire terrier
-   litter: 0.88), so a cosine alone would either miss copies or accuse look-alikes.
+   0.81-0.93), but look-alikes come close too (two frames of one burst of a Staffordshire
+   terrier: 0.88), so a cosine alone would either miss copies or accuse look-alikes. The
+   cosine also keeps unrelated photos away from the hash: at 0.7, two different black
+   Newfoundland puppies on white (cosine 0.71) met the hash threshold too.
 2. **Confirmation**: the pHash of both raw photos (:mod:`petsml.data_issues.phash`) differs in
    at most ``data_issues.duplicate_hash_bits`` of 64 bits, either photo mirrored. Unrelated
-   photos differ in ~32 bits (a coin per bit; the chance of 16 or fewer is 1 in 20,000 for
-   independent bits), and only the candidates are hashed. A photo with no low-frequency layout
+   photos differ in ~32 bits (a coin per bit: 16 or fewer by chance is 1 in 26,000), and only
+   the candidates are hashed. A photo with no low-frequency layout
    (texture, flat colour) has no telling hash and confirms no pair.
 
 A confirmed pair whose photos sit in different splits is leakage: the model is scored on a

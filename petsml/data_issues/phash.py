@@ -20,7 +20,7 @@ uninformative and confirms nothing. Natural photos keep most of their variation 
 frequencies (real pets: 0.42-0.97, median 0.78); generated stripe patterns 0.002-0.46.
 
 dHash (the sign of horizontal gradients on 9x8 pixels) was measured too: it matches a copy as
-well, but unrelated photos come closer to each other (down to 8 bits on 372 real pets, pHash
+well, but unrelated photos come closer to each other (down to 7 bits on 372 real pets, pHash
 14), so pHash is the one used.
 """
 
