@@ -354,3 +354,14 @@ def test_bad_settings_name_the_key():
         shipped_section("data_issues", duplicate_hash_bits=40)
     with pytest.raises(ConfigError, match="data_issues.folds"):
         shipped_section("data_issues", folds=1)
+
+
+def test_a_photo_unreadable_since_validation_is_named(planted, tmp_path):
+    frame, features, pixels = planted
+    broken = frame.copy()
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    broken.loc[broken["image_id"] == "copy_of_test", "path"] = str(bad)
+    photos = Photos(broken, features, None, None, lambda p: pixels[p])
+    with pytest.raises(DataIssuesError, match=r"broken.jpg: unreadable .*re-run `dvc repro`"):
+        find_issues(photos, ["cats", "dogs"], _settings(), 64)

@@ -101,9 +101,17 @@ def _near_duplicates(
     splits = frame["split"].tolist()
     candidates = duplicates.candidate_pairs(photos.penultimate, settings.duplicate_cosine)
     paths = frame["path"].tolist()
-    pairs, unjudged = duplicates.confirm(
-        candidates, lambda row: hash_file(paths[row]), settings.duplicate_hash_bits
-    )
+
+    def hashed(row: int):
+        try:
+            return hash_file(paths[row])
+        except (OSError, ValueError) as error:  # validate let it through: the file changed
+            raise DataIssuesError(
+                f"{paths[row]}: unreadable ({error}); the photos changed since validation: "
+                "re-run `dvc repro` (manifest and validate quarantine unreadable files)"
+            ) from None
+
+    pairs, unjudged = duplicates.confirm(candidates, hashed, settings.duplicate_hash_bits)
     copies = duplicates.groups(len(frame), pairs)
     to_drop = duplicates.leak_exclusions(copies, splits)
     rows = []
