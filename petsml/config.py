@@ -35,6 +35,7 @@ from petsml.io import load_yaml
 from petsml.sections import (
     AdviseParams,
     CompareParams,
+    DataIssuesParams,
     DataParams,
     DecodeParams,
     EvaluateParams,
@@ -69,6 +70,7 @@ class _ParamsBase(Section):
     evaluate: EvaluateParams
     compare: CompareParams
     advise: AdviseParams
+    data_issues: DataIssuesParams
     mlflow: MlflowParams
     registry: RegistryParams
     serve: ServeParams

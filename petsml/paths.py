@@ -18,6 +18,9 @@ EMBEDDINGS = DATA / "embeddings"  # <strategy>.npz: a fine-tuned model's similar
 STRATEGY_SETTINGS = DATA / "strategies"  # <strategy>.json: its checked params.yaml section
 PARAMS_OK = DATA / "params.ok"  # the params stage's constant marker
 CHECKPOINTS = DATA / "checkpoints"  # <strategy>/last.pt: a trained strategy's resumable epoch
+DATA_ISSUES = DATA / "data_issues"  # excluded.csv, label_issues.csv (data_issues stage)
+EXCLUDED = DATA_ISSUES / "excluded.csv"  # train/val rows advise and train leave out
+LABEL_ISSUES = DATA_ISSUES / "label_issues.csv"  # likely label errors, most doubtful first
 EARLY_BLOCK = DATA / "early_block.json"  # model.early_block resolved (auto -> advice's best block)
 MODELS = Path("models")  # models/<strategy>/
 REPORTS = Path("reports")
@@ -25,6 +28,10 @@ VALIDATION_REPORTS = REPORTS / "validation"
 ADVICE = REPORTS / "advice.json"  # which strategy to ship (advise stage)
 ADVICE_MD = REPORTS / "advice.md"
 ADVICE_PLOTS = REPORTS / "advice"  # probe_depth.csv/.png, learning_curve.csv/.png, backbones.csv
+DATA_ISSUES_JSON = REPORTS / "data_issues.json"  # what is wrong with the data (data_issues)
+DATA_ISSUES_MD = REPORTS / "data_issues.md"
+DATA_ISSUES_HTML = REPORTS / "data_issues.html"  # thumbnails inline: one offline file
+DATA_ISSUES_COUNTS = REPORTS / "data_issues_counts.json"  # the counts: `dvc metrics show`
 METRICS = REPORTS / "metrics.json"  # every strategy's headline metrics (evaluate)
 STRATEGY_METRICS = REPORTS / "metrics"  # <strategy>.json: one row each in `dvc metrics show`
 EVAL = REPORTS / "eval"  # <strategy>/: predictions, per-class scores, figures
@@ -57,3 +64,8 @@ def model_dir(strategy: str) -> Path:
 
 def eval_dir(strategy: str) -> Path:
     return EVAL / strategy
+
+
+def predictions_csv(strategy: str) -> Path:
+    """One row per test photo of ``strategy``'s evaluation (image_id, label, pred, correct)."""
+    return eval_dir(strategy) / "predictions.csv"

@@ -260,6 +260,26 @@ class AdviseParams(Section):
         return value
 
 
+class DataIssuesParams(Section):
+    """The ``data_issues`` stage: what is wrong with the data, found from the cached features
+    (petsml.data_issues says how each kind is found and why each threshold is what it is)."""
+
+    # a near-duplicate across splits: drop the train/val copy (the test one stays) | fail the stage
+    on_leak: Literal["drop", "fail"]
+    exclude_label_issues: bool  # true: likely label errors are left out of advise and train
+    duplicate_cosine: float = Field(gt=0, lt=1)  # candidate pairs: penultimate cosine at least
+    duplicate_hash_bits: int = Field(ge=0, le=32)  # confirmed: pHashes differ in at most
+    folds: int = Field(ge=2)  # label errors: out-of-fold probe over train+val
+    C: float = Field(gt=0)  # the probe's inverse regularisation
+    seed: int
+    neighbours: int = Field(ge=1)  # outliers: mean cosine distance to this many nearest photos
+    outlier_z: float = Field(gt=0)  # robust z-score from which a photo is low-density
+    blur_above: float = Field(gt=0, lt=1)  # blur effect (0 sharp .. 1 flat) above this = blurry
+    dark_below: float = Field(gt=0, lt=1)  # brightest 1 % of pixels under this share = dark
+    tiny_upscale: float = Field(gt=1)  # short side needing more upscaling to decode.size = tiny
+    max_shown: int = Field(ge=1)  # the HTML report's photos per kind (the JSON lists all)
+
+
 class MlflowParams(Section):
     experiment: str
 

@@ -3,7 +3,8 @@
 Writes ``reports/advice.json`` (the decision and every measurement), ``reports/advice.md``,
 ``reports/advice/`` (CSVs for `dvc plots show`, PNGs) and ``data/early_block.json`` (the block
 ``model.early_block`` resolves to, which `train` reads). Reads ``data/features``: no photo goes
-through the backbone again (a candidate in ``advise.backbones`` is the one exception).
+through the backbone again (a candidate in ``advise.backbones`` is the one exception). Photos the
+data_issues stage excluded (``data/data_issues/excluded.csv``) are left out, as train leaves them.
 """
 
 import logging
@@ -14,7 +15,7 @@ from petsml.advice.advice_files import summary, write_advice
 from petsml.advice.advise import advise
 from petsml.config import load_params
 from petsml.data.feature_file import read_features
-from petsml.data.split import load_split
+from petsml.data.split import load_fit_split
 from petsml.models.early_block import resolve_early_block, write_resolved
 from petsml.stage import run_stage
 
@@ -48,8 +49,9 @@ def _candidates(params):
 def main() -> None:
     started = time.perf_counter()
     params = load_params()
-    train = load_split(paths.split_csv("train"), params.data.task)
-    val = load_split(paths.split_csv("val"), params.data.task)
+    # less the photos the data_issues stage excluded, as train fits on
+    train = load_fit_split(paths.SPLITS, "train", params.data.task, paths.EXCLUDED)
+    val = load_fit_split(paths.SPLITS, "val", params.data.task, paths.EXCLUDED)
     timings: dict[str, float] = {}
     advice = advise(
         params, train, val,

@@ -3,7 +3,8 @@
 Frozen-feature strategies fit a head on the cached features; the others train the network
 from the decoded cache, checkpointing each epoch so ``--resume`` continues an interrupted run.
 Which is which, and the function that fits each, is the strategy's row in
-:mod:`petsml.training.strategies`: this stage only dispatches through it.
+:mod:`petsml.training.strategies`: this stage only dispatches through it. Train and validation
+photos the data_issues stage excluded (``data/data_issues/excluded.csv``) are left out.
 """
 
 import argparse
@@ -46,6 +47,7 @@ def train(
     splits_dir: Path = paths.SPLITS,
     decoded_dir: Path = paths.DECODED,
     checkpoints: Path = CHECKPOINTS,
+    excluded_file: Path | None = paths.EXCLUDED,
 ) -> dict:
     """Fit ``strategy`` through the registry; returns the summary written to ``out_dir``."""
     from petsml.training import strategies
@@ -56,6 +58,7 @@ def train(
         splits_dir=splits_dir,
         decoded_dir=decoded_dir,
         checkpoint_dir=checkpoints / strategy,
+        excluded_file=excluded_file,
         resume=resume,
     )
     return strategies.fit(strategy, params, out_dir, inputs)

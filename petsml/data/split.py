@@ -22,6 +22,8 @@ from petsml.errors import PetsError
 log = logging.getLogger(__name__)
 
 SPLIT_COLUMNS = ["image_id", "file", "breed", "class_id", "species", "species_id", "sha256"]
+EXCLUDED_COLUMNS = ["image_id", "split", "reason", "detail"]  # data/data_issues/excluded.csv
+FIT_SPLITS = ("train", "val")  # the splits exclusions apply to
 CLASSES = "classes.csv"  # class_id,name: written for sources with their own classes
 
 
@@ -142,3 +144,46 @@ def load_split(path, task: str) -> pd.DataFrame:
     labels_for(task)  # validates the task name
     frame["label"] = (frame["class_id"] if task == "breed" else frame["species_id"]).astype("int64")
     return frame
+
+
+def read_excluded(path: str | Path) -> pd.DataFrame:
+    """The exclusion list (:data:`EXCLUDED_COLUMNS`), checked: only train and val rows."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, dtype=str)
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise PetsError(f"{path}: unreadable ({error}); re-run `dvc repro data_issues`.") from None
+    missing = [c for c in EXCLUDED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise PetsError(
+            f"{path}: lacks column(s) {', '.join(missing)}; it is the data_issues stage's "
+            "output, re-run `dvc repro data_issues` instead of editing it."
+        )
+    wrong = sorted(set(frame["split"]) - set(FIT_SPLITS))
+    if wrong:
+        raise PetsError(
+            f"{path}: excludes {wrong[0]!r} rows; only {' and '.join(FIT_SPLITS)} photos can be "
+            "left out (the test split stays whole). Re-run `dvc repro data_issues`."
+        )
+    return frame[EXCLUDED_COLUMNS]
+
+
+def load_fit_split(
+    splits_dir: str | Path, split: str, task: str, excluded: str | Path | None
+) -> pd.DataFrame:
+    """``split`` (train or val) as :func:`load_split` reads it, less the rows ``excluded`` lists
+    for it. ``excluded`` None: nothing is left out (a library caller without the data_issues
+    stage); a path that does not exist is an error naming the stage that writes it."""
+    if split not in FIT_SPLITS:
+        raise ValueError(f"exclusions apply to {FIT_SPLITS}, not {split!r}")
+    frame = load_split(Path(splits_dir) / f"{split}.csv", task)
+    if excluded is None:
+        return frame
+    if not Path(excluded).is_file():
+        raise PetsError(f"{excluded}: missing. Run `dvc repro data_issues` first.")
+    dropped = set(read_excluded(excluded).query("split == @split")["image_id"])
+    if not dropped:
+        return frame
+    keep = ~frame["image_id"].isin(dropped)
+    log.info("%s: %d of %d photos excluded (%s)", split, int((~keep).sum()), len(frame), excluded)
+    return frame[keep].reset_index(drop=True)

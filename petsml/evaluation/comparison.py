@@ -6,7 +6,8 @@ columns are read from what evaluate wrote (``reports/metrics.json``, through
 model folders each ``train@<strategy>`` wrote: inference latency per image on the run's device
 (:mod:`petsml.evaluation.torch_latency`), parameters and model file size. Then the table-wide parts:
 the transfer gain over ``scratch`` (when it ran), the Pareto front of accuracy against latency,
-and whether the advise stage's recommendation won.
+whether the advise stage's recommendation won, and how many test photos have a near-duplicate
+in train with each strategy's test accuracy without them (:func:`near_duplicate_check`).
 
 A row is a dict built by the small functions of :data:`ROW_PARTS` (one strategy each) and
 :data:`TABLE_PARTS` (the whole table); a new column is a :data:`results.COLUMNS` entry plus one
@@ -267,6 +268,42 @@ def advice_verdict(advice: Mapping[str, Any] | None, ranked: Sequence[Mapping[st
                    f"validation {behind}.{on_test}")  # fmt: skip
 
 
+# --------------------------------------------------------------------------- near-duplicates
+
+
+def near_duplicate_check(root: Path, strategies_run: Sequence[str]) -> ExtraColumns:
+    """How many test photos have a near-duplicate in train (the data_issues stage's report), and
+    each strategy's test accuracy without them (from evaluate's predictions.csv): the row part
+    adds ``test_accuracy_without_duplicates``, the sentence goes under the table."""
+    import pandas as pd
+
+    from petsml.io import read_json
+
+    path = root / paths.DATA_ISSUES_JSON
+    if not path.is_file():
+        missing = f"Near-duplicates: not checked ({path} is missing: run `dvc repro data_issues`)."
+        return ExtraColumns("near_duplicates", {"checked": False, "what": missing})
+    leaked = set(read_json(path)["near_duplicates"]["test_with_train_duplicate"])
+    accuracy, kept = {}, 0
+    for strategy in strategies_run:
+        if (predictions := root / paths.predictions_csv(strategy)).is_file():
+            frame = pd.read_csv(predictions, dtype={"image_id": str, "correct": str})
+            rest = frame.loc[~frame["image_id"].isin(leaked), "correct"].str.lower() == "true"
+            kept = len(rest)
+            accuracy[strategy] = round(float(rest.mean()), 6) if kept else None
+    each = ", ".join(f"`{s}` {a:.3f}" for s, a in accuracy.items() if a is not None) or "none"
+    what = f"Near-duplicates: {len(leaked)} test photo(s) have a near-duplicate in train " + (
+        f"({paths.DATA_ISSUES_MD}); test accuracy on the {kept} other test photos: {each}."
+        if leaked else f"({paths.DATA_ISSUES_MD}): the test accuracy stands as it is."
+    )  # fmt: skip
+
+    def part(run: StrategyRun, bench: Bench) -> dict[str, Any]:
+        return {"test_accuracy_without_duplicates": accuracy.get(run.strategy)}
+
+    about = {"checked": True, "test_with_train_duplicate": sorted(leaked), "what": what}
+    return ExtraColumns("near_duplicates", about, part)
+
+
 # --------------------------------------------------------------------------- the stage
 
 
@@ -360,6 +397,7 @@ def compare_all(
     biggest = max(torch_latency.BATCH_SIZES)
     images = torch_latency.timing_images(biggest, size, seed=params.train.seed)
     bench = Bench(device, images, params.compare.latency_budget_s)
+    extras = [*extras, near_duplicate_check(root, [run.strategy for run in runs])]
     report = build_report(runs, bench, read_advice(root), extras)
     write_comparison(report, root)
     for row in report["rows"]:

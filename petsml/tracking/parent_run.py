@@ -2,7 +2,8 @@
 
 The parent, collapsed, still answers "what won": the chosen strategy (highest validation
 accuracy, the registry's rule) as a tag and note, that strategy's metrics as its own, the
-comparison table (``mlflow.log_table``) and figure, the validation report and pipeline files.
+comparison table (``mlflow.log_table``) and figure, the validation report, the data issues
+report (``data_issues/``) and pipeline files.
 The experiment is tagged a model-training experiment (``mlflow.experimentKind``), and a shared
 view (experiment tag ``mlflow.sharedViewState.strategies``) lists this execution's strategy runs
 sorted by test accuracy with the headline metric columns; :func:`ui_path` is its link.
@@ -195,6 +196,9 @@ def log_parent_artifacts(root: Path) -> None:
         if (root / name).is_file():
             mlflow.log_artifact(str(root / name), artifact_path="pipeline")
     log_advice(root)
+    for path in (paths.DATA_ISSUES_JSON, paths.DATA_ISSUES_MD, paths.DATA_ISSUES_HTML):
+        if (root / path).is_file():  # what is wrong with the data (the data_issues stage)
+            mlflow.log_artifact(str(root / path), artifact_path="data_issues")
 
 
 def log_advice(root: Path) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from petsml.config import Params
 from petsml.data.feature_file import feature_path, read_features
 from petsml.data.split import class_names as class_names_of
-from petsml.data.split import load_split
+from petsml.data.split import load_fit_split
 from petsml.models.backbones import create_backbone
 from petsml.models.classifier import Classifier
 from petsml.models.heads import pad_classes
@@ -30,11 +30,11 @@ log = logging.getLogger(__name__)
 
 
 def _aligned(
-    features_dir: Path, splits_dir: Path, split: str, task: str, feature: str, block: int
+    features_dir: Path, inputs: Inputs, split: str, task: str, feature: str, block: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The split's ``feature`` rows (``early``: block ``block``) and labels, matched by image id
-    (never by row order)."""
-    frame = load_split(Path(splits_dir) / f"{split}.csv", task)
+    (never by row order), less the rows the data_issues stage excluded."""
+    frame = load_fit_split(inputs.splits_dir, split, task, inputs.excluded_file)
     feats = read_features(features_dir, split)
     rows = feats.rows(frame["image_id"].tolist(), str(feature_path(features_dir, split)))
     x = feats.penultimate if feature == "penultimate" else feats.block(block)
@@ -54,8 +54,8 @@ def fit(strategy: Strategy, params: Params, out_dir: Path, inputs: Inputs) -> di
         image_size=params.model.image_size,
     )
     block = backbone.early_index
-    x_train, y_train = _aligned(features_dir, inputs.splits_dir, "train", task, feature, block)
-    x_val, y_val = _aligned(features_dir, inputs.splits_dir, "val", task, feature, block)
+    x_train, y_train = _aligned(features_dir, inputs, "train", task, feature, block)
+    x_val, y_val = _aligned(features_dir, inputs, "val", task, feature, block)
     settings = strategy.settings(params)
     cs = list(getattr(settings, "C", ()))  # a head without a C grid gets an empty one
     head = strategy.head(x_train, y_train, x_val, y_val, cs)

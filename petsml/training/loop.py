@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from petsml.data.decode import DecodedImages
 from petsml.data.prefetch import pinned, prefetch
-from petsml.data.split import load_split
+from petsml.data.split import load_fit_split
 from petsml.data.tensors import augment, batches, to_input
 from petsml.errors import PetsError
 from petsml.models.precision import autocast, use_bf16
@@ -49,12 +49,19 @@ class SplitData:
     labels: np.ndarray  # (N,) int64
 
 
-def load_split_data(split: str, task: str, splits_dir: Path, decoded: DecodedImages) -> SplitData:
-    """The ``split`` CSV's ids and labels with their decoded pixels."""
+def load_split_data(
+    split: str,
+    task: str,
+    splits_dir: Path,
+    decoded: DecodedImages,
+    excluded: Path | None = None,
+) -> SplitData:
+    """The ``split`` CSV's ids and labels with their decoded pixels, less the rows ``excluded``
+    (the data_issues stage's list) leaves out."""
     path = Path(splits_dir) / f"{split}.csv"
     if not path.exists():
         raise TrainingError(f"{path}: split missing. Run `dvc repro split` first.")
-    frame = load_split(path, task)
+    frame = load_fit_split(splits_dir, split, task, excluded)
     if frame.empty:
         raise TrainingError(f"{path} has no rows; check the split stage and validate.* params.")
     ids = frame["image_id"].tolist()

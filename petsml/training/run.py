@@ -83,8 +83,9 @@ def load_data(
     """Train and val images with their labels, checked; and the decoded images' size."""
     task = params.data.task
     decoded = DecodedImages.open(inputs.decoded_dir)
-    train = load_split_data("train", task, Path(inputs.splits_dir), decoded)
-    val = load_split_data("val", task, Path(inputs.splits_dir), decoded)
+    splits, excluded = Path(inputs.splits_dir), inputs.excluded_file
+    train = load_split_data("train", task, splits, decoded, excluded)
+    val = load_split_data("val", task, splits, decoded, excluded)
     bad = np.setdiff1d(np.concatenate([train.labels, val.labels]), range(len(class_names)))
     if bad.size:
         raise TrainingError(f"labels {bad[:5].tolist()} are outside task {task!r}'s classes")

@@ -29,6 +29,8 @@ class Inputs:
     decoded_dir: Path = paths.DECODED
     checkpoint_dir: Path | None = None  # trained strategies: where last.pt lives
     early_block_file: Path = paths.EARLY_BLOCK  # model.early_block: auto, as advise resolved it
+    # train/val rows the data_issues stage left out (None: none; the train stage passes its file)
+    excluded_file: Path | None = None
     resume: bool = False
     on_epoch_end: EpochCallback | None = None
 

@@ -1,0 +1,141 @@
+"""Near-duplicates: close in embedding space, confirmed by the photos' own layout.
+
+Two steps, each covering the other's blind spot:
+
+1. **Candidates**: pairs whose penultimate features have a cosine similarity of at least
+   ``data_issues.duplicate_cosine``. The frozen features are already cached, so comparing
+   every photo with every other is one chunked matrix product. Edits a copy typically receives
+   keep the cosine high (on 372 real pets with EfficientNet-Lite1: resized 0.96-1.0, JPEG
+   quality 60 0.88-0.99, a 10 % crop 0.90-0.98, mirrored 0.94-0.98, all four at once
+   0.81-0.93), but look-alikes come close too (two frames of one burst of a Staffordshire
+   terrier: 0.88), so a cosine alone would either miss copies or accuse look-alikes. The
+   cosine also keeps unrelated photos away from the hash: at 0.7, two different black
+   Newfoundland puppies on white (cosine 0.71) met the hash threshold too.
+2. **Confirmation**: the pHash of both raw photos (:mod:`petsml.data_issues.phash`) differs in
+   at most ``data_issues.duplicate_hash_bits`` of 64 bits, either photo mirrored. Unrelated
+   photos differ in ~32 bits (a coin per bit: 16 or fewer by chance is 1 in 26,000), and only
+   the candidates are hashed. A photo with no low-frequency layout
+   (texture, flat colour) has no telling hash and confirms no pair.
+
+A confirmed pair whose photos sit in different splits is leakage: the model is scored on a
+photo it (or its selection) has seen. :func:`leak_exclusions` decides, per group of copies,
+which to keep: the copy in the most held-out split (test, then validation); the train and
+validation copies below it are excluded from training, never the test photo, so test results
+stay comparable across runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from petsml.data_issues.phash import PHash, mirror_distance
+
+CHUNK = 512  # rows of the similarity matrix in memory at once (512 x N float32)
+MAX_CANDIDATES = 50  # per photo: the most similar; a burst of copies larger than this is rare
+HELD_OUT_FIRST = ("test", "val", "train")  # which copy of a leaked group is kept
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two photos (row indices, ``a < b``) that are near-duplicates."""
+
+    a: int
+    b: int
+    cosine: float
+    bits: int  # pHash bits that differ
+    mirrored: bool  # the pHash matched with one photo mirrored
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32); a zero row stays zero (similar to nothing)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+def candidate_pairs(
+    embeddings: np.ndarray, threshold: float, limit: int = MAX_CANDIDATES
+) -> list[tuple[int, int, float]]:
+    """``(i, j, cosine)`` with ``i < j`` and cosine at least ``threshold``; per photo at most
+    ``limit`` partners after it, the most similar first."""
+    unit = unit_rows(embeddings)
+    n = len(unit)
+    out: list[tuple[int, int, float]] = []
+    for start in range(0, n, CHUNK):
+        block = unit[start : start + CHUNK] @ unit.T
+        rows = np.arange(start, min(start + CHUNK, n))
+        block[np.arange(n)[None, :] <= rows[:, None]] = -np.inf  # each pair once: j > i
+        for offset, row in enumerate(block):
+            found = np.flatnonzero(row >= threshold)
+            if found.size > limit:
+                found = found[np.argsort(-row[found], kind="stable")[:limit]]
+            out += [(int(rows[offset]), int(j), float(row[j])) for j in np.sort(found)]
+    return out
+
+
+def confirm(
+    candidates: Sequence[tuple[int, int, float]],
+    hash_of: Callable[[int], PHash],
+    max_bits: int,
+) -> tuple[list[Pair], int]:
+    """The candidates whose perceptual hashes agree, and how many candidates could not be
+    judged (a photo without low-frequency layout: an uninformative hash confirms nothing);
+    ``hash_of(row)`` is called once per photo that takes part in a candidate pair."""
+    cache: dict[int, PHash] = {}
+
+    def hashed(row: int) -> PHash:
+        if row not in cache:
+            cache[row] = hash_of(row)
+        return cache[row]
+
+    pairs, unjudged = [], 0
+    for a, b, cosine in candidates:
+        first, second = hashed(a), hashed(b)
+        if not (first.informative and second.informative):
+            unjudged += 1
+            continue
+        bits, mirrored = mirror_distance(first, second)
+        if bits <= max_bits:
+            pairs.append(Pair(a, b, round(cosine, 4), bits, mirrored))
+    return pairs, unjudged
+
+
+def groups(n: int, pairs: Sequence[Pair]) -> list[list[int]]:
+    """Connected groups of copies (two or more rows each), each sorted, in order of first row."""
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for pair in pairs:
+        parent[root(pair.a)] = root(pair.b)
+    members: dict[int, list[int]] = {}
+    for pair in pairs:
+        for row in (pair.a, pair.b):
+            members.setdefault(root(row), [])
+    for row in range(n):
+        if root(row) in members:
+            members[root(row)].append(row)
+    return sorted((sorted(set(rows)) for rows in members.values()), key=lambda rows: rows[0])
+
+
+def leak_exclusions(copies: Sequence[Sequence[int]], splits: Sequence[str]) -> dict[int, list[int]]:
+    """Row -> the kept rows it duplicates, for every row to exclude: in each group spanning
+    splits, the copies outside the most held-out split present (test, then val)."""
+    out: dict[int, list[int]] = {}
+    for group in copies:
+        present = {splits[row] for row in group}
+        if len(present) < 2:
+            continue
+        keep = next(split for split in HELD_OUT_FIRST if split in present)
+        kept = [row for row in group if splits[row] == keep]
+        for row in group:
+            if splits[row] != keep:
+                out[row] = kept
+    return out
