@@ -73,6 +73,7 @@ def data_root(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.integration
 def test_a_run_killed_mid_checkpoint_leaves_no_temp_file_once_resumed_and_finished(data_root):
     import yaml
 

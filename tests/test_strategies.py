@@ -114,6 +114,7 @@ def installed_toy(tmp_path, monkeypatch):
     assert "nearest_mean" not in catalog.names()
 
 
+@pytest.mark.integration
 def test_an_installed_strategy_trains_via_the_stage_with_no_params_section(
     installed_toy, feature_data, tmp_path
 ):
@@ -152,6 +153,7 @@ def test_a_broken_plugin_is_named(tmp_path, monkeypatch):
         catalog.rows.cache_clear()
 
 
+@pytest.mark.integration
 def test_a_feature_strategy_dispatched_by_the_stage_writes_the_model_folder(feature_data, tmp_path):
     splits, features = feature_data
     out = tmp_path / "models" / "feature_extractor"
@@ -167,6 +169,7 @@ def test_a_feature_strategy_dispatched_by_the_stage_writes_the_model_folder(feat
     assert folder.spec["strategy"] == "feature_extractor"
 
 
+@pytest.mark.integration
 def test_reading_a_model_folder_names_the_missing_file(feature_data, tmp_path):
     splits, features = feature_data
     out = tmp_path / "m"
