@@ -166,12 +166,13 @@ def path_problems(code: str, root: Path):
             yield f"`{path}`: no such file in the checkout"
 
 
-def link_problems(text: str, root: Path):
+def link_problems(text: str, base: Path):
+    """Relative links, resolved from ``base`` (the folder of the document)."""
     for target in LINK.findall(text):
         if re.match(r"[a-z]+:", target) or target.startswith("#"):
             continue
         path = target.split("#")[0]
-        if path and not _exists(root, path):
+        if path and not _exists(base, path):
             yield f"link ({target}): no such file in the checkout"
 
 
@@ -180,8 +181,10 @@ def check(
     parser: argparse.ArgumentParser,
     root: Path = REPO,
     pending: frozenset[str] | set[str] = frozenset(),
+    base: Path | None = None,
 ) -> list[str]:
-    """Every problem of ``text`` (Markdown) against ``parser`` and the checkout at ``root``."""
+    """Every problem of ``text`` (Markdown) against ``parser`` and the checkout at ``root``;
+    links resolve from ``base``, the document's folder (default ``root``, as for the README)."""
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((root / "params.yaml").read_text())
     targets = make_targets((root / "Makefile").read_text())
@@ -193,7 +196,7 @@ def check(
         problems += key_problems(code, params)
         problems += make_problems(code, targets)
         problems += path_problems(code, root)
-    problems += link_problems(text, root)
+    problems += link_problems(text, base or root)
     return list(dict.fromkeys(problems))
 
 
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("file", nargs="?", default=str(REPO / "README.md"))
     file = Path(args.parse_args(argv).file)
-    problems = check(file.read_text(), build_parser())
+    problems = check(file.read_text(), build_parser(), base=file.resolve().parent)
     for problem in problems:
         print(f"{file.name}: {problem}")
     return 1 if problems else 0
