@@ -2,7 +2,8 @@
 
 Between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` markers: the stages (from
 dvc.yaml), the strategy and metric registries (from :mod:`petsml.catalog`) and the modules of
-the package (the first line of each docstring). Hand-written text outside the markers stays.
+``petsml`` and ``pipelines`` (the first line of each docstring). Hand-written text outside the
+markers stays.
 
     python -m tools.docs_gen           # rewrite docs/ARCHITECTURE.md
     python -m tools.docs_gen --check   # exit 1 when it is stale (the suite runs this)
