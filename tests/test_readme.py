@@ -80,3 +80,20 @@ def test_a_pending_subcommand_passes_only_while_it_is_pending(parser):
     text = "`pets frobnicate --anything`"
     assert check(text, parser, REPO, {"frobnicate"}) == []
     assert check(text, parser, REPO) != []
+
+
+def results_table(markdown: str) -> str:
+    """The first Markdown table whose header starts ``| strategy | val acc``."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| strategy | val acc"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def test_the_results_table_is_the_same_in_the_readme_and_the_benchmarks():
+    """Re-measured figures replace both in place; neither may drift from the other."""
+    benchmarks = (REPO / "docs" / "BENCHMARKS.md").read_text()
+    assert results_table(README.read_text()) == results_table(benchmarks)
+    assert results_table("x\n| strategy | val acc |\n| --- | --- |\n| a | 1 |\n\nafter") == (
+        "| strategy | val acc |\n| --- | --- |\n| a | 1 |"
+    )
