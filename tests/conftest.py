@@ -54,7 +54,7 @@ from tests.cpu_load import (  # noqa: E402, F401
 )
 
 # Fixtures shared by a few modules, kept beside the data they build.
-pytest_plugins = ["tests.finetune_data"]
+pytest_plugins = ["tests.finetune_data", "tests.download_data"]
 
 
 @dataclass(frozen=True)
