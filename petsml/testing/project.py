@@ -115,6 +115,9 @@ def fake_data_params(mirror_url: str, md5: dict[str, str]) -> dict:
         # the smallest real offline backbone keeps generated-data pipelines quick; the shipped
         # default (Lite1) loads in tests/test_backbones.py
         "model.backbone": "efficientnet_lite0",
+        # compare times each network until its share of this budget is spent (at least one
+        # batch each): the tests check the columns, not the figures, so a fraction of a second
+        "compare.latency_budget_s": 0.3,
     }
 
 
