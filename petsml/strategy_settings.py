@@ -21,7 +21,7 @@ class FinetuneTopParams(Section):
     weight_decay: float = Field(ge=0)
     cache_flip: Literal["map", "image", "none"]
     head_init: Literal["probe", "random"]
-    probe_C: list[float] = Field([0.01, 0.1, 1.0], min_length=1)
+    probe_C: list[float] = Field(min_length=1)
 
 
 class FinetuneFullParams(Section):
@@ -29,7 +29,7 @@ class FinetuneFullParams(Section):
     layer_decay: float = Field(gt=0, le=1)
     weight_decay: float = Field(ge=0)
     head_init: Literal["probe", "random"]
-    probe_C: list[float] = Field([0.01, 0.1, 1.0], min_length=1)
+    probe_C: list[float] = Field(min_length=1)
 
 
 class ScratchParams(Section):
