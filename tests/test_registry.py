@@ -259,7 +259,7 @@ def test_manual_promote_and_history_through_the_cli(tracking, model_pt, capsys):
     out = capsys.readouterr().out
     assert "hand-checked on new photos" in out and "@champion = v2" in out
     main(["history", "--json", "--model-name", NAME])
-    moves = json.loads(capsys.readouterr().out)
+    moves = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # JSON Lines
     assert [m["action"] for m in moves] == ["register", "gate", "register", "promote"]
 
     main(["rollback", "--model-name", NAME])
