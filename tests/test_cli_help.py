@@ -164,11 +164,12 @@ def test_the_next_step_follows_what_status_found():
     assert "lacks" in next_step(lost)
     stale = {**fresh, "store": {"exists": True, "missing": []}}
     assert next_step(stale).startswith("1 stage(s) out of date")
-    row = {"version": "2"}
-    waiting = {**stale, "stale_stages": [], "models": {"champion": row, "challenger": row}}
+    one, two = {"version": "1"}, {"version": "2"}
+    waiting = {**stale, "stale_stages": [], "models": {"champion": one, "challenger": two}}
     assert "pets promote challenger" in next_step(waiting)
-    done = {**waiting, "models": {"champion": row, "challenger": None}}
-    assert next_step(done).startswith("up to date")
+    for challenger in (None, one):  # none, or the champion itself: nothing waits
+        done = {**waiting, "models": {"champion": one, "challenger": challenger}}
+        assert next_step(done).startswith("up to date")
 
 
 def test_a_folder_sources_photos_resolve_inside_its_folder_only(tmp_path):

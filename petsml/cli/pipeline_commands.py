@@ -20,6 +20,7 @@ from petsml.cli.common import parser_for, project_options, project_root
 from petsml.cli.output import INTERRUPTED, add_json_flag, emit_object, exit_codes
 from petsml.errors import PetsError
 
+SWEEP_MODULE = "pipelines.sweep"  # the flow's command line; not imported by pets itself
 RUN_EXITS = exit_codes("a stage failed (its error is above)", c130="interrupted (Ctrl-C)")
 
 
@@ -83,7 +84,7 @@ def _missing(flag: str) -> str:
 def sweep_command(root: Path, rest: list[str]) -> list[str]:
     asks_help = any(a in ("-h", "--help") for a in rest)
     project = [] if asks_help or "--project-dir" in rest else ["--project-dir", str(root)]
-    return [sys.executable, "-m", "pipelines.sweep", *project, *rest]
+    return [sys.executable, "-m", SWEEP_MODULE, *project, *rest]
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -135,4 +136,5 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         prefix_chars="\0",  # every argument, --help included, goes to the flow's command line
     )
     p.add_argument("sweep_args", nargs="*", metavar="ARG")
+    p.delegated_to = SWEEP_MODULE  # whose build_parser() declares the options (tools/readme_check)
     p.set_defaults(func=cmd_sweep)

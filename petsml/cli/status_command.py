@@ -116,7 +116,8 @@ def next_step(status: dict[str, Any]) -> str:
         return f"{len(stale)} stage(s) out of date: `pets run` brings them up to date"
     if models["champion"] is None:
         return "no champion registered: `pets run` (its register stage) or `pets promote`"
-    if models["challenger"] is not None:
+    challenger, champion = models["challenger"], models["champion"]
+    if challenger is not None and challenger["version"] != champion["version"]:
         return "a challenger waits: `pets report` to compare, `pets promote challenger` to ship it"
     return "up to date: `pets web` to try the champion, `pets serve` to serve it"
 
