@@ -204,3 +204,16 @@ def test_the_code_is_mit_licensed_and_the_demo_photos_keep_their_attribution():
     assert text.startswith("MIT License") and "Copyright (c) 2026 the pets-pipeline authors" in text
     assert "CC BY-SA" in (REPO / "demo" / "pets" / "ATTRIBUTION.md").read_text()
     assert Path(REPO / "LICENSE").is_file()
+
+
+def test_an_error_under_json_is_an_error_line_on_stderr_and_no_answer(tmp_path, capsys):
+    code, out, err = _run(["report", "--json", "--params", str(tmp_path / "params.yaml")], capsys)
+    assert code == 1 and out == ""
+    assert err.startswith("ERROR: ") and "reports/comparison.json: missing" in err
+
+
+def test_run_and_sweep_outside_a_project_name_the_missing_pipeline(tmp_path, capsys):
+    for argv in (["run", "--json"], ["sweep", "--backbones", "a"]):
+        code, out, err = _run([*argv, "--params", str(tmp_path / "params.yaml")], capsys)
+        assert code == 1 and out == "", argv
+        assert f"ERROR: {tmp_path}: no dvc.yaml, not a pets-pipeline project" in err, argv
