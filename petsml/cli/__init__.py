@@ -34,10 +34,11 @@ COMMAND_MODULES = (
 
 # how `pets --help` lists the subcommands; any other registered one is listed under "more"
 GROUPS = (
-    ("pipeline", ("run", "sweep", "status", "report")),
+    ("pipeline", ("status", "run", "sweep", "report")),
     ("models", ("promote", "rollback", "history", "export")),
     ("predictions", ("predict", "similar")),
     ("servers", ("serve", "web", "ui")),
+    ("monitoring", ("monitor", "feedback")),
 )
 
 USAGE_LINE = "pets <command> [options]     (pets <command> --help for one command)"

@@ -8,7 +8,7 @@ from typing import Any
 
 from petsml.errors import PetsError
 
-PARAMS_HELP = "the project's params file; the project is its folder (default %(default)s)"
+PARAMS_HELP = "the project's params file; the project is its folder (default: %(default)s)"
 
 
 def project_options() -> argparse.ArgumentParser:
@@ -23,7 +23,9 @@ def common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False, parents=[project_options()])
     common.add_argument("--task", choices=("breed", "species"), help="overrides data.task")
     common.add_argument(
-        "--model-name", help="registered model name (default <registry.model_prefix>-<task>)"
+        "--model-name",
+        help="registered model name (default: <registry.model_prefix>-<task>; for an image "
+        "folder <registry.model_prefix>-<data.name, else the folder's name>)",
     )
     add_tracking_uri(common)
     return common
@@ -32,7 +34,7 @@ def common_options() -> argparse.ArgumentParser:
 def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tracking-uri",
-        help="MLflow tracking/registry URI (default MLFLOW_TRACKING_URI, else the project's "
+        help="MLflow tracking/registry URI (default: MLFLOW_TRACKING_URI, else the project's "
         "sqlite:///mlruns/mlflow.db)",
     )
 

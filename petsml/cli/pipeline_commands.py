@@ -113,9 +113,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p = parser_for(
         sub, "run", parents=[project_options()],
         help="run the pipeline: `dvc repro` of the project (what changed re-runs)",
-        description="The pipeline, as `dvc repro` in the project's folder: download, "
-        "validate, split, decode, featurize, train, evaluate, compare, track and register, each "
-        "stage re-run only when its code, params or data changed. This is the run a user "
+        description="The pipeline, as `dvc repro` in the project's folder: every stage of "
+        "dvc.yaml (`dvc dag` draws them), each re-run only when its code, params or data "
+        "changed, the rest skipped. This is the run a user "
         "expects; Prefect flows (scheduled retrains, `pets sweep`) run the same stages.",
         epilog="examples:\n  pets run              # everything that is out of date\n"
         "  pets run train        # up to one stage\n\n" + RUN_EXITS,
