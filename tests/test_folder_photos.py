@@ -46,7 +46,7 @@ def web(folder_project, tmp_path_factory):
     project, uri, _, _ = folder_project
     port, log = free_port(), tmp_path_factory.mktemp("web") / "pets-web.log"
     command = [sys.executable, "-m", "petsml.cli", "web", "--port", str(port),
-               "--tracking-uri", uri, "--params", "params.yaml"]  # fmt: skip
+               "--tracking-uri", uri, "--params", "params.yaml", "--json"]  # fmt: skip
     env = {k: v for k, v in tool_env().items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
     server = start(command, log, cwd=project, env=env)
     base = f"http://127.0.0.1:{port}"
@@ -102,6 +102,8 @@ def test_the_web_server_serves_the_folders_photos_as_thumbnails_and_nothing_else
 
     project, _, photos, _ = folder_project
     base, log = web
+    (started,) = [json.loads(line) for line in log.read_text().splitlines() if line[:1] == "{"]
+    assert started["url"] == f"{base}/" and started["version"] == "1"  # --json: one object
     photo = _val_photo(project, photos)
     request = urllib.request.Request(f"{base}/api/predict", data=photo.read_bytes())
     with urllib.request.urlopen(request, timeout=ANSWER_TIMEOUT_S) as response:
