@@ -45,20 +45,18 @@ import pandas as pd
 import torch
 import yaml
 
+from benchmarks.accuracy_finetune import accuracy, run_finetune
 from benchmarks.machine import header, load_average, precision_name
-from petsml.config import load_params, parse_params
-from petsml.data.breeds import CLASS_ID, breed_of, species_of
+from benchmarks.photos import photo_frame
+from petsml.config import load_params
 from petsml.data.crop import decode_size_for  # noqa: E402
 from petsml.data.decode import DecodedImages, decode_images
 from petsml.data.split import stratified_test, stratified_val
 from petsml.data.tensors import to_input
-from petsml.evaluation.inference import model_logits
 from petsml.models.backbones import create_backbone
 from petsml.models.heads import HeadFit, fit_logistic
-from petsml.models.model_dir import read_model_dir
 from petsml.models.precision import autocast, use_bf16
 from petsml.training.features import extract_features
-from petsml.training.finetune import train_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -97,10 +95,6 @@ class Scores:
         self.test.append(float(test))
 
 
-def accuracy(proba: np.ndarray, y: np.ndarray) -> float:
-    return float((proba.argmax(1) == y).mean())
-
-
 def short(key: str) -> str:
     """``efficientnet_lite1@275`` -> ``lite1@275``: table labels that fit a line."""
     return key.replace("efficientnet_lite", "lite")
@@ -109,21 +103,6 @@ def short(key: str) -> str:
 def parse_entry(entry: str) -> tuple[str, int | None]:
     name, _, size = entry.partition("@")
     return name, int(size) if size else None
-
-
-def photo_frame(folder: Path) -> pd.DataFrame:
-    """Every ``images/*.jpg`` with its breed and label (the official file naming)."""
-    files = sorted((folder / "images").glob("*.jpg"))
-    if not files:
-        raise SystemExit(f"{folder}/images holds no .jpg photos (the official layout)")
-    frame = pd.DataFrame({"image_id": [p.stem for p in files]})
-    frame["file"] = [f"images/{p.name}" for p in files]
-    frame["breed"] = frame.image_id.map(breed_of)
-    frame["class_id"] = frame.breed.map(CLASS_ID).astype(int)
-    frame["species"] = frame.breed.map(species_of)
-    frame["species_id"] = (frame.species == "dog").astype(int)
-    frame["sha256"] = ""
-    return frame
 
 
 def seeded_split(frame: pd.DataFrame, seed: int, test_fraction: float, val_fraction: float):
@@ -240,60 +219,6 @@ def concat_set(sets: list[FeatureSet]) -> FeatureSet:
         key, key, 0, Path(), np.hstack([s.plain for s in sets]),
         np.hstack([s.mirror for s in sets]), 0.0, 0.0,
     )  # fmt: skip
-
-
-def finetune_params(base: dict, fs: FeatureSet, args, lr: float, epochs: int):
-    raw = yaml.safe_load(yaml.safe_dump(base))
-    raw["model"].update(backbone=fs.name, pretrained=not args.random_init)
-    raw["model"]["image_size"] = args.image_size
-    raw["decode"]["size"] = fs.decode_size
-    raw["data"]["task"] = "breed"
-    raw["train"].update(epochs=epochs, device="cpu", batch_size=args.finetune_batch_size)
-    raw["finetune_top"].update(lr=lr, head_init="probe")
-    if "tta" in raw["train"]:  # the model's own TTA (train.tta): off, this script mirrors itself
-        raw["train"]["tta"] = "none"
-    return parse_params(raw)
-
-
-def run_finetune(
-    fs: FeatureSet, frame: pd.DataFrame, y: np.ndarray, split, args, tmp: Path, base: dict
-) -> tuple[float, float, float, str]:
-    """LP-FT on one split: every (lr, epochs) of the grid, the one best on val scored on test.
-
-    Returns (val acc, test acc, test acc with flip TTA, the picked setting)."""
-    tr, va, te = split
-    splits_dir = tmp / "splits"
-    splits_dir.mkdir(parents=True, exist_ok=True)
-    columns = ["image_id", "file", "breed", "class_id", "species", "species_id", "sha256"]
-    frame.iloc[tr][columns].to_csv(splits_dir / "train.csv", index=False)
-    frame.iloc[va][columns].to_csv(splits_dir / "val.csv", index=False)
-    best = None
-    for lr in args.finetune_lrs:
-        for epochs in args.finetune_epochs:
-            out = tmp / f"model_{lr:g}_{epochs}"
-            params = finetune_params(base, fs, args, lr, epochs)
-            summary = train_strategy(
-                "finetune_top", params, out, checkpoint_dir=tmp / "ckpt",
-                splits_dir=splits_dir, decoded_dir=fs.decoded_dir,
-            )  # fmt: skip
-            val = float(summary["val_accuracy"])
-            print(
-                f"    lr {lr:g} epochs {epochs}: val {val:.3f} (best epoch "
-                f"{summary['best_epoch']}, {summary['train_seconds']:.0f} s)",
-                flush=True,
-            )
-            if best is None or val > best[0]:  # ties: the earlier, cheaper setting
-                best = (val, out, f"lr {lr:g}, {epochs} epochs, best epoch {summary['best_epoch']}")
-    val, out, picked = best
-    model = read_model_dir(out).model
-    decoded = DecodedImages.open(fs.decoded_dir)
-    mirrored = DecodedImages(np.ascontiguousarray(decoded.array[:, :, ::-1]), decoded.rows)
-    test_ids = frame.image_id.iloc[te].tolist()
-    logits = model_logits(model, decoded, test_ids, args.batch_size, CPU)
-    mirror_logits = model_logits(model, mirrored, test_ids, args.batch_size, CPU)
-    proba = torch.softmax(torch.from_numpy(logits), 1).numpy()
-    proba_m = torch.softmax(torch.from_numpy(mirror_logits), 1).numpy()
-    return val, accuracy(proba, y[te]), accuracy((proba + proba_m) / 2, y[te]), picked
 
 
 def fmt_row(label: str, s: Scores, reference: Scores) -> str:

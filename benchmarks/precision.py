@@ -16,7 +16,6 @@ FOLDER defaults to ../shared/pets-sample.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import tempfile
 import time
@@ -27,8 +26,8 @@ import pandas as pd
 import torch
 
 from benchmarks.machine import header, tag
+from benchmarks.photos import photo_frame
 from petsml.config import Params, load_params
-from petsml.data.breeds import CLASS_ID, SPECIES, breed_of, species_of
 from petsml.data.decode import DecodedImages, decode_images
 from petsml.models.backbones import create_backbone
 from petsml.models.heads import fit_logistic
@@ -38,25 +37,6 @@ from petsml.training.finetune import train_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "bf16")
-
-
-def photo_frame(folder: Path) -> pd.DataFrame:
-    files = sorted((folder / "images").glob("*.jpg"))
-    rows = []
-    for path in files:
-        breed = breed_of(path.stem)
-        rows.append(
-            {
-                "image_id": path.stem,
-                "file": f"images/{path.name}",
-                "breed": breed,
-                "class_id": CLASS_ID[breed],
-                "species": species_of(breed),
-                "species_id": SPECIES.index(species_of(breed)),
-                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 def with_precision(params: Params, precision: str, epochs: int) -> Params:

@@ -53,6 +53,9 @@ from tests.cpu_load import (  # noqa: E402, F401
     pytest_unconfigure,
 )
 
+# Fixtures shared by a few modules, kept beside the data they build.
+pytest_plugins = ["tests.finetune_data", "tests.download_data"]
+
 
 @dataclass(frozen=True)
 class FakeArchives:

@@ -1,30 +1,23 @@
 """Backbones, offline weights and the Classifier: built small (pretrained=False, tiny inputs),
 except one real-weights check of the offline EfficientNet-Lite0 on real pet photos.
 
-One file over ~400 lines on purpose: every family (built-in and a registered toy one) is held to
-the same Backbone contract through the shared ``built`` fixture and hook helpers below."""
+Every family (built-in and a registered toy one) is held to the same Backbone contract through
+the shared ``built`` fixture and hook helpers below; what happens without weights offline is
+tests/test_backbone_weights.py, a family added from outside tests/test_backbone_plugin.py."""
 
 from __future__ import annotations
 
 import copy
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
-from petsml.data.decode import DecodedImages
-from petsml.data.tensors import to_input
-from petsml.models import backbones, torchvision_backbones
 from petsml.models.backbones import (
     BackboneError,
-    BackboneFamily,
-    BackboneRequest,
     Preprocessing,
-    SequentialBackbone,
     WeightsUnavailableError,
     available_backbones,
     create_backbone,
@@ -40,9 +33,6 @@ from petsml.models.offline_weights import (
     imagenet_classifier,
     map_by_position,
 )
-from petsml.testing.plugins import write_plugin
-from petsml.training.features import extract_features
-from petsml.training.top_split import split_backbone
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -310,208 +300,6 @@ def test_name_resolution():
     names = available_backbones()
     assert names[0] == "efficientnet_lite0"
     assert {"tv:resnet50", "tv:vgg16", "timm:test_vit"} <= set(names)
-
-
-# --------------------------------------------------------------------------------------------
-# A new family through the registry alone (docs/ARCHITECTURE.md, "Adding a backbone family")
-
-
-class ToyNet(nn.Module):
-    """A stand-in for another library's network: three conv stages, each halving the map."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        chans = [3, width, 2 * width, 4 * width]
-        self.stages = nn.ModuleList(
-            nn.Sequential(
-                nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1),
-                nn.BatchNorm2d(chans[i + 1]),
-                nn.ReLU(),
-            )
-            for i in range(3)
-        )
-
-
-TOY_WIDTHS = {"toynet_s": 4, "toynet_m": 8}
-
-
-def build_toy(request: BackboneRequest) -> SequentialBackbone:
-    net = ToyNet(TOY_WIDTHS[request.model_name])
-    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
-    prep = Preprocessing(request.image_size or 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    return SequentialBackbone(list(net.stages), head, prep, request)
-
-
-TOY_FAMILY = BackboneFamily(
-    library="toy",
-    label="toy nets",
-    names=lambda: list(TOY_WIDTHS),
-    build=build_toy,
-    prefixes=("toy",),
-)
-
-
-@pytest.fixture
-def toy_family(tmp_path, monkeypatch):
-    """The toy family as an installed plug-in: an entry point naming it (what `pip install` of
-    a package declaring ``petsml.backbone_families`` leaves)."""
-    entry = {backbones.ENTRY_POINTS: {"toy": "tests.test_backbones:TOY_FAMILY"}}
-    monkeypatch.syspath_prepend(str(write_plugin(tmp_path / "site", "toy_family", "", entry)))
-    backbones.families.cache_clear()
-    yield TOY_FAMILY
-    monkeypatch.undo()  # uninstalled: the factory forgets it
-    backbones.families.cache_clear()
-    assert "toy:toynet_s" not in available_backbones()
-
-
-def test_an_installed_family_is_built_by_the_one_factory(toy_family, tmp_path):
-    assert resolve_backbone("toy:toynet_s") == ("toy", "toynet_s")
-    assert resolve_backbone("toynet_m") == ("toy", "toynet_m")  # bare names reach it too (last)
-    assert {"toy:toynet_s", "toy:toynet_m"} <= set(available_backbones())
-    with pytest.raises(BackboneError, match="prefix must be tv: or timm: or toy:"):
-        resolve_backbone("keras:toynet_s")
-    with pytest.raises(BackboneError, match=r"'toy:toynet_l' is not a known.*toy nets"):
-        resolve_backbone("toy:toynet_l")
-    clash = BackboneFamily("mine", "mine", list, build_toy, ("tv",))
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(backbones, "BUILT_IN", (*backbones.BUILT_IN, clash))
-            backbones.families.cache_clear()
-            with pytest.raises(BackboneError, match="tv already names family 'tv'"):
-                backbones.families()
-    finally:
-        backbones.families.cache_clear()
-
-    torch.manual_seed(0)
-    backbone = create_backbone("toy:toynet_s", pretrained=False, early_block=-2)
-    assert (backbone.library, backbone.resolved_name) == ("toy", "toy:toynet_s")
-    assert len(backbone.blocks()) == 3 and backbone.early_index == 1
-    assert (backbone.feature_dim, backbone.early_dim) == (16, 8)
-
-    # the frozen feature extraction (featurize) runs it as any other backbone
-    rng = np.random.default_rng(0)
-    ids = [f"img{i}" for i in range(5)]
-    images = DecodedImages(
-        rng.integers(0, 256, (5, 40, 40, 3), dtype=np.uint8), {i: n for n, i in enumerate(ids)}
-    )
-    feats = extract_features(backbone, images, ids, 2, torch.device("cpu"), precision="fp32")
-    x = to_input(torch.from_numpy(images.take(ids)), (0.5,) * 3, (0.25,) * 3, size=32)
-    with torch.no_grad():
-        pen, early = backbone.forward_features(x), backbone.forward_early(x)
-    np.testing.assert_allclose(feats.penultimate, pen.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(feats.block(backbone.early_index), early.numpy(), rtol=1e-5,
-                               atol=1e-6)  # fmt: skip
-
-    # its family's split_steps lets finetune_top cache the frozen blocks
-    split = split_backbone(backbone, unfreeze_blocks=1)
-    assert split is not None and len(split.bottom) == 2 and len(split.top) == 1
-
-    # and a saved model rebuilds through the factory from its resolved name
-    model = Classifier(backbone, 3).eval()
-    save_classifier(model, tmp_path / "model.pt", {"backbone": "toy:toynet_s"})
-    loaded, spec = load_classifier(tmp_path / "model.pt")
-    assert spec["backbone_resolved"] == "toy:toynet_s"
-    with torch.no_grad():
-        assert torch.equal(loaded(x), model(x))
-
-
-# --------------------------------------------------------------------------------------------
-# Missing weights offline
-
-
-@pytest.mark.parametrize("how", ["env", "probe", "download"])
-def test_missing_torchvision_weights_fail_fast_and_say_where(monkeypatch, tmp_path, how):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.delenv("PETSML_OFFLINE", raising=False)
-    if how == "env":
-        monkeypatch.setenv("PETSML_OFFLINE", "1")
-    else:  # a host that refuses connections: a real network failure, wherever the tests run
-        monkeypatch.setattr(
-            torchvision_backbones,
-            "_torchvision_url",
-            lambda w: "http://127.0.0.1:9/" + w.url.split("/")[-1],
-        )
-    if how == "download":  # skip the probe: the download itself fails and is caught
-        monkeypatch.setattr(torchvision_backbones, "unreachable", lambda url: None)
-    # fast by construction: offline, nothing is dialled; otherwise only the refusing loopback
-    # host is, and its refusal ends the attempt at once (no hub, no timeout waited for)
-    dialled: list = []
-    real_connect = socket.socket.connect
-
-    def recording_connect(sock, address):
-        dialled.append(address)
-        return real_connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", recording_connect)
-    with pytest.raises(WeightsUnavailableError) as caught:
-        create_backbone("resnet18", pretrained=True)
-    monkeypatch.setattr(socket.socket, "connect", real_connect)
-    if how == "env":
-        assert dialled == []
-    else:
-        assert dialled and all(address[:2] == ("127.0.0.1", 9) for address in dialled), dialled
-    message = str(caught.value)
-    expected = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    assert "'resnet18'" in message and str(expected) in message
-    assert "model.pretrained: false" in message and "efficientnet_lite0" in message
-    assert not expected.exists()
-    assert socket.getdefaulttimeout() is None
-
-
-def test_corrupt_cached_torchvision_weights_say_delete(monkeypatch, tmp_path):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"half a download")
-    with pytest.raises(WeightsUnavailableError, match=r"cannot load .*resnet18-f37072fd.*delete"):
-        create_backbone("resnet18", pretrained=True)
-
-
-def test_cached_torchvision_weights_load_without_network(monkeypatch, tmp_path):
-    from torchvision.models import resnet18
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("PETSML_OFFLINE", "1")
-    torch.manual_seed(3)
-    reference = resnet18().state_dict()
-    cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    cached.parent.mkdir(parents=True)
-    torch.save(reference, cached)
-    backbone = create_backbone("resnet18", pretrained=True)
-    assert torch.equal(backbone.stages[0][0].weight, reference["conv1.weight"])
-    assert torch.equal(backbone.stages[4][1].bn2.running_var, reference["layer4.1.bn2.running_var"])
-
-
-def test_cached_timm_weights_load_without_network(monkeypatch, tmp_path):
-    import timm
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("PETSML_OFFLINE", "1")
-    torch.manual_seed(4)
-    reference = timm.create_model("test_efficientnet").state_dict()  # with its 1000-way head
-    repo = tmp_path / "hf" / "models--timm--test_efficientnet.r160_in1k"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("0" * 40)
-    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
-    torch.save(reference, repo / "snapshots" / ("0" * 40) / "pytorch_model.bin")
-    backbone = create_backbone("test_efficientnet", pretrained=True)
-    trunk = backbone.model.state_dict()
-    assert trunk.keys() == {k for k in reference if not k.startswith("classifier")}
-    assert all(torch.equal(trunk[k], reference[k]) for k in trunk)
-
-
-def test_missing_timm_weights_name_the_hub_cache(monkeypatch, tmp_path):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
-    monkeypatch.delenv("PETSML_OFFLINE", raising=False)
-    with pytest.raises(WeightsUnavailableError) as caught:
-        create_backbone("timm:test_efficientnet", pretrained=True)
-    message = str(caught.value)
-    assert "'timm:test_efficientnet'" in message
-    assert str(tmp_path / "hf" / "models--timm--test_efficientnet.r160_in1k") in message
 
 
 # --------------------------------------------------------------------------------------------

@@ -207,7 +207,8 @@ def test_transfer_gain_is_over_scratch_only_when_it_ran():
 
 
 def test_advice_check_says_matched_or_why_not():
-    from petsml.evaluation.comparison import advice_verdict, rank
+    from petsml.evaluation.advice_verdict import advice_verdict
+    from petsml.evaluation.comparison import rank
 
     ranked = rank(_rows(feature_extractor=0.90, finetune_top=0.93, scratch=0.20))
     won = advice_verdict({"cell": "large+similar", "strategy": "finetune_top"}, ranked)

@@ -114,3 +114,9 @@ def test_the_new_metric_reaches_comparison_mlflow_and_the_registry(extended):
     registry = json.loads((project / "reports/registry.json").read_text())
     version = client.get_model_version(registry["model_name"], registry["version"])
     assert float(version.tags["test_top1_error"]) == pytest.approx(error)
+    # and the web page's versions table has its column (the page draws what the server lists)
+    columns = subprocess.run(
+        [sys.executable, "-c", "from petsml.web.registry_view import VERSION_COLUMNS as c; "
+         "print(' '.join(c))"], cwd=project, env=env, check=True, capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    assert "test_top1_error" in columns and columns[-1] == "gate"

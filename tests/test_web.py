@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from petsml.catalog import metrics as metrics_catalog
+
 pytestmark = pytest.mark.integration
 
 
@@ -95,6 +97,17 @@ def test_the_models_view_lists_versions_with_aliases_and_the_strategy_comparison
     assert [v["version"] for v in view["versions"]] == ["1"]
     assert view["versions"][0]["aliases"] == ["challenger", "champion"]
     assert view["versions"][0]["test_accuracy"] == pytest.approx(0.58)
+    # the table's columns: every metric the registry tags on a version, each row holding them
+    tagged = [row.key for row in metrics_catalog.rows() if row.tag]
+    assert view["version_columns"] == [
+        "version",
+        "aliases",
+        "strategy",
+        "backbone",
+        *tagged,
+        "gate",
+    ]
+    assert set(view["version_columns"]) <= set(view["versions"][0])
     rows = {row["strategy"]: row for row in view["comparison"]["rows"]}
     assert view["comparison"]["source"] == "reports/metrics.json"  # no comparison.json here
     assert rows["finetune_top"]["test_accuracy"] == pytest.approx(0.52)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from petsml.catalog import metrics as metrics_catalog
 from petsml.testing.browser import browser_paths, chromium, free_port, wait_http
 
 pytestmark = pytest.mark.integration
@@ -126,6 +127,9 @@ def test_a_person_uploads_a_photo_sees_breed_bars_and_similar_photos_then_a_text
         message="the models view never listed the champion",
     )  # fmt: skip
     assert champion[0].text.split()[0] == "1" and "feature_extractor" in champion[0].text
+    headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#versions thead th")]
+    tagged = [row.key for row in metrics_catalog.rows() if row.tag]  # the metrics registry's
+    assert headers == ["version", "aliases", "strategy", "backbone", *tagged, "gate"]
     rows = browser.find_elements(By.CSS_SELECTOR, "#comparison tbody tr")
     strategies = {r.text.split()[0] for r in rows}
     assert strategies == {"feature_extractor", "finetune_top"}

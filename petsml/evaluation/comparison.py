@@ -32,11 +32,13 @@ from petsml.config import Params
 from petsml.data.decode import DecodedImages
 from petsml.data.tensors import pick_device
 from petsml.evaluation import torch_latency
+from petsml.evaluation.advice_verdict import advice_verdict
 from petsml.evaluation.results import (
     COMPARISON_VERSION,
     METRIC_KEYS,
     RANKED_BY,
     ResultsError,
+    finite_number,
     read_metrics,
 )
 from petsml.models.classifier import Classifier, load_classifier
@@ -143,20 +145,14 @@ def build_row(
 # --------------------------------------------------------------------------- the whole table
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def transfer_gain(rows: list[dict[str, Any]]) -> None:
     """Test accuracy over the baseline's (the registry's ``baseline`` row: ``scratch``), in
     place; None everywhere when it did not run."""
     baseline = strategies.baseline()
     base = next((r for r in rows if r["strategy"] == baseline), None)
-    base_acc = _number(base.get("test_accuracy")) if base else None
+    base_acc = finite_number(base.get("test_accuracy")) if base else None
     for row in rows:
-        acc = _number(row.get("test_accuracy"))
+        acc = finite_number(row.get("test_accuracy"))
         row["transfer_gain"] = (
             None if base_acc is None or acc is None or row is base else round(acc - base_acc, 6)
         )
@@ -166,7 +162,7 @@ def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Best validation accuracy first; ties and rows without one by name. Sets ``rank``."""
 
     def key(row: Mapping[str, Any]) -> tuple:
-        val = _number(row.get(RANKED_BY))
+        val = finite_number(row.get(RANKED_BY))
         return (val is None, -(val or 0.0), row["strategy"])
 
     ranked = sorted(rows, key=key)
@@ -185,7 +181,10 @@ def pareto_front(
 ) -> list[str]:
     """Strategies no other beats on both axes (at least as accurate and at least as fast, one
     strictly), fastest first. Rows missing either number are left out."""
-    pairs = ((row["strategy"], _number(row.get(accuracy)), _number(row.get(cost))) for row in rows)
+    pairs = (
+        (row["strategy"], finite_number(row.get(accuracy)), finite_number(row.get(cost)))
+        for row in rows
+    )
     points = [(name, a, c) for name, a, c in pairs if a is not None and c is not None]
     front = [
         (name, a, c)
@@ -195,77 +194,6 @@ def pareto_front(
         )
     ]
     return [name for name, _, c in sorted(front, key=lambda p: (p[2], p[0]))]
-
-
-# --------------------------------------------------------------------------- the advice
-
-
-def _points(a: float, b: float) -> str:
-    return f"{100 * (a - b):.1f} points"
-
-
-def advice_verdict(advice: Mapping[str, Any] | None, ranked: Sequence[Mapping[str, Any]]) -> dict:
-    """Did the advise stage's strategy win on validation? ``matched`` is True, False, or None
-    when there is nothing to check (no advice, or no strategy with a validation accuracy);
-    ``statement`` says so in one sentence, and why not when it did not."""
-    winner = ranked[0] if ranked and _number(ranked[0].get(RANKED_BY)) is not None else None
-    advised = str(advice["strategy"]) if advice and advice.get("strategy") else None
-    out = {
-        "advised": advised,
-        "cell": (advice or {}).get("cell"),
-        "winner": winner["strategy"] if winner else None,
-    }
-
-    def verdict(matched: bool | None, reason: str, statement: str) -> dict:
-        return {**out, "matched": matched, "reason": reason, "statement": statement}
-
-    if advised is None:
-        return verdict(None, "no_advice", f"no advice to check: {paths.ADVICE} is missing "
-                       "(run `dvc repro advise`).")  # fmt: skip
-    block = (advice or {}).get("early_block")
-    said = f"the advice ({out['cell']}) was {advised}" + (
-        f" at block {block}" if advised == "svm_early" and block is not None else ""
-    )
-    by_name = {r["strategy"]: r for r in ranked}
-    ran_block = (by_name.get(advised) or {}).get("block")
-    if advised == "svm_early" and block is not None and ran_block not in (None, block):
-        out["ran_block"] = ran_block
-        said += (f", but svm_early ran at block {ran_block} (model.early_block in params.yaml); "
-                 "this checks the strategy as it ran")  # fmt: skip
-    if advised not in by_name:
-        ran = ", ".join(r["strategy"] for r in ranked) or "none"
-        return verdict(False, "not_run", f"not checked: {said}, which did not run (ran: {ran}); "
-                       "add it to train.strategies in params.yaml to test the advice.")  # fmt: skip
-    if winner is None:
-        statement = f"not checked: {said}, but no strategy has a validation accuracy."
-        return verdict(None, "no_validation", statement)
-    win_val = float(winner[RANKED_BY])
-    if winner["strategy"] == advised:
-        runner = ranked[1] if len(ranked) > 1 else None
-        runner_val = _number(runner.get(RANKED_BY)) if runner else None
-        margin = (
-            f"{_points(win_val, runner_val)} ahead of {runner['strategy']}"
-            if runner is not None and runner_val is not None
-            else "the only strategy with a validation accuracy"
-        )
-        return verdict(True, "won", f"matched: {said}, and it won on validation "
-                       f"({win_val:.3f}, {margin}).")  # fmt: skip
-    mine = by_name[advised]
-    mine_val = _number(mine.get(RANKED_BY))
-    behind = (
-        f"by {_points(win_val, mine_val)} ({win_val:.3f} vs {mine_val:.3f}); {advised} ranked "
-        f"{mine['rank']} of {len(ranked)}"
-        if mine_val is not None
-        else f"({win_val:.3f}); {advised} has no validation accuracy"
-    )
-    test_w, test_a = _number(winner.get("test_accuracy")), _number(mine.get("test_accuracy"))
-    on_test = (
-        f" On test: {winner['strategy']} {test_w:.3f}, {advised} {test_a:.3f}."
-        if test_w is not None and test_a is not None
-        else ""
-    )
-    return verdict(False, "beaten", f"did not match: {said}, but {winner['strategy']} won on "
-                   f"validation {behind}.{on_test}")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- near-duplicates

@@ -96,6 +96,13 @@ COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 # --------------------------------------------------------------------------- reading
 
 
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number (not a bool, None, NaN or a string)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def _read(path: Path, required: bool, fix: str) -> Any:
     if not path.is_file():
         if not required:

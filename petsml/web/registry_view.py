@@ -25,6 +25,9 @@ from petsml.tracking.model_registry import (
 log = logging.getLogger(__name__)
 
 COMPARISON = paths.REPORTS / "comparison.json"
+# The versions table's columns, in order: the metrics come from the metrics registry (every row
+# tagged on a registered version), so a new metric is a new column with no edit here or in the page.
+VERSION_COLUMNS = ("version", "aliases", "strategy", "backbone", *SCORE_TAGS, "gate")
 
 
 def versions(registry: ModelRegistry) -> list[dict[str, Any]]:
@@ -79,6 +82,7 @@ def comparison(root: Path) -> dict[str, Any]:
 def registry_view(registry: ModelRegistry, root: str | Path) -> dict[str, Any]:
     return {
         "name": registry.name,
+        "version_columns": list(VERSION_COLUMNS),
         "versions": versions(registry),
         # what a killed register stage left (a version without its gate or aliases), in words
         "notes": [registry.unfinished_note(v) for v in registry.unfinished()],

@@ -85,7 +85,7 @@ async function loadRegistry() {
   for (const old of document.querySelectorAll(".registry-note")) old.remove();
   // a version whose registration did not finish (the register stage was killed), in words
   for (const note of body.notes || []) $("versions").before(el("p", { className: "registry-note", textContent: note }));
-  const vcols = ["version", "aliases", "strategy", "backbone", "val_accuracy", "test_accuracy", "test_top5", "test_macro_f1", "test_ece", "gate"];
+  const vcols = body.version_columns;  // the server's, from the metrics registry
   table($("versions"), vcols, body.versions, (row, c) => c === "aliases"
     ? el("td", {}, ...row.aliases.map((a) => el("span", { className: "alias " + a, textContent: "@" + a })))
     : plainCell(row, c));
