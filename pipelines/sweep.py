@@ -35,6 +35,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run as current_flow_run
 
+from petsml.cli.output import exit_codes
 from petsml.config import ConfigError
 from petsml.evaluation.results import COLUMN_KEYS as COMPARISON_KEYS
 from petsml.evaluation.results import rows_by_strategy
@@ -324,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.sweep",
         description=__doc__,
+        epilog="The same from the pets command: `pets sweep [--params FILE] [--json] ARGS`, "
+        "run in the params file's folder; --json prints one object (project, exit_code, "
+        "members).\n\n"
+        + exit_codes("the sweep did not complete (its state and message are on stderr)"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_flow_arguments(parser, sweep.fn, CLI_OPTIONS)

@@ -131,6 +131,8 @@ XDIST_SHARED = {
     "tests/test_similar.py": "tests/test_cli_ui.py",
     "tests/test_web.py": "tests/test_cli_ui.py",
     "tests/test_web_page.py": "tests/test_cli_ui.py",
+    "tests/test_pets_serve.py": "tests/test_cli_ui.py",
+    "tests/test_pets_status.py": "tests/test_cli_ui.py",
 }
 
 

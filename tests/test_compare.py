@@ -257,7 +257,7 @@ def test_pets_report_prints_the_table_or_names_the_missing_file(compared, tmp_pa
     from petsml.cli import main
 
     _, project, report = compared
-    main(["report", "--root", str(project)])
+    main(["report", "--params", str(project / "params.yaml")])
     out = capsys.readouterr().out
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("#  strategy"))
@@ -269,7 +269,7 @@ def test_pets_report_prints_the_table_or_names_the_missing_file(compared, tmp_pa
     assert "Pareto front (val_accuracy vs latency_ms_batch1)" in out
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["report", "--root", str(tmp_path)])
+        main(["compare", "--params", str(tmp_path / "params.yaml")])  # the stage's name
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert "reports/comparison.json: missing" in err and "`dvc repro`" in err

@@ -259,12 +259,26 @@ def test_manual_promote_and_history_through_the_cli(tracking, model_pt, capsys):
     out = capsys.readouterr().out
     assert "hand-checked on new photos" in out and "@champion = v2" in out
     main(["history", "--json", "--model-name", NAME])
-    moves = json.loads(capsys.readouterr().out)
+    moves = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # JSON Lines
     assert [m["action"] for m in moves] == ["register", "gate", "register", "promote"]
 
     main(["rollback", "--model-name", NAME])
     assert str(registry.champion().version) == "1"
     assert "rollback from version 2" in capsys.readouterr().out
+
+    # an alias names the version as a number does (as `pets export` takes them)
+    registry.client.set_registered_model_alias(NAME, "candidate", "2")
+    main(["promote", "candidate", "--reason", "by its alias", "--json", "--model-name", NAME])
+    (line,) = capsys.readouterr().out.splitlines()  # --json: exactly one object
+    moved = json.loads(line)
+    assert str(moved["version"]) == "2" and moved["alias"] == CHAMPION
+    assert str(moved["previous"]) == "1" and moved["reason"] == "by its alias"
+    assert str(registry.champion().version) == "2"
+    with pytest.raises(SystemExit) as done:
+        main(["promote", "nosuch", "--reason", "x", "--json", "--model-name", NAME])
+    out, err = capsys.readouterr()
+    assert done.value.code == 1 and out == ""
+    assert err.startswith("ERROR: ") and "no version or alias 'nosuch'" in err
 
 
 def test_cli_errors_are_clear(tracking, model_pt, tmp_path, capsys):

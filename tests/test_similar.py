@@ -120,4 +120,5 @@ def test_pets_similar_prints_breed_distance_and_path_and_fails_per_file(register
     hits = [line.split() for line in lines if line.strip()[:2] in ("1.", "2.", "3.")]
     assert len(hits) == 3
     assert hits[0][2] == "0.0000"
-    assert hits[0][3] == f"data/raw/{photo.relative_to(project / 'data' / 'raw')}"
+    assert hits[0][3] == str(photo)  # in the data source's folder, openable from here
+    assert all(Path(hit[3]).is_file() for hit in hits)

@@ -111,3 +111,24 @@ def test_the_models_view_lists_versions_with_aliases_and_the_strategy_comparison
     rows = {row["strategy"]: row for row in view["comparison"]["rows"]}
     assert view["comparison"]["source"] == "reports/metrics.json"  # no comparison.json here
     assert rows["finetune_top"]["test_accuracy"] == pytest.approx(0.52)
+
+
+def test_an_index_entry_leading_out_of_the_photo_folder_is_never_served(client, monkeypatch):
+    """The index is the first guard; the data source's folder is the second: a ``file`` that
+    resolves outside it (``../``, absolute) gets 404 even when the index names it."""
+    test_client, project = client
+    holder = test_client.app.state.holder
+    escapes = {"up": "../../params.yaml", "absolute": str(project / "params.yaml")}
+    monkeypatch.setattr(holder, "photo_file", lambda image_id: escapes.get(image_id))
+    for image_id in escapes:
+        answer = test_client.get(f"/api/photo/{image_id}")
+        assert answer.status_code == 404 and "no indexed photo" in answer.json()["error"]
+    monkeypatch.undo()
+    photo = next(iter(_indexed(holder)))
+    assert test_client.get(f"/api/photo/{photo}").status_code == 200  # the guard lets these by
+
+
+def _indexed(holder) -> dict:
+    from petsml.web.server import _indexed_files
+
+    return _indexed_files(holder.current())

@@ -21,7 +21,7 @@ import yaml
 from PIL import Image
 
 from petsml.data.breeds import BREEDS
-from petsml.testing.fakedata import make_dataset, split_rows
+from petsml.testing.fakedata import make_dataset, make_image_folder, split_rows
 from tests.models import BACKBONE, DECODE_SIZE, INPUT_SIZE, make_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +34,7 @@ EPOCHS = [
      "val_accuracy": v, "lr": 1e-3 / e, "seconds": 1.5}
     for e, v in ((1, 0.30), (2, 0.55), (3, 0.50))
 ]  # fmt: skip
+FOLDER_CLASSES = ("Abyssinian", "beagle", "pug")  # a folder source's classes (breed names)
 SEARCH = [{"C": 0.1, "val_accuracy": 0.4}, {"C": 1.0, "val_accuracy": 0.6}]
 METRICS = {
     "feature_extractor": {"val_accuracy": 0.6, "test_accuracy": 0.58, "test_top5": 0.9,
@@ -52,8 +53,11 @@ def git(project: Path, *args: str) -> str:
     return out.stdout.strip()
 
 
-def write_params(project: Path) -> None:
+def write_params(project: Path, photos: Path | None = None) -> None:
+    """The test params; ``photos``: ``data.source: folder`` reading that folder."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    if photos is not None:
+        raw["data"].update(source="folder", folder=str(photos))
     raw["train"]["strategies"] = STRATEGIES
     raw["model"].update(backbone=BACKBONE, pretrained=False, image_size=INPUT_SIZE)
     raw["decode"]["size"] = DECODE_SIZE
@@ -61,29 +65,57 @@ def write_params(project: Path) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
-def write_splits(project: Path) -> None:
-    ds = make_dataset(project / "data" / "raw", per_breed=4, test_per_breed=1, quirks=False)
-    frame = pd.DataFrame(split_rows(ds))
-    split = [
-        "test" if image_id in ds.test else ("val" if image_id.endswith("_3") else "train")
-        for image_id in frame["image_id"]
-    ]
+def write_splits(project: Path, photos: Path | None = None) -> None:
+    """Photos and their split CSVs: the official layout under data/raw, or ``photos`` as a
+    ``<class>/<image>`` folder (classes named after breeds, so the tiny models' labels fit)."""
+    if photos is None:
+        ds = make_dataset(project / "data" / "raw", per_breed=4, test_per_breed=1, quirks=False)
+        frame = pd.DataFrame(split_rows(ds))
+        split = [
+            "test" if image_id in ds.test else ("val" if image_id.endswith("_3") else "train")
+            for image_id in frame["image_id"]
+        ]
+    else:
+        frame = pd.DataFrame(folder_rows(photos))
+        split = ["test" if f.endswith("003.jpg") else ("val" if f.endswith("002.jpg") else "train")
+                 for f in frame["file"]]  # fmt: skip
     (project / "data" / "splits").mkdir(parents=True)
     for name, part in frame.groupby(pd.Series(split, index=frame.index, name="split")):
         part.to_csv(project / "data" / "splits" / f"{name}.csv", index=False)
+
+
+def folder_rows(photos: Path) -> list[dict]:
+    """Split-CSV rows of a generated ``<class>/<image>`` folder (the folder source's columns:
+    image id and file are the path inside the folder)."""
+    import hashlib
+
+    from petsml.data.breeds import species_of
+
+    rows = []
+    for path in make_image_folder(photos, FOLDER_CLASSES, per_class=4):
+        file = path.relative_to(photos).as_posix()
+        breed = path.parent.name
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        rows.append({"image_id": file, "file": file, "breed": breed,
+                     "class_id": BREEDS.index(breed), "species": species_of(breed),
+                     "species_id": 0, "sha256": digest})  # fmt: skip
+    return rows
 
 
 def write_index_embeddings(project: Path) -> None:
     """``data/embeddings`` as the evaluate stage leaves it: each model's embeddings of the train
     and validation photos (its similar-photo index rows), from the raw photos as served."""
     from petsml import paths
+    from petsml.config import load_params
     from petsml.data.decode import load_rgb
+    from petsml.data.sources import photo_path
     from petsml.evaluation.embeddings import write_embeddings
     from petsml.models.classifier import load_classifier
     from petsml.similar.embed import embed
 
     frame = pd.concat([pd.read_csv(project / paths.split_csv(name)) for name in paths.INDEX_SPLITS])
-    pixels = np.stack([load_rgb(project / paths.RAW / f, DECODE_SIZE) for f in frame["file"]])
+    data = load_params(project / "params.yaml").data  # where the source keeps its photos
+    pixels = np.stack([load_rgb(photo_path(data, f, project), DECODE_SIZE) for f in frame["file"]])
     rows = {}
     for strategy in STRATEGIES:
         model, _ = load_classifier(project / "models" / strategy / "model.pt")
@@ -104,12 +136,13 @@ def write_eval_files(folder: Path, strategy: str) -> None:
         Image.fromarray(np.full((8, 8, 3), len(strategy) * 7 % 255, np.uint8)).save(folder / name)
 
 
-def build_project(root: Path) -> Path:
-    """A project directory as the pipeline leaves it just before the track stage."""
+def build_project(root: Path, photos: Path | None = None) -> Path:
+    """A project directory as the pipeline leaves it just before the track stage; ``photos``:
+    of a ``data.source: folder`` project reading that folder (see :func:`write_splits`)."""
     project = root / "project"
     project.mkdir()
-    write_params(project)
-    write_splits(project)
+    write_params(project, photos)
+    write_splits(project, photos)
     for index, strategy in enumerate(STRATEGIES):
         model_dir = project / "models" / strategy
         make_tiny_model(model_dir / "model.pt", strategy=strategy, seed=index)
@@ -210,7 +243,7 @@ def per_class(preds: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def track_in_own_store(root: Path) -> tuple[Path, str, dict]:
+def track_in_own_store(root: Path, photos: Path | None = None) -> tuple[Path, str, dict]:
     """:func:`build_project` tracked into a SQLite store of its own under ``root``.
 
     Runs the track stage's library call in this process with the project as the cwd and
@@ -221,7 +254,7 @@ def track_in_own_store(root: Path) -> tuple[Path, str, dict]:
     from petsml.io import write_json
     from petsml.tracking.runs import track_pipeline
 
-    project = build_project(root)
+    project = build_project(root, photos)
     uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
     (root / "store").mkdir()
     with tracking_from(project, uri):
@@ -247,7 +280,7 @@ def tracking_from(project: Path, uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = old_env
 
 
-def register_in_own_store(root: Path) -> tuple[Path, str, dict]:
+def register_in_own_store(root: Path, photos: Path | None = None) -> tuple[Path, str, dict]:
     """:func:`track_in_own_store`, then the register stage's call: the best strategy becomes
     version 1 of ``oxford-pets-breed`` (the champion, the registry being empty). Returns
     (project, tracking URI, ``reports/registry.json``)."""
@@ -255,7 +288,7 @@ def register_in_own_store(root: Path) -> tuple[Path, str, dict]:
     from petsml.io import write_json
     from petsml.tracking.registration import register_execution
 
-    project, uri, record = track_in_own_store(root)
+    project, uri, record = track_in_own_store(root, photos)
     with tracking_from(project, uri):
         params = load_params()
         report = register_execution(

@@ -97,10 +97,23 @@ def pets_problems(code: str, parser: argparse.ArgumentParser, pending: frozenset
         if sub is None:
             yield f"`pets {first}`: no such subcommand"
             continue
+        options = _options(sub)
         for word in words[1:]:
             flag = word.strip("[]()'\"").split("=")[0]
-            if flag.startswith("--") and flag not in sub._option_string_actions:
+            if flag.startswith("--") and flag not in options:
                 yield f"`pets {first} {flag}`: no such option"
+
+
+def _options(sub: argparse.ArgumentParser) -> set[str]:
+    """A subcommand's options; one that hands its arguments to another command line
+    (``pets sweep``: ``delegated_to`` names the module with its ``build_parser``) has those too."""
+    import importlib
+
+    options = set(sub._option_string_actions)
+    module = getattr(sub, "delegated_to", None)
+    if module:
+        options |= set(importlib.import_module(module).build_parser()._option_string_actions)
+    return options
 
 
 def dvc_problems(code: str, stages: dict):

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from petsml import paths
-from petsml.cli.common import file_problem, registry
+from petsml.cli.common import file_problem, parser_for, project_root, registry
+from petsml.cli.output import add_json_flag, emit_rows, exit_codes
 from petsml.errors import PetsError
 
 PREDICT_EPILOG = """\
@@ -20,9 +21,6 @@ Every file gets an answer, in the order given: a missing, unreadable, too large 
 file is reported on its own line (text: "FILE: ERROR ..."; --json: "error" set and label,
 species, probability, top5 null) and the other files are still classified.
 
-exit status (the same with and without --json):
-  0  every file classified
-  1  at least one file not classified (a summary goes to stderr), or no model to load
 """
 
 
@@ -77,27 +75,47 @@ def cmd_predict(args: argparse.Namespace) -> None:
         answers = {row["file"]: row for row in _model_rows(model, readable)}
     # one answer per file, in the order given; a missing file does not cancel the others
     rows = [answers.get(f) or _failed_row(f, problems[f] or "no answer") for f in args.files]
-    _print_rows(rows, uri, holder.version, args.json)
+    emit_rows(rows, args.json, _predict_text(uri, holder.version))
     failed = sum(1 for row in rows if row["error"])
     if failed:
         print(f"ERROR: {failed} of {len(rows)} file(s) not classified", file=sys.stderr)
         sys.exit(1)
 
 
-def _print_rows(rows: list[dict], uri: str, version: str, as_json: bool) -> None:
-    if as_json:
-        for row in rows:
-            print(json.dumps(row, default=str))
-        return
-    print(f"{uri} (version {version})")
-    for row in rows:
+def _predict_text(uri: str, version: str):
+    first = [f"{uri} (version {version})"]
+
+    def text(row) -> str:
+        lines, first[:] = first[:], []  # the model line once, above the first file
         if row["error"]:
-            print(f"{row['file']}: ERROR {row['error']}")
-            continue
+            return "\n".join([*lines, f"{row['file']}: ERROR {row['error']}"])
         species = f" ({row['species']})" if row["species"] else ""  # none: a folder's class
-        print(f"{row['file']}: {row['label']}{species} p={row['probability']:.3f}")
+        lines.append(f"{row['file']}: {row['label']}{species} p={row['probability']:.3f}")
         for item in row["top5"] or []:  # the pyfunc's ranked {"label", "probability"} list
-            print(f"    {item['label']:<28} {item['probability']:.3f}")
+            lines.append(f"    {item['label']:<28} {item['probability']:.3f}")
+        return "\n".join(lines)
+
+    return text
+
+
+def _photo_locator(args: argparse.Namespace):
+    """file of the index -> the path to show: the photo in its data source's folder (the
+    project's params name the source), relative to the current folder when inside it."""
+    params_file = Path(args.params)
+    if not params_file.is_file():  # no project here (e.g. --model-name on a serving host)
+        return lambda file: str(paths.RAW / file)
+    from petsml.config import load_params
+    from petsml.data.sources import photo_path
+
+    data, root, here = load_params(params_file).data, project_root(args), Path.cwd().resolve()
+
+    def locate(file: str) -> str:
+        found = photo_path(data, file, root)
+        if found is None:
+            return f"(outside data.folder: {file})"
+        return str(found.relative_to(here) if found.is_relative_to(here) else found)
+
+    return locate
 
 
 def cmd_similar(args: argparse.Namespace) -> None:
@@ -108,6 +126,7 @@ def cmd_similar(args: argparse.Namespace) -> None:
     if not 1 <= args.k <= MAX_NEIGHBOURS:
         raise PetsError(f"-k must be between 1 and {MAX_NEIGHBOURS}, got {args.k}")
     problems = {f: file_problem(f) for f in args.files}
+    locate = _photo_locator(args)
     loaded = load_alias_model(
         registry(args), args.alias, {"allow_paths": True, "neighbours": args.k}
     )
@@ -122,52 +141,52 @@ def cmd_similar(args: argparse.Namespace) -> None:
         for file, (_, row) in zip(readable, out.iterrows(), strict=True):
             near = json.loads(row["neighbours"]) if row.get("neighbours") else []
             for item in near:
-                item["path"] = str(paths.RAW / item["file"])
+                item["path"] = locate(item["file"])
             answers[file] = {"file": file, "label": row.get("label"), "error": row.get("error")
                              or None, "neighbours": near}  # fmt: skip
     rows = [answers.get(f) or {"file": f, "label": None, "error": problems[f], "neighbours": []}
             for f in args.files]  # fmt: skip
-    if args.json:
-        for row in rows:
-            print(json.dumps(row))
-    else:
+    if not args.json:
         print(f"{loaded.uri} (version {loaded.version}): {args.k} nearest train/val photos")
-        for row in rows:
-            if row["error"]:
-                print(f"{row['file']}: ERROR {row['error']}")
-                continue
-            print(f"{row['file']}: predicted {row['label']}")
-            for rank, item in enumerate(row["neighbours"], 1):
-                print(f"  {rank:>2}. {item['breed']:<28} {item['distance']:.4f}  {item['path']}")
+    emit_rows(rows, args.json, _similar_text)
     failed = sum(1 for row in rows if row["error"])
     if failed:
         print(f"ERROR: {failed} of {len(rows)} file(s) not searched", file=sys.stderr)
         sys.exit(1)
 
 
+def _similar_text(row) -> str:
+    if row["error"]:
+        return f"{row['file']}: ERROR {row['error']}"
+    lines = [f"{row['file']}: predicted {row['label']}"]
+    for rank, item in enumerate(row["neighbours"], 1):
+        lines.append(f"  {rank:>2}. {item['breed']:<28} {item['distance']:.4f}  {item['path']}")
+    return "\n".join(lines)
+
+
 def register(sub, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "predict",
-        parents=[common],
-        help="classify image files",
+    p = parser_for(
+        sub, "predict", parents=[common], help="classify image files",
         description="Classify image files with the registry's champion (or --alias).",
-        epilog=PREDICT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        epilog=PREDICT_EPILOG + "\n" + exit_codes(
+            "at least one file not classified (a summary goes to stderr), or no model to load"),
+    )  # fmt: skip
     p.add_argument("files", nargs="+", metavar="FILE", help="image files (JPEG, PNG, ...)")
-    p.add_argument("--alias", default="champion", help="registry alias (default %(default)s)")
-    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--alias", default="champion", help="registry alias")
+    add_json_flag(p, "JSON Lines, one object per file: file, label, species, probability, "
+                  "top5, error")  # fmt: skip
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser(
-        "similar",
-        parents=[common],
-        help="nearest training photos of image files",
+    p = parser_for(
+        sub, "similar", parents=[common], help="nearest training photos of image files",
         description="The most similar train/validation photos (cosine distance of the alias's "
-        "own backbone embeddings; the index ships inside the registered model).",
-    )
+        "own backbone embeddings; the index ships inside the registered model). Each photo's "
+        "path is where the project's data source keeps it (data.folder for your own photos).",
+        epilog=exit_codes("at least one file not searched, or no model to load"),
+    )  # fmt: skip
     p.add_argument("files", nargs="+", metavar="PHOTO", help="image files (JPEG, PNG, ...)")
-    p.add_argument("-k", type=int, default=8, help="photos per file (default %(default)s)")
-    p.add_argument("--alias", default="champion", help="registry alias (default %(default)s)")
-    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("-k", type=int, default=8, help="photos per file")
+    p.add_argument("--alias", default="champion", help="registry alias")
+    add_json_flag(p, "JSON Lines, one object per file: file, label, error, neighbours "
+                  "(image_id, file, breed, distance, path)")  # fmt: skip
     p.set_defaults(func=cmd_similar)

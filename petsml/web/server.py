@@ -2,9 +2,10 @@
 
 Routes: ``/`` (the page), ``/static/*`` (its script and style), ``GET /api/model`` (which model
 answers), ``POST /api/predict`` (the photo's bytes as the request body: breed, top-5, similar
-photos), ``GET /api/photo/<image_id>`` (a thumbnail of an indexed photo, from the project's
-``data/raw``), ``GET /api/registry`` (every version, its aliases and scores, and the last run's
-strategy comparison).
+photos), ``GET /api/photo/<image_id>`` (a thumbnail of an indexed photo, from the folder the
+project's data source keeps its photos in: ``data/raw``, or ``data.folder`` for your own),
+``GET /api/registry`` (every version, its aliases and scores, and the last run's strategy
+comparison).
 
 Uploads are read into memory, never written to disk, and capped at ``serve.max_bytes`` while
 they arrive; everything the model cannot use (empty, not an image, too many pixels, a decoder
@@ -18,9 +19,11 @@ import io
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from petsml import paths
 from petsml.errors import PetsError
@@ -69,8 +72,8 @@ class ModelHolder:
         if row["error"]:
             return {"error": str(row["error"]), "model": loaded.describe()}
         neighbours = json.loads(row["neighbours"]) if row.get("neighbours") else []
-        for item in neighbours:
-            item["thumb"] = f"/api/photo/{item['image_id']}"
+        for item in neighbours:  # a folder source's ids are <class>/<file>: slashes stay
+            item["thumb"] = f"/api/photo/{quote(item['image_id'])}"
         return {
             "label": row["label"],
             "species": row["species"],
@@ -81,8 +84,28 @@ class ModelHolder:
         }
 
     def photo_file(self, image_id: str) -> str | None:
-        """The indexed photo's path under data/raw, or None: only indexed photos are served."""
+        """The indexed photo's ``file`` (relative to the data source's folder), or None: only
+        indexed photos are served."""
         return _indexed_files(self.current()).get(image_id)
+
+
+def _photo_finder(params_path: str | Path, root: Path) -> tuple[Callable, Path]:
+    """(file -> the photo or None, the folder served): the data source of the project's params
+    says where its photos live (petsml.data.sources); a name leading out of it gives None."""
+    from petsml.config import load_params
+    from petsml.data.sources import photo_folder, photo_path
+
+    path = Path(params_path)
+    if not path.is_file():  # no project here: the official layout's folder
+        folder = (root / paths.RAW).resolve()
+
+        def official(file: str) -> Path | None:
+            found = (folder / file).resolve()
+            return found if found.is_relative_to(folder) else None
+
+        return official, folder
+    data = load_params(path).data
+    return (lambda file: photo_path(data, file, root)), photo_folder(data, root)
 
 
 def _thumbnail(path: Path) -> bytes:
@@ -120,6 +143,7 @@ def create_app(
 
     root = Path(project_root).resolve()
     max_bytes = _limits(params_path)
+    find_photo, photo_root = _photo_finder(params_path, root)
     holder = ModelHolder(model_name, tracking_uri, alias)
     app = FastAPI(title="pets", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.holder = holder
@@ -161,12 +185,12 @@ def create_app(
             return JSONResponse(answer, status_code=400)
         return JSONResponse(answer)
 
-    @app.get("/api/photo/{image_id}")
+    @app.get("/api/photo/{image_id:path}")
     def photo(image_id: str) -> Response:
         file = holder.photo_file(image_id)
-        path = (root / paths.RAW / file).resolve() if file else None
-        if path is None or not path.is_relative_to(root / paths.RAW) or not path.is_file():
-            return problem(404, f"no indexed photo {image_id!r} in {root / paths.RAW}")
+        path = find_photo(file) if file else None
+        if path is None or not path.is_file():
+            return problem(404, f"no indexed photo {image_id!r} in {photo_root}")
         return Response(_cached_thumbnail(str(path)), media_type="image/jpeg",
                         headers={"Cache-Control": "max-age=3600"})  # fmt: skip
 
@@ -206,6 +230,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     params_path: str | Path = "params.yaml",
+    as_json: bool = False,
 ) -> None:
     """Load the model, print the link and serve until a signal ends it (Ctrl-C, SIGTERM,
     SIGHUP, SIGQUIT): uvicorn shuts down gracefully, then any process this one started goes
@@ -215,7 +240,8 @@ def serve(
     from petsml.web.supervise import check_port_free, exit_code, on_ending_signals, stop_children
 
     check_port_free(host, port)  # before minutes of loading, and before printing a link
-    app = create_app(model_name, tracking_uri, alias=alias, params_path=params_path)
+    app = create_app(model_name, tracking_uri, alias=alias, params_path=params_path,
+                     project_root=Path(params_path).resolve().parent)  # fmt: skip
     loaded = app.state.holder.current()  # fail now, with the fix, not on the first upload
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     ended: list[int] = []
@@ -225,7 +251,13 @@ def serve(
         server.should_exit = True
 
     on_ending_signals(request_exit)
-    print(f"{loaded.uri} (version {loaded.version}) on http://{host}:{port}/", flush=True)
+    url = f"http://{host}:{port}/"
+    if as_json:  # the pets CLI's one-object answer (petsml/cli/output.py)
+        import json
+
+        print(json.dumps({"url": url, "model": loaded.uri, "version": loaded.version}), flush=True)
+    else:
+        print(f"{loaded.uri} (version {loaded.version}) on {url}", flush=True)
     try:
         server.run()
     finally:
