@@ -19,7 +19,7 @@ from PIL import Image
 
 from petsml.testing.project import SHARED_SAMPLE
 
-pytestmark = pytest.mark.slow(seconds=60)
+pytestmark = [pytest.mark.slow(seconds=60), pytest.mark.integration]  # a minute of real photos
 
 MIN_AGREEMENT = 0.995
 

@@ -26,7 +26,7 @@ from petsml.testing.project import shipped_section
 from tests.models import bomb_png, check_row, make_tiny_model, sample_photo, write_jpeg
 from tests.serving import clean_site, isolated_predict, model_requirements, requirement_closure
 
-pytestmark = pytest.mark.slow(seconds=30)
+pytestmark = [pytest.mark.slow(seconds=30), pytest.mark.integration]  # logs real MLflow models
 
 REPO = Path(__file__).resolve().parents[1]
 
