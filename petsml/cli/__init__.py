@@ -9,6 +9,8 @@
     pets export champion --format onnx [--int8] --out DIR  # ONNX (+ int8) for phones, measured
     pets similar photo.jpg [more.jpg ...] [-k 8] [--alias champion] [--json]
     pets web [--port 8000]                                 # the web page: predict + similar
+    pets monitor [--json]                                  # drift of the served model's answers
+    pets feedback PREDICTION_ID LABEL | --export FOLDER    # "it is LABEL"; photos to train on
 
 The model is ``<registry.model_prefix>-<task>`` from params.yaml (``--task`` overrides
 ``data.task``; ``--model-name`` overrides both). The registry is ``MLFLOW_TRACKING_URI``, else
@@ -34,6 +36,7 @@ COMMAND_MODULES = (
     "petsml.cli.predict_commands",
     "petsml.cli.server_commands",
     "petsml.cli.report_commands",
+    "petsml.cli.monitor_commands",
 )
 
 
