@@ -1,8 +1,8 @@
 """Full fine-tuning throughput: the tutorial path against the project's, same model, one run.
 
-Made for one GPU (the issue's target: ResNet-50 in bf16 on an H100, >= 2,000 images/s), and runs
-anywhere (``--device cpu`` with a small ``--backbone`` checks that it works). Three figures, each
-after a warm-up, with every layer trainable (``finetune_full``):
+Made for one GPU (the target in docs/BENCHMARKS.md: ResNet-50 in bf16, >= 5,000 images/s on one
+H200), and runs anywhere (``--device cpu`` with a small ``--backbone`` checks that it works).
+Three figures, each after a warm-up, with every layer trainable (``finetune_full``):
 
 - naive: JPEG files -> PIL decode + torchvision transforms in a DataLoader (one worker per core,
   pinned memory), float32, NCHW, eager. On a GPU this is decode-bound.

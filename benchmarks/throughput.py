@@ -53,7 +53,7 @@ NAIVE = tag(False, torch.contiguous_format)  # the tutorial's: fp32, NCHW
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder", nargs="?", default=str(ROOT.parent / "shared" / "pets-sample"))
-    parser.add_argument("--epochs", type=int, default=8, help="the README's figures use 8")
+    parser.add_argument("--epochs", type=int, default=8, help="docs/BENCHMARKS.md's figures use 8")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--backbone", help="default: params.yaml's model.backbone")

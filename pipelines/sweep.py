@@ -256,7 +256,7 @@ def sweep(
         set_params: more ``dvc exp run -S`` overrides for every member.
         max_parallel: members running at the same time.
         deployment: ``<flow>/<deployment>`` to run members through a work pool instead of in
-            this process (e.g. ``pets-train/weekly-retrain``).
+            this process (``pets-train/sweep-member``: no schedule, no concurrency limit).
         stage_timeout_s: per-stage timeout of the members.
         retries: retries of the members' network stages.
         retry_delay_s: first retry delay of those stages.

@@ -1,6 +1,6 @@
 """``--cpu-load N`` (or ``PETSML_TEST_CPU_LOAD=N``): the run under N busy-looping processes.
 
-CI runs right after a session on the same 2-core machine, often under load; a test that only
+CI shares its 2-core machine with other work, often under load; a test that only
 passes on a quiet machine is a coin toss there. This plugin starts N processes that spin on a
 core each for the whole run (started once, in the xdist controller or the lone pytest process)
 and stops them when the run ends; each also stops by itself if pytest dies (its parent changes).

@@ -1,5 +1,5 @@
-"""The benchmarks still run (tiny settings, CPU) and cannot flatter: a figure in the README must
-stay reproducible, name its machine, and never beat its own model-only ceiling unannounced."""
+"""The benchmarks still run (tiny settings, CPU) and cannot flatter: a figure in docs/BENCHMARKS.md
+must stay reproducible, name its machine, and never beat its own model-only ceiling unannounced."""
 
 from __future__ import annotations
 

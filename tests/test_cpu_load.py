@@ -7,8 +7,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from petsml.testing.project import REPO, tool_env
 from tests.cpu_load import MARKER
+
+pytestmark = pytest.mark.integration
 
 INNER = textwrap.dedent(
     f"""

@@ -206,7 +206,7 @@ def test_wrong_md5_fails_clearly_and_keeps_the_archive_aside(mirror, work, bad):
 
 
 def test_mistyped_md5_keeps_the_good_archive_and_fixing_it_needs_no_download(mirror, work):
-    """A good run, then a typo in data.md5.images, then the typo fixed (issue 15.4)."""
+    """A good run, then a typo in data.md5.images, then the typo fixed."""
     folder, md5, names = mirror
     downloads, raw = work
     with MirrorServer(folder) as server:
@@ -249,7 +249,7 @@ def test_kept_aside_archive_that_changed_since_is_not_used(mirror, work):
 
 
 def test_dvc_repro_with_a_mistyped_md5_keeps_the_archive(mirror, tmp_path):
-    """The issue's scenario under the real `dvc repro download`, against the loopback mirror."""
+    """The same scenario under the real `dvc repro download`, against the loopback mirror."""
     folder, md5, names = mirror
     with MirrorServer(folder) as server:
         project = make_project(tmp_path / "p", fake_data_params(server.url, md5))

@@ -236,7 +236,8 @@ def test_a_flip_tta_model_exports_with_the_flip_inside_the_graph(registered, tmp
 
 
 def test_the_edge_benchmark_measures_a_project_s_model_folders(registered):
-    """``benchmarks/edge.py`` (the README's table) still runs: one strategy, no int8, 2 calls."""
+    """``benchmarks/edge.py`` (docs/BENCHMARKS.md's table) still runs: one strategy, no int8,
+    2 calls."""
     from petsml.testing.project import REPO, run
 
     project = registered["project"]

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from petsml import paths
 from petsml.data.decode import decode_images
+from petsml.data.split import EXCLUDED_COLUMNS
 from petsml.io import read_json
 from petsml.testing.fakedata import make_dataset, split_rows
 from petsml.testing.project import REPO, apply_overrides, tool_env
@@ -34,6 +36,9 @@ def _tiny_project(root: Path) -> Path:
     frame[~is_val].to_csv(splits / "train.csv", index=False)
     frame[is_val].to_csv(splits / "val.csv", index=False)
     decode_images(frame, root / "src", project / "data" / "decoded", size=40, workers=1)
+    excluded = project / paths.EXCLUDED  # the data_issues stage's list, here leaving out nothing
+    excluded.parent.mkdir(parents=True)
+    pd.DataFrame(columns=EXCLUDED_COLUMNS).to_csv(excluded, index=False)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     settings = {
         "model.backbone": "test_efficientnet",

@@ -113,9 +113,9 @@ def test_runs_view_lists_every_strategy_with_its_test_accuracy_without_clicks(ui
     # the view is the model-training side of the UI, not MLflow 3's GenAI overview
     assert "workflowType=machine_learning" in browser.current_url
     assert "Token Usage" not in browser.page_source
-    # best test accuracy first, and only this execution's strategy runs (no parent row)
+    # best validation accuracy first (the selection rule); only this execution's strategy runs
     order = sorted(rows, key=lambda s: rows[s][1].location["y"])
-    assert order == sorted(STRATEGIES, key=lambda s: -METRICS[s]["test_accuracy"])
+    assert order == sorted(STRATEGIES, key=lambda s: -METRICS[s]["val_accuracy"])
     assert json.loads(json.dumps(record["children"])).keys() == set(STRATEGIES)
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from petsml.testing.project import tool_env
 
-pytestmark = pytest.mark.slow(seconds=150)
+pytestmark = [pytest.mark.slow(seconds=150), pytest.mark.integration]
 
 
 def _free_port() -> int:

@@ -114,6 +114,7 @@ def installed_toy(tmp_path, monkeypatch):
     assert "nearest_mean" not in catalog.names()
 
 
+@pytest.mark.integration
 def test_an_installed_strategy_trains_via_the_stage_with_no_params_section(
     installed_toy, feature_data, tmp_path
 ):
@@ -125,7 +126,7 @@ def test_an_installed_strategy_trains_via_the_stage_with_no_params_section(
     assert params.settings_of("nearest_mean") is None
     out = tmp_path / "models" / "nearest_mean"
     summary = train_stage.train(
-        "nearest_mean", params, out, features_dir=features, splits_dir=splits,
+        "nearest_mean", params, out, features_dir=features, splits_dir=splits, excluded_file=None,
         checkpoints=tmp_path / "checkpoints",
     )  # fmt: skip
     folder = read_model_dir(out)
@@ -152,13 +153,19 @@ def test_a_broken_plugin_is_named(tmp_path, monkeypatch):
         catalog.rows.cache_clear()
 
 
+@pytest.mark.integration
 def test_a_feature_strategy_dispatched_by_the_stage_writes_the_model_folder(feature_data, tmp_path):
     splits, features = feature_data
     out = tmp_path / "models" / "feature_extractor"
     (out / "stale.txt").parent.mkdir(parents=True)
     (out / "stale.txt").write_text("from an earlier run")
     summary = train_stage.train(
-        "feature_extractor", _params(), out, features_dir=features, splits_dir=splits
+        "feature_extractor",
+        _params(),
+        out,
+        features_dir=features,
+        splits_dir=splits,
+        excluded_file=None,
     )
     assert sorted(p.name for p in out.iterdir()) == ["history.json", "model.pt", "summary.json"]
     folder = read_model_dir(out)
@@ -167,10 +174,13 @@ def test_a_feature_strategy_dispatched_by_the_stage_writes_the_model_folder(feat
     assert folder.spec["strategy"] == "feature_extractor"
 
 
+@pytest.mark.integration
 def test_reading_a_model_folder_names_the_missing_file(feature_data, tmp_path):
     splits, features = feature_data
     out = tmp_path / "m"
-    train_stage.train("svm_early", _params(), out, features_dir=features, splits_dir=splits)
+    train_stage.train(
+        "svm_early", _params(), out, features_dir=features, splits_dir=splits, excluded_file=None
+    )
     assert read_model_dir(out, load_model=False).model is None
     (out / "summary.json").unlink()
     with pytest.raises(ModelDirError, match=r"summary\.json: missing"):

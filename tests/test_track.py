@@ -203,7 +203,7 @@ def test_experiment_is_model_training_with_a_shared_strategies_view(tracked):
     experiment = client.get_experiment(record["experiment_id"])
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     view = json.loads(experiment.tags["mlflow.sharedViewState.strategies"])
-    assert view["orderByKey"] == "metrics.`test_accuracy`"
+    assert view["orderByKey"] == "metrics.`val_accuracy`"
     assert "metrics.`test_accuracy`" in view["selectedColumns"]
     # the view's filter selects exactly this execution's strategy runs
     found = client.search_runs([experiment.experiment_id], filter_string=view["searchFilter"])

@@ -5,7 +5,7 @@ bars and the similar photos' thumbnails, then picks a text file and checks the m
 opens the models view (versions with aliases, the last run's strategies).
 
 Set ``PETS_WEB_SCREENSHOT=<file.png>`` to keep the answer's screenshot as well (the README's
-docs/web-page.png is made by ``demo/screenshot.py``, on the demo's real model).
+picture, docs/web-page.png, is made by ``demo/screenshot.py``, on the demo's real model).
 """
 
 from __future__ import annotations

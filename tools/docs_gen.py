@@ -2,7 +2,8 @@
 
 Between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` markers: the stages (from
 dvc.yaml), the strategy and metric registries (from :mod:`petsml.catalog`) and the modules of
-the package (the first line of each docstring). Hand-written text outside the markers stays.
+``petsml`` and ``pipelines`` (the first line of each docstring). Hand-written text outside the
+markers stays.
 
     python -m tools.docs_gen           # rewrite docs/ARCHITECTURE.md
     python -m tools.docs_gen --check   # exit 1 when it is stale (the suite runs this)
@@ -21,6 +22,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "ARCHITECTURE.md"
 CODE = re.compile(r"^(stages|petsml)/")
+# the packages whose modules the modules table lists (the Prefect flows' modules included)
+PACKAGES = ("petsml", "pipelines")
 
 
 def _cell(items: list[str]) -> str:
@@ -80,8 +83,9 @@ def metrics_table() -> list[str]:
 
 def modules_table(root: Path = REPO) -> list[str]:
     lines = ["| module | what it is for |", "| --- | --- |"]
-    for path in sorted((root / "petsml").rglob("*.py")):
-        if path.name == "__init__.py" and path.parent.name != "petsml":
+    found = [p for package in PACKAGES for p in sorted((root / package).rglob("*.py"))]
+    for path in found:
+        if path.name == "__init__.py" and path.parent.name not in PACKAGES:
             continue
         doc = ast.get_docstring(ast.parse(path.read_text())) or ""
         first = " ".join(doc.split("\n\n")[0].split())

@@ -4,8 +4,8 @@ One ``.npz`` file (no pickles): ``embeddings`` (N, D) float32 with unit rows, ``
 ``breed`` (the row's breed) and ``files`` (the photo's path under ``data/raw``). Search is
 one matrix product against every row (exact, not approximate): ``benchmarks/similar.py``
 measured it against scikit-learn's brute-force ``NearestNeighbors`` and faiss' ``IndexFlatIP``
-at 7,349 and 100,000 rows (README, "Similar photos"); at this size a matmul is as fast and
-needs no extra dependency. Distance is cosine distance, ``1 - cos``, in [0, 2].
+at 7,349 and 100,000 rows (docs/BENCHMARKS.md, "Similar photos"); at this size a matmul is as
+fast and needs no extra dependency. Distance is cosine distance, ``1 - cos``, in [0, 2].
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]  # the checkout these helpers copy
+REPO = Path(__file__).resolve().parents[2]  # the checkout these builders copy
 SHARED_SAMPLE = REPO.parent / "shared" / "pets-sample"
 
 

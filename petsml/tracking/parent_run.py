@@ -6,7 +6,8 @@ comparison table (``mlflow.log_table``) and figure, the validation report, the d
 report (``data_issues/``) and pipeline files.
 The experiment is tagged a model-training experiment (``mlflow.experimentKind``), and a shared
 view (experiment tag ``mlflow.sharedViewState.strategies``) lists this execution's strategy runs
-sorted by test accuracy with the headline metric columns; :func:`ui_path` is its link.
+sorted by validation accuracy (the project's selection rule; test accuracy is a column beside
+it) with the headline metric columns; :func:`ui_path` is its link.
 """
 
 from __future__ import annotations
@@ -45,11 +46,16 @@ from petsml.tracking.run_tags import (
 
 log = logging.getLogger(__name__)
 
+# What the project selects by (register, the sweep, chosen_strategy): the view's sort key.
+SELECTION_METRIC = "val_accuracy"
+
 
 def chosen_strategy(metrics: dict[str, dict[str, Any]]) -> str | None:
     """The strategy with the highest validation accuracy (ties: first by name), as the registry
     picks its candidate; None when no strategy has one."""
-    scored = {s: v for s, m in metrics.items() if (v := finite(m.get("val_accuracy"))) is not None}
+    scored = {
+        s: v for s, m in metrics.items() if (v := finite(m.get(SELECTION_METRIC))) is not None
+    }
     return sorted(scored, key=lambda s: (-scored[s], s))[0] if scored else None
 
 
@@ -97,14 +103,15 @@ def ensure_experiment_kind(client, experiment_id: str) -> None:
 
 
 def shared_view_state(parent_run_id: str) -> dict[str, Any]:
-    """The runs view a user should see first: this execution's strategies, best test first.
+    """The runs view a user should see first: this execution's strategies, best validation
+    accuracy first, the order ``register`` and the sweep choose by (test accuracy only judges).
 
     Sorting by a metric lists child runs as rows of their own (sorted by time, the UI folds
     them under their parent); the columns are the headline metrics.
     """
     return {
         "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-        "orderByKey": "metrics.`test_accuracy`",
+        "orderByKey": f"metrics.`{SELECTION_METRIC}`",
         "orderByAsc": False,
         "selectedColumns": [f"metrics.`{key}`" for key in VIEW_METRICS]
         + [f"tags.`{TAG_BACKBONE}`"],

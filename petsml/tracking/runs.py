@@ -4,7 +4,7 @@ Laid out for the MLflow UI a user opens first:
 
 * the experiment is tagged a model-training experiment (``mlflow.experimentKind``), and a shared
   view (experiment tag ``mlflow.sharedViewState.strategies``) lists this execution's strategy
-  runs sorted by test accuracy with the headline metric columns; :func:`ui_path` is its link;
+  runs sorted by validation accuracy with the headline metric columns; :func:`ui_path` is its link;
 * each child (named by its strategy, plus the backbone when the experiment holds several)
   carries its params, the evaluated metrics of ``reports/metrics.json`` as single values at
   step 0 (so the default charts are bar charts comparing strategies), per-epoch curves under
