@@ -61,11 +61,14 @@ def write_params(project: Path) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
-def write_splits(project: Path) -> None:
-    ds = make_dataset(project / "data" / "raw", per_breed=4, test_per_breed=1, quirks=False)
+def write_splits(project: Path, per_breed: int = 4) -> None:
+    """Photos 1 and 2 of each breed train, one is a test photo, the others validate."""
+    ds = make_dataset(project / "data" / "raw", per_breed=per_breed, test_per_breed=1, quirks=False)
     frame = pd.DataFrame(split_rows(ds))
     split = [
-        "test" if image_id in ds.test else ("val" if image_id.endswith("_3") else "train")
+        "test"
+        if image_id in ds.test
+        else ("val" if int(image_id.rsplit("_", 1)[1]) >= 3 else "train")
         for image_id in frame["image_id"]
     ]
     (project / "data" / "splits").mkdir(parents=True)
@@ -104,12 +107,12 @@ def write_eval_files(folder: Path, strategy: str) -> None:
         Image.fromarray(np.full((8, 8, 3), len(strategy) * 7 % 255, np.uint8)).save(folder / name)
 
 
-def build_project(root: Path) -> Path:
+def build_project(root: Path, per_breed: int = 4) -> Path:
     """A project directory as the pipeline leaves it just before the track stage."""
     project = root / "project"
     project.mkdir()
     write_params(project)
-    write_splits(project)
+    write_splits(project, per_breed)
     for index, strategy in enumerate(STRATEGIES):
         model_dir = project / "models" / strategy
         make_tiny_model(model_dir / "model.pt", strategy=strategy, seed=index)
@@ -210,7 +213,7 @@ def per_class(preds: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def track_in_own_store(root: Path) -> tuple[Path, str, dict]:
+def track_in_own_store(root: Path, per_breed: int = 4) -> tuple[Path, str, dict]:
     """:func:`build_project` tracked into a SQLite store of its own under ``root``.
 
     Runs the track stage's library call in this process with the project as the cwd and
@@ -221,7 +224,7 @@ def track_in_own_store(root: Path) -> tuple[Path, str, dict]:
     from petsml.io import write_json
     from petsml.tracking.runs import track_pipeline
 
-    project = build_project(root)
+    project = build_project(root, per_breed)
     uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
     (root / "store").mkdir()
     with tracking_from(project, uri):
@@ -247,7 +250,7 @@ def tracking_from(project: Path, uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = old_env
 
 
-def register_in_own_store(root: Path) -> tuple[Path, str, dict]:
+def register_in_own_store(root: Path, per_breed: int = 4) -> tuple[Path, str, dict]:
     """:func:`track_in_own_store`, then the register stage's call: the best strategy becomes
     version 1 of ``oxford-pets-breed`` (the champion, the registry being empty). Returns
     (project, tracking URI, ``reports/registry.json``)."""
@@ -255,7 +258,7 @@ def register_in_own_store(root: Path) -> tuple[Path, str, dict]:
     from petsml.io import write_json
     from petsml.tracking.registration import register_execution
 
-    project, uri, record = track_in_own_store(root)
+    project, uri, record = track_in_own_store(root, per_breed)
     with tracking_from(project, uri):
         params = load_params()
         report = register_execution(

@@ -38,18 +38,20 @@ class ReferenceMissingError(PetsError):
 
 def _val_embeddings(root: Path, strategy: str, spec: dict):
     """(image ids, embeddings, the vectors the model's head reads) of the validation photos."""
-    from petsml.data.feature_file import read_features
+    from petsml.data.feature_file import feature_path, read_features
     from petsml.evaluation.embeddings import read_embeddings
 
     feature = spec.get("feature", "penultimate")
-    if spec.get("frozen_backbone"):
+    features_file = feature_path(root / paths.FEATURES, REFERENCE_SPLIT)
+    if spec.get("frozen_backbone") and (feature != "penultimate" or features_file.is_file()):
         features = read_features(root / paths.FEATURES, REFERENCE_SPLIT)
         return features.image_id, features.penultimate, (
             features.penultimate if feature == "penultimate"
             else features.block(int(spec["early_block"]))
         )  # fmt: skip
-    if feature != "penultimate":
-        raise PetsError(f"{strategy}: a fine-tuned early-block head has no cached head inputs")
+    if feature != "penultimate":  # the evaluate stage's embeddings are penultimate features
+        raise PetsError(f"{strategy}: an early-block head without {features_file} has no cached "
+                        "head inputs; run `dvc repro featurize`")  # fmt: skip
     found = read_embeddings(root / paths.EMBEDDINGS, strategy)
     if found is None:
         raise PetsError(f"{paths.EMBEDDINGS} holds no embeddings of {strategy}; run "

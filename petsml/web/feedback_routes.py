@@ -9,7 +9,7 @@ section, ``source`` web: every answer carries a ``prediction_id``) and adds:
   hold (never recorded, or rotated out), 503 when recording is off (nothing to answer to).
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: FastAPI reads the route's `Request` annotation
 
 import threading
 from pathlib import Path

@@ -1,0 +1,208 @@
+"""The loop from serving back to training, on a tracked and registered project of its own: the
+version carries its reference, answers are recorded with an id (never the photo unless kept),
+a failing store costs no answer, `pets monitor` flags only the shifted window and logs it
+against the version, feedback from the command line and the web page is checked and counted,
+and kept feedback photos export into the folder layout training reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image, ImageFilter
+
+from petsml import paths
+
+pytestmark = pytest.mark.integration
+
+NAME = "oxford-pets-breed"
+VAL = 52  # validation photos: 13 of each of the 4 breeds
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A registered project (champion v1) whose params keep photos and judge small windows."""
+    from tests.tracking import register_in_own_store
+
+    project, uri, _ = register_in_own_store(tmp_path_factory.mktemp("loop"), per_breed=16)
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    # one window is the validation photos; the image detector alerts too (greyscale shift)
+    raw["monitor"].update(window=VAL, min_window=30, keep_photos=True,
+                          alert=["input", "prediction", "confidence", "image"])  # fmt: skip
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return project, uri
+
+
+def _val_files(project):
+
+    frame = pd.read_csv(project / paths.split_csv("val"))
+    return [str(project / paths.RAW / f) for f in frame["file"]]
+
+
+def _model(project, uri, record=True, **overrides):
+    from petsml.tracking.alias_model import load_alias_model
+    from petsml.tracking.model_registry import ModelRegistry
+    from petsml.tracking.monitor_config import loader_config
+    from petsml.tracking.pyfunc_monitor import OVERRIDES_KEY
+
+    config = loader_config(record, "predict", project / "params.yaml")
+    if overrides:
+        config[OVERRIDES_KEY] = {**config.get(OVERRIDES_KEY, {}), **overrides}
+    registry = ModelRegistry(NAME, uri)
+    return load_alias_model(registry, "champion", {"allow_paths": True}, record=config).model
+
+
+def _store(project):
+    from petsml.monitoring.store import open_store
+    from petsml.tracking.monitor_config import project_settings
+
+    settings = project_settings(project / "params.yaml")
+    return open_store(settings.store, settings)
+
+
+def _pets(argv, capsys):
+    from petsml.cli import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _common(project, uri):
+    return ["--params", str(project / "params.yaml"), "--tracking-uri", uri]
+
+
+def test_the_registered_version_carries_its_reference_from_the_cached_outputs(project):
+    from petsml.tracking.reference_files import load_reference
+    from tests.tracking import tracking_from
+
+    project, uri = project
+    with tracking_from(project, uri):
+        reference = load_reference(f"models:/{NAME}@champion")
+    files = _val_files(project)
+    assert len(reference) == len(files) == VAL
+    # the head on the cached embeddings is what the served model answers for the same photos
+    answers = _model(project, uri, record=False).predict(pd.DataFrame({"image": files[:4]}))
+    served = [row["probability"] for _, row in answers.iterrows()]
+    cached = reference.sample.probabilities[:4].max(axis=1)
+    np.testing.assert_allclose(served, cached, atol=1e-4)
+
+
+def test_answers_are_recorded_with_an_id_and_a_bad_row_or_store_costs_no_answer(project, tmp_path):
+
+    project, uri = project
+    files = _val_files(project)[:3]
+    broken = _model(project, uri, store=str(tmp_path))  # a folder: the store cannot open there
+    answers = broken.predict(pd.DataFrame({"image": files}))
+    assert answers["label"].notna().all() and "prediction_id" not in answers.columns
+    separate = tmp_path / "records.sqlite"
+    model = _model(project, uri, store=str(separate), keep_photos=False)
+    answers = model.predict(pd.DataFrame({"image": [*files, "bm90IGEgcGhvdG8="]}))
+    ids = answers["prediction_id"].tolist()
+    assert all(ids[:3]) and not ids[3] and answers["error"].iloc[3]
+    from petsml.monitoring.store import open_store
+    from petsml.tracking.monitor_config import project_settings
+
+    settings = project_settings(project / "params.yaml").replace(store=str(separate))
+    with open_store(str(separate), settings) as store:
+        assert sorted(store.ids()) == sorted(ids[:3])
+        window = store.window()
+        assert window.model_name == NAME and window.model_version == "1"
+        assert window.sample.embeddings.shape[0] == 3 and window.sample.embeddings.shape[1] > 0
+        assert all(store.photo(i) is None for i in ids[:3])  # keep_photos false: no photo
+
+
+def _shifted(path: str) -> str:
+    img = Image.open(path).convert("L").filter(ImageFilter.GaussianBlur(3)).convert("RGB")
+    out = io.BytesIO()
+    img.save(out, format="JPEG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def test_monitor_flags_only_the_shifted_window_and_counts_feedback(project, capsys, tmp_path):
+    from tests.tracking import tracking_from
+
+    project, uri = project
+    files = _val_files(project)
+    model = _model(project, uri)
+    plain = model.predict(pd.DataFrame({"image": files}))
+    code, out, err = _pets(["monitor", "--json", *_common(project, uri)], capsys)
+    assert code == 0, err
+    found = json.loads(out)
+    assert found["verdict"] == "ok" and found["version"] == "1"
+    assert found["files"]["html"].endswith(".html")
+
+    # feedback from the command line: checked, stored, counted for the version
+    first = plain["prediction_id"].iloc[0]
+    other = next(c for c in model.unwrap_python_model().class_names if c != plain["label"].iloc[0])
+    code, out, err = _pets(["feedback", first, other, "--json", *_common(project, uri)], capsys)
+    assert code == 0, err
+    assert json.loads(out) == {"prediction_id": first, "label": other,
+                               "predicted": plain["label"].iloc[0], "correct": False,
+                               "model": NAME, "model_version": "1"}  # fmt: skip
+    code, _, err = _pets(["feedback", "no-such-id", other, *_common(project, uri)], capsys)
+    assert code == 1 and "no prediction 'no-such-id'" in err
+    code, _, err = _pets(["feedback", first, "labrador", *_common(project, uri)], capsys)
+    assert code == 1 and "not a class of the model" in err
+
+    shifted = model.predict(pd.DataFrame({"image": [_shifted(f) for f in files]}))
+    assert shifted["prediction_id"].notna().all()
+    code, out, err = _pets(["monitor", "--json", *_common(project, uri)], capsys)
+    assert code == 3, (out, err)
+    found = json.loads(out)
+    assert found["verdict"] == "drift"
+    assert [row["n"] for row in found["feedback"] if row["model_version"] == "1"] == [1]
+    with tracking_from(project, uri):
+        from mlflow import MlflowClient
+
+        client = MlflowClient(uri)
+        version = client.get_model_version(NAME, "1")
+        assert version.tags["monitor.verdict"] == "drift"
+        run = client.get_run(version.tags["monitor.run_id"])
+        assert run.data.tags["monitor.model_version"] == "1"
+        logged = {f.path for f in client.list_artifacts(run.info.run_id, "monitoring")}
+        assert {p.rsplit(".", 1)[1] for p in logged} == {"json", "html"}
+
+    # kept feedback photos become training photos in the data.source: folder layout
+    code, out, err = _pets(["feedback", "--export", str(tmp_path / "new"), "--json",
+                            *_common(project, uri)], capsys)  # fmt: skip
+    assert code == 0, err
+    written = sorted((tmp_path / "new").rglob("*.*"))
+    assert [p.parent.name for p in written] == [other]
+    assert written[0].read_bytes() == open(files[0], "rb").read()
+
+
+def test_the_web_page_takes_feedback_and_refuses_unknown_ids_and_classes(project):
+    from fastapi.testclient import TestClient
+
+    from petsml.web.server import create_app
+
+    project, uri = project
+    app = create_app(NAME, uri, params_path=project / "params.yaml", project_root=project)
+    with TestClient(app) as client:
+        answer = client.post("/api/predict", content=open(_val_files(project)[1], "rb").read())
+        prediction_id = answer.json()["prediction_id"]
+        classes = client.get("/api/classes").json()["classes"]
+        assert len(classes) == 37 and answer.json()["label"] in classes
+        label = next(c for c in classes if c != answer.json()["label"])
+        given = client.post("/api/feedback", json={"prediction_id": prediction_id, "label": label})
+        assert given.status_code == 200 and given.json()["correct"] is False
+        unknown = client.post("/api/feedback", json={"prediction_id": "nope", "label": label})
+        assert unknown.status_code == 404 and "no prediction 'nope'" in unknown.json()["error"]
+        typo = client.post("/api/feedback", json={"prediction_id": prediction_id, "label": "x"})
+        assert typo.status_code == 400 and "not a class" in typo.json()["error"]
+        missing = client.post("/api/feedback", json={"prediction_id": prediction_id})
+        assert missing.status_code == 400 and "needs label" in missing.json()["error"]
+    with _store(project) as store:
+        assert any(f.prediction_id == prediction_id and f.source == "web"
+                   for f in store.feedback())  # fmt: skip
