@@ -7,55 +7,21 @@ and kept feedback photos export into the folder layout training reads.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from PIL import Image, ImageFilter
 
-from petsml import paths
+from tests.loop import NAME, VAL, loop_project, recording_model, shifted, val_files
 
 pytestmark = pytest.mark.integration
-
-NAME = "oxford-pets-breed"
-VAL = 52  # validation photos: 13 of each of the 4 breeds
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A registered project (champion v1) whose params keep photos and judge small windows."""
-    from tests.tracking import register_in_own_store
-
-    project, uri, _ = register_in_own_store(tmp_path_factory.mktemp("loop"), per_breed=16)
-    raw = yaml.safe_load((project / "params.yaml").read_text())
-    # one window is the validation photos; the image detector alerts too (greyscale shift)
-    raw["monitor"].update(window=VAL, min_window=30, keep_photos=True,
-                          alert=["input", "prediction", "confidence", "image"])  # fmt: skip
-    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    return project, uri
-
-
-def _val_files(project):
-
-    frame = pd.read_csv(project / paths.split_csv("val"))
-    return [str(project / paths.RAW / f) for f in frame["file"]]
-
-
-def _model(project, uri, record=True, **overrides):
-    from petsml.tracking.alias_model import load_alias_model
-    from petsml.tracking.model_registry import ModelRegistry
-    from petsml.tracking.monitor_config import loader_config
-    from petsml.tracking.pyfunc_monitor import OVERRIDES_KEY
-
-    config = loader_config(record, "predict", project / "params.yaml")
-    if overrides:
-        config[OVERRIDES_KEY] = {**config.get(OVERRIDES_KEY, {}), **overrides}
-    registry = ModelRegistry(NAME, uri)
-    return load_alias_model(registry, "champion", {"allow_paths": True}, record=config).model
+    return loop_project(tmp_path_factory.mktemp("loop"))
 
 
 def _store(project):
@@ -89,10 +55,11 @@ def test_the_registered_version_carries_its_reference_from_the_cached_outputs(pr
     project, uri = project
     with tracking_from(project, uri):
         reference = load_reference(f"models:/{NAME}@champion")
-    files = _val_files(project)
+    files = val_files(project)
     assert len(reference) == len(files) == VAL
     # the head on the cached embeddings is what the served model answers for the same photos
-    answers = _model(project, uri, record=False).predict(pd.DataFrame({"image": files[:4]}))
+    plain = recording_model(project, uri, record=False)
+    answers = plain.predict(pd.DataFrame({"image": files[:4]}))
     served = [row["probability"] for _, row in answers.iterrows()]
     cached = reference.sample.probabilities[:4].max(axis=1)
     np.testing.assert_allclose(served, cached, atol=1e-4)
@@ -101,12 +68,12 @@ def test_the_registered_version_carries_its_reference_from_the_cached_outputs(pr
 def test_answers_are_recorded_with_an_id_and_a_bad_row_or_store_costs_no_answer(project, tmp_path):
 
     project, uri = project
-    files = _val_files(project)[:3]
-    broken = _model(project, uri, store=str(tmp_path))  # a folder: the store cannot open there
+    files = val_files(project)[:3]
+    broken = recording_model(project, uri, store=str(tmp_path))  # a folder: no store opens
     answers = broken.predict(pd.DataFrame({"image": files}))
     assert answers["label"].notna().all() and "prediction_id" not in answers.columns
     separate = tmp_path / "records.sqlite"
-    model = _model(project, uri, store=str(separate), keep_photos=False)
+    model = recording_model(project, uri, store=str(separate), keep_photos=False)
     answers = model.predict(pd.DataFrame({"image": [*files, "bm90IGEgcGhvdG8="]}))
     ids = answers["prediction_id"].tolist()
     assert all(ids[:3]) and not ids[3] and answers["error"].iloc[3]
@@ -122,19 +89,12 @@ def test_answers_are_recorded_with_an_id_and_a_bad_row_or_store_costs_no_answer(
         assert all(store.photo(i) is None for i in ids[:3])  # keep_photos false: no photo
 
 
-def _shifted(path: str) -> str:
-    img = Image.open(path).convert("L").filter(ImageFilter.GaussianBlur(3)).convert("RGB")
-    out = io.BytesIO()
-    img.save(out, format="JPEG")
-    return base64.b64encode(out.getvalue()).decode()
-
-
 def test_monitor_flags_only_the_shifted_window_and_counts_feedback(project, capsys, tmp_path):
     from tests.tracking import tracking_from
 
     project, uri = project
-    files = _val_files(project)
-    model = _model(project, uri)
+    files = val_files(project)
+    model = recording_model(project, uri)
     plain = model.predict(pd.DataFrame({"image": files}))
     code, out, err = _pets(["monitor", "--json", *_common(project, uri)], capsys)
     assert code == 0, err
@@ -155,7 +115,7 @@ def test_monitor_flags_only_the_shifted_window_and_counts_feedback(project, caps
     code, _, err = _pets(["feedback", first, "labrador", *_common(project, uri)], capsys)
     assert code == 1 and "not a class of the model" in err
 
-    shifted = model.predict(pd.DataFrame({"image": [_shifted(f) for f in files]}))
+    shifted = model.predict(pd.DataFrame({"image": [shifted(f) for f in files]}))
     assert shifted["prediction_id"].notna().all()
     code, out, err = _pets(["monitor", "--json", *_common(project, uri)], capsys)
     assert code == 3, (out, err)
@@ -190,7 +150,7 @@ def test_the_web_page_takes_feedback_and_refuses_unknown_ids_and_classes(project
     project, uri = project
     app = create_app(NAME, uri, params_path=project / "params.yaml", project_root=project)
     with TestClient(app) as client:
-        answer = client.post("/api/predict", content=open(_val_files(project)[1], "rb").read())
+        answer = client.post("/api/predict", content=open(val_files(project)[1], "rb").read())
         prediction_id = answer.json()["prediction_id"]
         classes = client.get("/api/classes").json()["classes"]
         assert len(classes) == 37 and answer.json()["label"] in classes
