@@ -115,8 +115,8 @@ def test_monitor_flags_only_the_shifted_window_and_counts_feedback(project, caps
     code, _, err = _pets(["feedback", first, "labrador", *_common(project, uri)], capsys)
     assert code == 1 and "not a class of the model" in err
 
-    shifted = model.predict(pd.DataFrame({"image": [shifted(f) for f in files]}))
-    assert shifted["prediction_id"].notna().all()
+    moved = model.predict(pd.DataFrame({"image": [shifted(f) for f in files]}))
+    assert moved["prediction_id"].notna().all()
     code, out, err = _pets(["monitor", "--json", *_common(project, uri)], capsys)
     assert code == 3, (out, err)
     found = json.loads(out)
