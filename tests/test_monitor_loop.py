@@ -166,3 +166,90 @@ def test_the_web_page_takes_feedback_and_refuses_unknown_ids_and_classes(project
     with _store(project) as store:
         assert any(f.prediction_id == prediction_id and f.source == "web"
                    for f in store.feedback())  # fmt: skip
+
+
+@pytest.fixture
+def web_page(project, tmp_path):
+    """(browser, base URL, log) of ``pets web`` on the loop project, in headless Chromium."""
+    import os
+    import subprocess
+    import sys
+
+    from petsml.testing.browser import browser_paths, chromium, free_port, wait_http
+    from petsml.testing.project import REPO
+
+    paths_ = browser_paths("web page feedback test")
+    project, uri = project
+    port, log = free_port(), tmp_path / "pets-web.log"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "petsml.cli", "web", "--port", str(port), "--tracking-uri",
+             uri, "--params", "params.yaml"],
+            cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/api/model", server, log, 240)
+        with chromium(paths_, "1300,1000") as browser:
+            yield browser, base, log
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _label_issues(project) -> None:
+    """A data_issues stage's label_issues.csv naming one training photo."""
+    from petsml import paths
+    from petsml.data_issues.grid import GRID_KEYS
+
+    row = dict(rank=1, image_id="Abyssinian_1", split="train", given=0, given_name="Abyssinian",
+               suggested=4, suggested_name="beagle", self_confidence=0.02,
+               excluded=False)  # fmt: skip
+    (project / paths.DATA_ISSUES).mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([row], columns=list(GRID_KEYS)).to_csv(project / paths.LABEL_ISSUES, index=False)
+
+
+def test_feedback_from_the_web_page_is_counted_by_pets_monitor(project, web_page, capsys):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    browser, base, log = web_page
+    project_dir, uri = project
+
+    def counted() -> int:
+        code, out, err = _pets(["monitor", "--json", *_common(project_dir, uri)], capsys)
+        assert code in (0, 3), err
+        return sum(r["n"] for r in json.loads(out)["feedback"] if r["model_version"] == "1")
+
+    before = counted()
+    browser.get(base)
+    wait = WebDriverWait(browser, 120, poll_frequency=0.3)
+    browser.find_element(By.ID, "file").send_keys(val_files(project_dir)[2])
+    form = wait.until(
+        lambda b: (
+            b.find_element(By.ID, "feedback").is_displayed() and b.find_element(By.ID, "feedback")
+        ),
+        message=f"no feedback form; server log {log}",
+    )
+    choice = Select(browser.find_element(By.ID, "feedback-label"))
+    # every class but the answer's
+    wait.until(lambda b: len(choice.options) == 36, message="the class list never came")
+    choice.select_by_index(0)
+    form.find_element(By.ID, "feedback-send").click()
+    status = wait.until(lambda b: b.find_element(By.ID, "feedback-status").text,
+                        message="the feedback was never acknowledged")  # fmt: skip
+    assert status.startswith("Thanks: recorded as"), status
+    assert counted() == before + 1
+
+    # the models view shows the data's likely label errors: thumbnail, given and suggested label
+    _label_issues(project_dir)
+    browser.find_element(By.ID, "tab-models").click()
+    cell = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#label-issues li"),
+                      message="no label-issue grid")[0]  # fmt: skip
+    assert "given: Abyssinian" in cell.text and "suggested: beagle" in cell.text
+    loaded = "const i = document.querySelector('#label-issues img'); return i.naturalWidth > 0"
+    wait.until(lambda b: b.execute_script(loaded), message="the thumbnail never loaded")
