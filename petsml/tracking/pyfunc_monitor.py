@@ -73,9 +73,12 @@ def _registry_version(name: str, model_id: str) -> tuple[str, str]:
     try:
         from mlflow import MlflowClient
 
-        for version in MlflowClient().search_model_versions(f"name='{name}'"):
-            if getattr(version, "model_id", None) == model_id:
-                aliases = list(version.aliases or [])
+        client = MlflowClient()
+        for version in client.search_model_versions(f"name='{name}'"):
+            # registered from the logged model: its source is models:/<model id>
+            if model_id in (getattr(version, "model_id", None), version.source.split("/")[-1]):
+                # a search leaves aliases out: the version itself has them
+                aliases = list(client.get_model_version(name, version.version).aliases or [])
                 alias = "champion" if "champion" in aliases else (aliases[0] if aliases else "")
                 return str(version.version), alias
     except Exception as error:  # noqa: BLE001 - no registry here: record the model id instead
