@@ -163,9 +163,29 @@ def test_the_web_page_takes_feedback_and_refuses_unknown_ids_and_classes(project
         assert typo.status_code == 400 and "not a class" in typo.json()["error"]
         missing = client.post("/api/feedback", json={"prediction_id": prediction_id})
         assert missing.status_code == 400 and "needs label" in missing.json()["error"]
+        # the data's likely label errors, each with a thumbnail the page can load
+        _label_issues(project)
+        (cell,) = client.get("/api/data_issues").json()["label_issues"]
+        assert (cell["given_name"], cell["suggested_name"]) == ("Abyssinian", "beagle")
+        assert client.get(cell["thumb"]).headers["content-type"] == "image/jpeg"
+        assert client.get("/api/data_issues?limit=0").status_code == 400
     with _store(project) as store:
         assert any(f.prediction_id == prediction_id and f.source == "web"
                    for f in store.feedback())  # fmt: skip
+
+
+def test_pets_predict_records_only_when_asked(project, capsys):
+    project, uri = project
+    photo = val_files(project)[3]
+    code, out, err = _pets(["predict", photo, "--json", *_common(project, uri)], capsys)
+    assert code == 0, err
+    assert "prediction_id" not in json.loads(out)
+    code, out, err = _pets(["predict", photo, "--record", "--json", *_common(project, uri)], capsys)
+    assert code == 0, err
+    prediction_id = json.loads(out)["prediction_id"]
+    with _store(project) as store:
+        window = store.window(last=1)
+        assert list(window.ids) == [prediction_id]
 
 
 @pytest.fixture

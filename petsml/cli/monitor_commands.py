@@ -45,12 +45,6 @@ def _emit_object(obj: dict[str, Any], as_json: bool, text: str) -> None:
     print(json.dumps(obj, default=str) if as_json else text)
 
 
-def _emit_rows(rows: list[dict[str, Any]], as_json: bool, text: list[str]) -> None:
-    """JSON Lines, one object per row (``--json``), else the ``text`` lines."""
-    for line in [json.dumps(row, default=str) for row in rows] if as_json else text:
-        print(line)
-
-
 def _settings(args: argparse.Namespace):
     from petsml.tracking.monitor_config import project_settings
 
