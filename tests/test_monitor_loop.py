@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from tests.loop import NAME, VAL, loop_project, recording_model, shifted, val_files
 
@@ -87,6 +88,23 @@ def test_answers_are_recorded_with_an_id_and_a_bad_row_or_store_costs_no_answer(
         assert window.model_name == NAME and window.model_version == "1"
         assert window.sample.embeddings.shape[0] == 3 and window.sample.embeddings.shape[1] > 0
         assert all(store.photo(i) is None for i in ids[:3])  # keep_photos false: no photo
+
+
+def test_monitor_log_off_records_nothing_even_when_a_loader_asks(project, tmp_path):
+    from petsml.tracking.alias_model import load_alias_model
+    from petsml.tracking.model_registry import ModelRegistry
+    from petsml.tracking.monitor_config import loader_config
+
+    project, uri = project
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["monitor"].update(log=False, store=str(tmp_path / "never.sqlite"))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    config = loader_config(True, "predict", tmp_path / "params.yaml")  # as --record asks
+    model = load_alias_model(ModelRegistry(NAME, uri), "champion", {"allow_paths": True},
+                             record=config).model  # fmt: skip
+    answers = model.predict(pd.DataFrame({"image": val_files(project)[:2]}))
+    assert answers["label"].notna().all() and "prediction_id" not in answers.columns
+    assert not (tmp_path / "never.sqlite").exists()
 
 
 def test_monitor_flags_only_the_shifted_window_and_counts_feedback(project, capsys, tmp_path):

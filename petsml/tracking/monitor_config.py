@@ -36,11 +36,13 @@ def project_settings(params_file: str | Path):
 def loader_config(
     record: bool, source: str, params_file: str | Path | None = None
 ) -> dict[str, Any]:
-    """model_config entries for a loader: recording off, or on with the project's settings
-    (``params_file``; None or absent: the section logged with the model)."""
+    """model_config entries for a loader: recording off, or per the project's settings
+    (``params_file``, whose ``monitor.log`` still decides; None or absent: the section logged
+    with the model)."""
     if not record:
         return {OVERRIDES_KEY: {"log": False}}
     config: dict[str, Any] = {SOURCE_KEY: source}
     if params_file is not None and Path(params_file).is_file():
-        config[OVERRIDES_KEY] = {**project_settings(params_file).as_dict(), "log": True}
+        # monitor.log still decides: --record and the web page record only where it is on
+        config[OVERRIDES_KEY] = project_settings(params_file).as_dict()
     return config
