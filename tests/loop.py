@@ -2,7 +2,7 @@
 
 :func:`loop_project`: :func:`tests.tracking.register_in_own_store` with 16 photos per breed, so
 the champion's reference holds :data:`VAL` validation photos, and params whose window is those
-photos (``monitor.window``), a verdict from 30 distinct photos and the image detector alerting
+photos (``monitor.window``), a verdict from 20 distinct photos and the image detector alerting
 too; :func:`recording_model` loads the champion recording its answers as ``pets predict
 --record`` does; :func:`shifted` is a photo greyscaled and blurred (base64, as a client sends).
 """
@@ -21,16 +21,20 @@ from petsml import paths
 
 NAME = "oxford-pets-breed"
 VAL = 52  # validation photos: 13 of each of the 4 breeds
+REAL_VAL = 28  # with the real sample's 10 photos per breed: 7 of each
 
 
-def loop_project(root: Path, **monitor) -> tuple[Path, str]:
-    """(project, tracking URI): champion v1, the ``monitor:`` changes above and ``monitor``'s."""
+def loop_project(root: Path, photos: Path | None = None, **monitor) -> tuple[Path, str]:
+    """(project, tracking URI): champion v1, the ``monitor:`` changes above and ``monitor``'s.
+    ``photos``: real photos (the Oxford-IIIT sample, 10 per breed) instead of generated ones;
+    then 7 per breed validate: :data:`REAL_VAL`."""
     from tests.tracking import register_in_own_store
 
-    project, uri, _ = register_in_own_store(root, per_breed=16)
+    per_breed, window = (16, VAL) if photos is None else (10, REAL_VAL)
+    project, uri, _ = register_in_own_store(root, per_breed=per_breed, photos=photos)
     raw = yaml.safe_load((project / "params.yaml").read_text())
     alert = ["input", "prediction", "confidence", "image"]
-    raw["monitor"].update(window=VAL, min_window=30, keep_photos=True, alert=alert, **monitor)
+    raw["monitor"].update(window=window, min_window=20, keep_photos=True, alert=alert, **monitor)
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return project, uri
 

@@ -1,4 +1,5 @@
-"""End to end through ``mlflow models serve``: the champion served on loopback records what it
+"""End to end through ``mlflow models serve``, on real Oxford-IIIT Pet photos (the shared
+sample; skipped with the reason without it): the champion served on loopback records what it
 answers (the ``monitor:`` section logged with it, the store relative to the server's working
 folder), each answer names its ``prediction_id``, and ``pets monitor`` run after each window
 flags only the shifted one (greyscale and blurred copies of the same photos).
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from petsml.testing.browser import free_port
+from petsml.testing.project import SHARED_SAMPLE
 from tests.loop import loop_project, shifted, val_files
 
 pytestmark = pytest.mark.integration
@@ -51,7 +53,12 @@ def _wait(base: str, server: subprocess.Popen, log: Path) -> None:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(project, tracking URI, invocations URL) of the loop project's champion, served."""
-    project, uri = loop_project(tmp_path_factory.mktemp("served"))
+    photos = SHARED_SAMPLE / "images"
+    if not sorted(photos.glob("pug_*.jpg")):
+        reason = f"no real photos in {photos} (the Oxford-IIIT Pet sample folder)"
+        print(f"SKIP served monitoring test: {reason}", file=sys.stderr)
+        pytest.skip(reason)
+    project, uri = loop_project(tmp_path_factory.mktemp("served"), photos=photos)
     port, log = free_port(), project / "server.log"
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -90,6 +97,7 @@ def _monitor(project: Path, uri: str, capsys) -> tuple[int, dict]:
 def test_the_served_champion_records_and_only_the_shifted_window_is_flagged(served, capsys):
     project, uri, url = served
     files = val_files(project)
+    assert files and Path(files[0]).stat().st_size > 5000  # a real photo, not a generated one
     plain = _post(url, [base64.b64encode(Path(f).read_bytes()).decode() for f in files])
     assert all(row["prediction_id"] for row in plain)
     assert (project / "monitoring" / "predictions.sqlite").is_file()  # the server's cwd

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,9 +62,18 @@ def write_params(project: Path) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
-def write_splits(project: Path, per_breed: int = 4) -> None:
-    """Photos 1 and 2 of each breed train, one is a test photo, the others validate."""
+def write_splits(project: Path, per_breed: int = 4, photos: Path | None = None) -> None:
+    """Photos 1 and 2 of each breed train, one is a test photo, the others validate.
+    ``photos``: a folder of real photos named ``<Breed>_<n>.jpg``; the k-th photo of a breed
+    there replaces the k-th generated one (the generated one stays where none is left)."""
     ds = make_dataset(project / "data" / "raw", per_breed=per_breed, test_per_breed=1, quirks=False)
+    if photos is not None:
+        for breed in {image_id.rsplit("_", 1)[0] for image_id in ds.ids}:
+            real = sorted(photos.glob(f"{breed}_*.jpg"))
+            mine = sorted((i for i in ds.ids if i.rsplit("_", 1)[0] == breed),
+                          key=lambda i: int(i.rsplit("_", 1)[1]))  # fmt: skip
+            for image_id, source in zip(mine, real, strict=False):
+                shutil.copyfile(source, project / "data" / "raw" / "images" / f"{image_id}.jpg")
     frame = pd.DataFrame(split_rows(ds))
     split = [
         "test"
@@ -107,12 +117,12 @@ def write_eval_files(folder: Path, strategy: str) -> None:
         Image.fromarray(np.full((8, 8, 3), len(strategy) * 7 % 255, np.uint8)).save(folder / name)
 
 
-def build_project(root: Path, per_breed: int = 4) -> Path:
+def build_project(root: Path, per_breed: int = 4, photos: Path | None = None) -> Path:
     """A project directory as the pipeline leaves it just before the track stage."""
     project = root / "project"
     project.mkdir()
     write_params(project)
-    write_splits(project, per_breed)
+    write_splits(project, per_breed, photos)
     for index, strategy in enumerate(STRATEGIES):
         model_dir = project / "models" / strategy
         make_tiny_model(model_dir / "model.pt", strategy=strategy, seed=index)
@@ -213,7 +223,9 @@ def per_class(preds: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def track_in_own_store(root: Path, per_breed: int = 4) -> tuple[Path, str, dict]:
+def track_in_own_store(
+    root: Path, per_breed: int = 4, photos: Path | None = None
+) -> tuple[Path, str, dict]:
     """:func:`build_project` tracked into a SQLite store of its own under ``root``.
 
     Runs the track stage's library call in this process with the project as the cwd and
@@ -224,7 +236,7 @@ def track_in_own_store(root: Path, per_breed: int = 4) -> tuple[Path, str, dict]
     from petsml.io import write_json
     from petsml.tracking.runs import track_pipeline
 
-    project = build_project(root, per_breed)
+    project = build_project(root, per_breed, photos)
     uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
     (root / "store").mkdir()
     with tracking_from(project, uri):
@@ -250,7 +262,9 @@ def tracking_from(project: Path, uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = old_env
 
 
-def register_in_own_store(root: Path, per_breed: int = 4) -> tuple[Path, str, dict]:
+def register_in_own_store(
+    root: Path, per_breed: int = 4, photos: Path | None = None
+) -> tuple[Path, str, dict]:
     """:func:`track_in_own_store`, then the register stage's call: the best strategy becomes
     version 1 of ``oxford-pets-breed`` (the champion, the registry being empty). Returns
     (project, tracking URI, ``reports/registry.json``)."""
@@ -258,7 +272,7 @@ def register_in_own_store(root: Path, per_breed: int = 4) -> tuple[Path, str, di
     from petsml.io import write_json
     from petsml.tracking.registration import register_execution
 
-    project, uri, record = track_in_own_store(root, per_breed)
+    project, uri, record = track_in_own_store(root, per_breed, photos)
     with tracking_from(project, uri):
         params = load_params()
         report = register_execution(
