@@ -56,13 +56,13 @@ from petsml.models.heads import fit_logistic  # noqa: E402
 from petsml.monitoring import (  # noqa: E402
     ImageFacts,
     ModelRef,
-    MonitorSettings,
     Recorder,
     build_reference,
     classifier_outputs,
     detect_drift,
     image_facts,
 )
+from petsml.monitoring.settings import load_settings  # noqa: E402
 from petsml.monitoring.window import Sample, Window  # noqa: E402
 from petsml.training.features import extract_features  # noqa: E402
 
@@ -156,7 +156,9 @@ def record_latency(class_names, photos: Photos, probs, emb, keep: bool, calls: i
     """ms per :meth:`Recorder.record` of real payloads (the photo's bytes, its decoded array,
     the champion's softmax and embedding), ``calls`` times over the photos."""
     with tempfile.TemporaryDirectory() as tmp:
-        settings = MonitorSettings(store=str(Path(tmp) / "predictions.sqlite"), keep_photos=keep)
+        settings = load_settings("params.yaml").replace(
+            store=str(Path(tmp) / "predictions.sqlite"), keep_photos=keep
+        )
         recorder = Recorder.open(settings, MODEL, class_names, source="benchmark")
         assert recorder is not None
         seconds = []
@@ -254,7 +256,9 @@ def main() -> None:
           f"{time.perf_counter() - started:.0f} s so far", flush=True)  # fmt: skip
 
     reference = build_reference(probs["val"], emb["val"], load["val"].facts, class_names, MODEL)
-    settings = MonitorSettings(permutations=args.permutations, min_window=10, seed=args.seed)
+    settings = load_settings("params.yaml").replace(
+        permutations=args.permutations, min_window=10, seed=args.seed
+    )
     rng = np.random.default_rng(args.seed + 1)
     breeds = rng.choice(class_names, 3, replace=False)
     label_rows = np.flatnonzero(np.isin(load["traffic"].breeds, breeds))

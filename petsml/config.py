@@ -32,6 +32,7 @@ from petsml.config_errors import describe
 from petsml.config_section import Section
 from petsml.errors import PetsError
 from petsml.io import load_yaml
+from petsml.monitor_section import MonitorParams
 from petsml.sections import (
     AdviseParams,
     CompareParams,
@@ -74,6 +75,7 @@ class _ParamsBase(Section):
     mlflow: MlflowParams
     registry: RegistryParams
     serve: ServeParams
+    monitor: MonitorParams
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -125,6 +125,7 @@ def registered_project(tmp_path_factory):
 XDIST_SHARED = {
     "tests/test_store_recovery_e2e.py": "tests/test_pipeline_e2e.py",  # pipeline_run
     "tests/test_continuous_training.py": "tests/test_flows.py",  # prefect_server (~40 s)
+    "tests/test_monitor_flow.py": "tests/test_flows.py",
     # registered_project (~40 s)
     "tests/test_mlflow_ui.py": "tests/test_cli_ui.py",
     "tests/test_server_signals.py": "tests/test_cli_ui.py",

@@ -21,11 +21,18 @@ import numpy as np
 
 from petsml.monitoring.record import ImageFacts, ModelRef, PredictionRecord, make_record
 from petsml.monitoring.reference import Reference, build_reference
+from petsml.monitoring.settings import MonitorSettings, load_settings
 from petsml.monitoring.window import Window
+from petsml.testing.project import REPO
 
 CLASSES = tuple(f"class_{i:02d}" for i in range(12))
 DIM = 48
 MODEL = ModelRef("oxford-pets-breed", "3", "champion")
+
+
+def settings_with(**changes) -> MonitorSettings:
+    """The shipped params.yaml's ``monitor:`` section (the one home of its values), changed."""
+    return load_settings(REPO / "params.yaml").replace(**changes)
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,7 @@ def one_record(i: int, tag: str, photo: bytes | None = None) -> PredictionRecord
 def _write(location: str, count: int, tag: str) -> None:
     from petsml.monitoring.store import open_store
 
-    store = open_store(location)
+    store = open_store(location, settings_with())
     for i in range(count):
         record = one_record(i, tag)
         store.append(record)

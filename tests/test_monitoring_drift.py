@@ -16,9 +16,9 @@ from petsml.monitoring.drift import detect_drift
 from petsml.monitoring.mmd import PCA, mmd_test
 from petsml.monitoring.reference import Reference, ReferenceError, build_reference
 from petsml.monitoring.settings import MonitorSettings, MonitorSettingsError
-from tests.monitoring import CLASSES, Draw, Traffic, window_of
+from tests.monitoring import CLASSES, Draw, Traffic, settings_with, window_of
 
-SETTINGS = MonitorSettings(permutations=300)
+SETTINGS = settings_with(permutations=300)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_image_properties_are_reported_and_alert_only_when_asked(traffic, refere
     assert image is not None and image.drifted and not image.alerting
     assert image.details["p_values"]["greyscale"] < 1e-6
     assert quiet.verdict == "ok"
-    loud = detect_drift(reference, grey, MonitorSettings(permutations=300, alert=("image",)))
+    loud = detect_drift(reference, grey, settings_with(permutations=300, alert=("image",)))
     assert loud.verdict == "drift" and loud.drifted == ("image",)
 
 
@@ -80,13 +80,13 @@ def test_duplicates_count_once_and_a_small_window_gets_no_verdict(traffic, refer
     assert len(repeated) == 200 and repeated.n_unique == 10
     result = detect_drift(reference, repeated, SETTINGS)
     assert (result.verdict, result.n, result.n_unique) == ("too few", 200, 10)
-    assert detect_drift(reference, window, MonitorSettings(min_window=5)).verdict in ("ok", "drift")
+    assert detect_drift(reference, window, settings_with(min_window=5)).verdict in ("ok", "drift")
 
 
 def test_the_tests_split_alpha_by_bonferroni():
-    settings = MonitorSettings(alpha=0.06, alert=("input", "prediction", "confidence", "image"))
+    settings = settings_with(alpha=0.06, alert=("input", "prediction", "confidence", "image"))
     assert settings.alpha_per_test() == pytest.approx(0.02)  # three tests; confidence is a rule
-    assert MonitorSettings(alert=("confidence",)).alpha_per_test() == pytest.approx(0.05)
+    assert settings_with(alert=("confidence",)).alpha_per_test() == pytest.approx(0.05)
 
 
 def test_mmd_matches_the_unbiased_estimate_and_its_p_value_is_a_permutation_share():
@@ -140,7 +140,7 @@ def test_reference_round_trips_and_refuses_another_models_window(traffic, refere
 
 
 def test_domain_classifier_auc_separates_a_shift_and_not_the_same_traffic(traffic, reference):
-    settings = MonitorSettings(permutations=100, domain_classifier=True)
+    settings = settings_with(permutations=100, domain_classifier=True)
     same = detect_drift(reference, window_of(traffic.draw(120, seed=11)), settings)
     moved = detect_drift(reference, window_of(traffic.draw(120, seed=11, offset=0.5)), settings)
     auc_same = same.detector("input").details["domain_auc"]
@@ -161,13 +161,15 @@ def test_domain_classifier_auc_separates_a_shift_and_not_the_same_traffic(traffi
 )
 def test_bad_settings_name_the_key(values, message):
     with pytest.raises(MonitorSettingsError, match=message):
-        MonitorSettings.from_mapping(values)
+        MonitorSettings.from_mapping({**settings_with().as_dict(), **values})
 
 
-def test_settings_from_params_keep_defaults_and_types():
-    settings = MonitorSettings.from_mapping({"window": 100, "alert": ["input"], "max_mb": 5})
+def test_settings_from_params_keep_types():
+    shipped = settings_with().as_dict()
+    settings = MonitorSettings.from_mapping({**shipped, "window": 100, "alert": ["input"],
+                                             "max_mb": 5})  # fmt: skip
     assert settings.window == 100 and settings.alert == ("input",) and settings.max_mb == 5.0
-    assert settings.permutations == MonitorSettings().permutations
+    assert settings.permutations == shipped["permutations"]
     assert MonitorSettings.from_mapping(settings.as_dict()) == settings
 
 
@@ -175,7 +177,7 @@ def test_a_small_reference_in_many_dimensions_does_not_make_false_alarms():
     """The embeddings' reduction must not see which rows are the reference: a PCA fitted on a
     few dozen reference rows of a 300-d embedding alone alarms on most unchanged windows."""
     rng = np.random.default_rng(12)
-    dim, settings = 300, MonitorSettings(permutations=200, min_window=10)
+    dim, settings = 300, settings_with(permutations=200, min_window=10)
 
     def sample(n: int) -> Draw:
         probs = rng.dirichlet(np.ones(len(CLASSES)), n).astype(np.float32)
@@ -190,3 +192,28 @@ def test_a_small_reference_in_many_dimensions_does_not_make_false_alarms():
     ]
     assert sum(p < settings.alpha_per_test() for p in p_values) <= 3, sorted(p_values)[:5]
     assert 0.25 < float(np.median(p_values)) < 0.75  # p-values spread as they should
+
+
+def test_params_yaml_owns_every_monitor_value():
+    """MonitorSettings has no defaults: the shipped params.yaml builds it, and a mapping
+    missing a key is refused naming it."""
+    from dataclasses import MISSING, fields
+
+    assert all(f.default is MISSING and f.default_factory is MISSING
+               for f in fields(MonitorSettings))  # fmt: skip
+    shipped = settings_with()
+    assert shipped.window == 200 and shipped.alert == ("input", "prediction", "confidence")
+    values = shipped.as_dict()
+    del values["window"]
+    with pytest.raises(MonitorSettingsError, match=r"monitor\.window: missing"):
+        MonitorSettings.from_mapping(values)
+
+
+def test_a_bad_monitor_value_in_params_names_the_key():
+    from petsml.config import ConfigError
+    from petsml.testing.project import shipped_params
+
+    with pytest.raises(ConfigError, match=r"monitor\.min_window"):
+        shipped_params({"monitor.min_window": 1})
+    with pytest.raises(ConfigError, match=r"monitor\.alert"):
+        shipped_params({"monitor.alert": ["input", "vibes"]})

@@ -23,11 +23,10 @@ from petsml.monitoring.monitor import run_monitor
 from petsml.monitoring.record import ModelRef, image_facts, make_record
 from petsml.monitoring.recorder import Recorder
 from petsml.monitoring.reference import classifier_outputs
-from petsml.monitoring.settings import MonitorSettings
 from petsml.monitoring.store import open_store
 from petsml.testing.fakedata import make_dataset
 from tests.models import DECODE_SIZE, sample_photo, write_jpeg
-from tests.monitoring import CLASSES, MODEL, Traffic, records
+from tests.monitoring import CLASSES, MODEL, Traffic, records, settings_with
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +64,7 @@ def test_a_served_prediction_is_recorded_without_its_photo_unless_kept(tiny_mode
     assert probs.shape == (1, len(spec["class_names"])) and embeddings.shape[0] == 1
     served = ModelRef("oxford-pets-breed", "1", "champion")
     for keep in (False, True):
-        settings = MonitorSettings(store=str(tmp_path / f"keep-{keep}.sqlite"), keep_photos=keep)
+        settings = settings_with(store=str(tmp_path / f"keep-{keep}.sqlite"), keep_photos=keep)
         recorder = Recorder.open(settings, served, spec["class_names"], source="serve")
         assert recorder is not None
         prediction_id = recorder.record(probs[0], data, embeddings[0], decoded)
@@ -75,11 +74,11 @@ def test_a_served_prediction_is_recorded_without_its_photo_unless_kept(tiny_mode
         np.testing.assert_allclose(window.sample.embeddings[0], embeddings[0], rtol=1e-2, atol=1e-3)
         assert recorder.store.photo(prediction_id) == (data if keep else None)
         recorder.close()
-    assert Recorder.open(MonitorSettings(log=False), served, spec["class_names"]) is None
+    assert Recorder.open(settings_with(log=False), served, spec["class_names"]) is None
 
 
 def test_recording_never_fails_the_answer(tmp_path):
-    settings = MonitorSettings(store=str(tmp_path / "p.sqlite"))
+    settings = settings_with(store=str(tmp_path / "p.sqlite"))
     recorder = Recorder.open(settings, MODEL, CLASSES)
     assert recorder is not None
     photo = write_jpeg(tmp_path / "pet.jpg").read_bytes()
@@ -92,7 +91,7 @@ def test_recording_never_fails_the_answer(tmp_path):
 def test_a_monitoring_run_writes_json_offline_html_and_a_verdict_line(tmp_path):
     traffic = Traffic(0)
     reference = traffic.reference()
-    settings = MonitorSettings(store=str(tmp_path / "p.sqlite"), reports=str(tmp_path / "r"),
+    settings = settings_with(store=str(tmp_path / "p.sqlite"), reports=str(tmp_path / "r"),
                                permutations=200, window=100)  # fmt: skip
     with open_store(settings.store, settings) as store:
         calm = records(traffic.draw(100, seed=20))
@@ -118,7 +117,7 @@ def test_a_monitoring_run_writes_json_offline_html_and_a_verdict_line(tmp_path):
 
 
 def test_feedback_photos_export_into_the_folder_layout(tmp_path):
-    settings = MonitorSettings(keep_photos=True)
+    settings = settings_with(keep_photos=True)
     photos = [write_jpeg(tmp_path / f"in{i}.jpg", class_index=i, seed=i).read_bytes()
               for i in range(4)]  # fmt: skip
     draw = Traffic(0).draw(4, seed=30)

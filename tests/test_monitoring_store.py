@@ -21,9 +21,8 @@ import pytest
 from petsml.monitoring.accuracy import accuracy_over_time
 from petsml.monitoring.record import ModelRef
 from petsml.monitoring.schema import prediction_row
-from petsml.monitoring.settings import MonitorSettings
 from petsml.monitoring.store import StoreError, UnknownPredictionError, open_store
-from tests.monitoring import MODEL, Traffic, fresh_postgres_database, records
+from tests.monitoring import MODEL, Traffic, fresh_postgres_database, records, settings_with
 from tests.servers import postgres, server_env
 
 pytestmark = pytest.mark.integration
@@ -60,7 +59,7 @@ def test_records_round_trip_per_model_version(location):
     traffic = Traffic(0)
     older = records(traffic.draw(5, seed=1), model=ModelRef(MODEL.name, "2", ""))
     mine = records(traffic.draw(30, seed=2), start=1_800_000_100.0)
-    with open_store(location) as store:
+    with open_store(location, settings_with()) as store:
         store.append_many(older)
         for record in mine:
             store.append(record)
@@ -75,20 +74,20 @@ def test_records_round_trip_per_model_version(location):
     assert window.sample.width.tolist() == [r.image.width for r in mine[-20:]]
     assert window.sha256.tolist() == [r.image.sha256 for r in mine[-20:]]
     assert window.times.tolist() == [r.time for r in mine[-20:]]
-    with open_store(location) as store:
+    with open_store(location, settings_with()) as store:
         since = store.window(MODEL, last=100, since=mine[25].time)
         assert since.ids.tolist() == [r.id for r in mine[25:]]
 
 
 def test_two_writer_processes_append_concurrently_without_losing_records(location):
-    open_store(location).close()  # the tables exist before the race
+    open_store(location, settings_with()).close()  # the tables exist before the race
     writers = [_writer(location, 150, tag) for tag in ("a", "b")]
     outputs = [w.communicate(timeout=300) for w in writers]
     for writer, (_, err) in zip(writers, outputs, strict=True):
         assert writer.returncode == 0, err[-3000:]
     printed = [line for out, _ in outputs for line in out.split()]
     assert len(printed) == 300
-    with open_store(location) as store:
+    with open_store(location, settings_with()) as store:
         assert sorted(store.ids()) == sorted(printed)
         assert store.totals()[0] == 300
 
@@ -104,7 +103,7 @@ def test_a_killed_writer_loses_no_committed_record(location):
             break
     writer.wait(timeout=60)
     assert writer.returncode == -signal.SIGKILL, writer.stderr.read()[-2000:]
-    with open_store(location) as store:
+    with open_store(location, settings_with()) as store:
         kept = set(store.ids())
         assert set(committed) <= kept
         assert store.totals()[0] == store.count() == len(kept)  # totals agree after the kill
@@ -118,7 +117,7 @@ def test_rotation_keeps_the_row_and_byte_caps_after_every_append(location):
     traffic = Traffic(0)
     many = records(traffic.draw(120, seed=4))
     weight = prediction_row(many[0])[-1]  # what one record weighs for the byte cap
-    settings = MonitorSettings(max_rows=40, max_mb=25.5 * weight / 2**20)  # bytes bind first
+    settings = settings_with(max_rows=40, max_mb=25.5 * weight / 2**20)  # bytes bind first
     with open_store(location, settings) as store:
         for record in many:
             store.append(record)
@@ -132,7 +131,7 @@ def test_rotation_keeps_the_row_and_byte_caps_after_every_append(location):
 
 def test_archive_rotation_keeps_every_record_somewhere(location, tmp_path):
     archive = tmp_path / "archive"
-    settings = MonitorSettings(max_rows=30, rotation="archive", archive_dir=str(archive))
+    settings = settings_with(max_rows=30, rotation="archive", archive_dir=str(archive))
     many = records(Traffic(0).draw(100, seed=5))
     with open_store(location, settings) as store:
         for record in many:
@@ -142,7 +141,7 @@ def test_archive_rotation_keeps_every_record_somewhere(location, tmp_path):
     assert files, "rotation archived nothing"
     archived = []
     for path in files:
-        with open_store(path) as old:
+        with open_store(path, settings_with()) as old:
             archived += old.ids()
             assert len(old.window(MODEL, last=5)) == min(5, len(old.ids()))
     assert sorted(archived + kept) == sorted(r.id for r in many)
@@ -152,7 +151,7 @@ def test_archive_rotation_keeps_every_record_somewhere(location, tmp_path):
 def test_sqlite_file_stays_bounded_under_rotation(tmp_path):
     path = tmp_path / "predictions.sqlite"
     draw = Traffic(0).draw(600, seed=6)
-    settings = MonitorSettings(max_rows=100)
+    settings = settings_with(max_rows=100)
     with open_store(path, settings) as store:  # closing checkpoints the WAL into the file
         store.append_many(records(draw)[:100])
     full = path.stat().st_size
@@ -166,7 +165,7 @@ def test_feedback_round_trips_into_per_version_accuracy(location):
     traffic = Traffic(0)
     v2 = records(traffic.draw(6, seed=7), start=1_800_000_000.0, model=ModelRef(MODEL.name, "2"))
     v3 = records(traffic.draw(4, seed=8), start=1_800_000_000.0 + DAY)
-    with open_store(location, MonitorSettings(max_rows=10)) as store:
+    with open_store(location, settings_with(max_rows=10)) as store:
         store.append_many(v2 + v3)
         for i, record in enumerate(v2):  # v2: half wrong
             store.add_feedback(record.id, record.label if i % 2 else "somewhere_else", "web")
@@ -189,16 +188,16 @@ def test_feedback_round_trips_into_per_version_accuracy(location):
 
 def test_a_bad_location_says_which_setting_to_fix(tmp_path):
     with pytest.raises(StoreError, match="monitor.store .* is a folder"):
-        open_store(tmp_path)
+        open_store(tmp_path, settings_with())
     closed = "postgresql://nobody@127.0.0.1:9/none"  # the discard port: nothing listens
     try:
         import psycopg2  # noqa: F401
     except ImportError:
         with pytest.raises(StoreError, match="psycopg2 is not installed"):
-            open_store(closed)
+            open_store(closed, settings_with())
         return
     with pytest.raises(StoreError, match="cannot connect"):
-        open_store(closed)
+        open_store(closed, settings_with())
 
 
 def test_a_dropped_postgresql_connection_costs_one_record_not_all_after_it(postgres_server):
@@ -210,7 +209,7 @@ def test_a_dropped_postgresql_connection_costs_one_record_not_all_after_it(postg
     from tests.monitoring import CLASSES
 
     location = fresh_postgres_database(postgres_server, f"monitor_{next(_names)}")
-    recorder = Recorder(open_store(location), MODEL, CLASSES)
+    recorder = Recorder(open_store(location, settings_with()), MODEL, CLASSES)
     draw = Traffic(0).draw(3, seed=10)
     assert recorder.record(draw.probabilities[0], draw.facts[0]) is not None
     admin = psycopg2.connect(location)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,14 +66,31 @@ def write_params(project: Path, photos: Path | None = None) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
-def write_splits(project: Path, photos: Path | None = None) -> None:
+def write_splits(
+    project: Path, photos: Path | None = None, per_breed: int = 4, real_photos: Path | None = None
+) -> None:
     """Photos and their split CSVs: the official layout under data/raw, or ``photos`` as a
-    ``<class>/<image>`` folder (classes named after breeds, so the tiny models' labels fit)."""
+    ``<class>/<image>`` folder (classes named after breeds, so the tiny models' labels fit).
+
+    In the official layout photos 1 and 2 of each breed train, one is a test photo, the others
+    validate; ``real_photos``: a folder of real photos named ``<Breed>_<n>.jpg`` whose k-th photo
+    of a breed replaces the k-th generated one (the generated one stays where none is left)."""
     if photos is None:
-        ds = make_dataset(project / "data" / "raw", per_breed=4, test_per_breed=1, quirks=False)
+        ds = make_dataset(project / "data" / "raw", per_breed=per_breed, test_per_breed=1,
+                          quirks=False)  # fmt: skip
+        if real_photos is not None:
+            for breed in {image_id.rsplit("_", 1)[0] for image_id in ds.ids}:
+                real = sorted(real_photos.glob(f"{breed}_*.jpg"))
+                mine = sorted((i for i in ds.ids if i.rsplit("_", 1)[0] == breed),
+                              key=lambda i: int(i.rsplit("_", 1)[1]))  # fmt: skip
+                for image_id, source in zip(mine, real, strict=False):
+                    target = project / "data" / "raw" / "images" / f"{image_id}.jpg"
+                    shutil.copyfile(source, target)
         frame = pd.DataFrame(split_rows(ds))
         split = [
-            "test" if image_id in ds.test else ("val" if image_id.endswith("_3") else "train")
+            "test"
+            if image_id in ds.test
+            else ("val" if int(image_id.rsplit("_", 1)[1]) >= 3 else "train")
             for image_id in frame["image_id"]
         ]
     else:
@@ -136,13 +154,15 @@ def write_eval_files(folder: Path, strategy: str) -> None:
         Image.fromarray(np.full((8, 8, 3), len(strategy) * 7 % 255, np.uint8)).save(folder / name)
 
 
-def build_project(root: Path, photos: Path | None = None) -> Path:
+def build_project(
+    root: Path, photos: Path | None = None, per_breed: int = 4, real_photos: Path | None = None
+) -> Path:
     """A project directory as the pipeline leaves it just before the track stage; ``photos``:
     of a ``data.source: folder`` project reading that folder (see :func:`write_splits`)."""
     project = root / "project"
     project.mkdir()
     write_params(project, photos)
-    write_splits(project, photos)
+    write_splits(project, photos, per_breed, real_photos)
     for index, strategy in enumerate(STRATEGIES):
         model_dir = project / "models" / strategy
         make_tiny_model(model_dir / "model.pt", strategy=strategy, seed=index)
@@ -243,7 +263,9 @@ def per_class(preds: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def track_in_own_store(root: Path, photos: Path | None = None) -> tuple[Path, str, dict]:
+def track_in_own_store(
+    root: Path, photos: Path | None = None, per_breed: int = 4, real_photos: Path | None = None
+) -> tuple[Path, str, dict]:
     """:func:`build_project` tracked into a SQLite store of its own under ``root``.
 
     Runs the track stage's library call in this process with the project as the cwd and
@@ -254,7 +276,7 @@ def track_in_own_store(root: Path, photos: Path | None = None) -> tuple[Path, st
     from petsml.io import write_json
     from petsml.tracking.runs import track_pipeline
 
-    project = build_project(root, photos)
+    project = build_project(root, photos, per_breed, real_photos)
     uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
     (root / "store").mkdir()
     with tracking_from(project, uri):
@@ -280,7 +302,9 @@ def tracking_from(project: Path, uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = old_env
 
 
-def register_in_own_store(root: Path, photos: Path | None = None) -> tuple[Path, str, dict]:
+def register_in_own_store(
+    root: Path, photos: Path | None = None, per_breed: int = 4, real_photos: Path | None = None
+) -> tuple[Path, str, dict]:
     """:func:`track_in_own_store`, then the register stage's call: the best strategy becomes
     version 1 of ``oxford-pets-breed`` (the champion, the registry being empty). Returns
     (project, tracking URI, ``reports/registry.json``)."""
@@ -288,7 +312,7 @@ def register_in_own_store(root: Path, photos: Path | None = None) -> tuple[Path,
     from petsml.io import write_json
     from petsml.tracking.registration import register_execution
 
-    project, uri, record = track_in_own_store(root, photos)
+    project, uri, record = track_in_own_store(root, photos, per_breed, real_photos)
     with tracking_from(project, uri):
         params = load_params()
         report = register_execution(

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "petsml.cli.predict_commands",
     "petsml.cli.serve_command",
     "petsml.cli.server_commands",
+    "petsml.cli.monitor_commands",
 )
 
 # how `pets --help` lists the subcommands; any other registered one is listed under "more"

@@ -49,6 +49,7 @@ def _model_rows(model, files: list[str]) -> list[dict]:
                 "probability": float(row["probability"]),
                 "top5": json.loads(top5) if isinstance(top5, str) and top5 else top5,
                 "error": None,
+                **({"prediction_id": row["prediction_id"]} if row.get("prediction_id") else {}),
             }
         )
     return rows
@@ -71,7 +72,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
         mlflow.set_tracking_uri(reg.tracking_uri)
         mlflow.set_registry_uri(reg.tracking_uri)
-        model = mlflow.pyfunc.load_model(uri, model_config={"allow_paths": True})
+        from petsml.cli.monitor_commands import record_config  # --record: monitor.log applies
+
+        model = mlflow.pyfunc.load_model(
+            uri, model_config={"allow_paths": True, **record_config(args, reg.name, holder)}
+        )
         answers = {row["file"]: row for row in _model_rows(model, readable)}
     # one answer per file, in the order given; a missing file does not cancel the others
     rows = [answers.get(f) or _failed_row(f, problems[f] or "no answer") for f in args.files]
@@ -91,6 +96,8 @@ def _predict_text(uri: str, version: str):
             return "\n".join([*lines, f"{row['file']}: ERROR {row['error']}"])
         species = f" ({row['species']})" if row["species"] else ""  # none: a folder's class
         lines.append(f"{row['file']}: {row['label']}{species} p={row['probability']:.3f}")
+        if row.get("prediction_id"):  # --record: what `pets feedback` names
+            lines.append(f"    prediction_id {row['prediction_id']}")
         for item in row["top5"] or []:  # the pyfunc's ranked {"label", "probability"} list
             lines.append(f"    {item['label']:<28} {item['probability']:.3f}")
         return "\n".join(lines)
@@ -174,7 +181,10 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="image files (JPEG, PNG, ...)")
     p.add_argument("--alias", default="champion", help="registry alias")
     add_json_flag(p, "JSON Lines, one object per file: file, label, species, probability, "
-                  "top5, error")  # fmt: skip
+                  "top5, error (and prediction_id with --record)")  # fmt: skip
+    p.add_argument("--record", action="store_true",
+                   help="record the answers for monitoring (params.yaml monitor:; each row gets a "
+                        "prediction_id for `pets feedback`)")  # fmt: skip
     p.set_defaults(func=cmd_predict)
 
     p = parser_for(

@@ -9,8 +9,9 @@ Domain code (no MLflow, Prefect or DVC: ``pyproject.toml``'s import contracts), 
 - :mod:`.mmd`, :mod:`.bbsd`, :mod:`.confidence`, :mod:`.image_drift`, :mod:`.domain_classifier`:
   the detectors; :mod:`.drift`: all of them and one verdict;
 - :mod:`.report`, :mod:`.report_html`: ``<window>.json``, ``<window>.html``, a verdict line;
-- :mod:`.feedback`, :mod:`.accuracy`: "it is X" answers, and accuracy on them over time per
-  version; :mod:`.export`: feedback photos into the ``data.source: folder`` layout;
+- :mod:`.feedback`, :mod:`.feedback_check`, :mod:`.accuracy`: "it is X" answers (checked),
+  and accuracy on them over time per version; :mod:`.export`: feedback photos into the
+  ``data.source: folder`` layout;
 - :mod:`.monitor`: one run of all that (``pets monitor``, the ``monitor`` flow);
 - :mod:`.settings`: the ``monitor:`` section of params.yaml as a typed dataclass.
 
@@ -31,6 +32,7 @@ _WHERE = {
     "drift": ("DetectorResult", "DriftResult", "detect_drift"),
     "export": ("ExportSummary", "export_feedback_photos"),
     "feedback": ("Feedback", "FeedbackPhoto"),
+    "feedback_check": ("UnknownLabelError", "record_feedback"),
     "monitor": ("MonitorOutcome", "run_monitor"),
     "record": ("ImageFacts", "ModelRef", "PredictionRecord", "image_facts", "make_record"),
     "recorder": ("Recorder",),

@@ -102,12 +102,9 @@ def _input(ref, win, settings: MonitorSettings, alpha: float, rng) -> DetectorRe
     )  # fmt: skip
 
 
-def detect_drift(
-    reference: Reference, window: Window, settings: MonitorSettings | None = None
-) -> DriftResult:
+def detect_drift(reference: Reference, window: Window, settings: MonitorSettings) -> DriftResult:
     """Every detector on ``window`` (deduplicated by content hash when ``monitor.deduplicate``)
     against ``reference``; seeded by ``monitor.seed``, so a rerun gives the same p-values."""
-    settings = settings or MonitorSettings()
     if len(window):
         reference.check_matches(window.sample.class_names)
     tested = window.deduplicated() if settings.deduplicate else window

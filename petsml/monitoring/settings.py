@@ -1,8 +1,10 @@
 """The monitor's settings: where records go, how much is kept, when a window counts as drifted.
 
 One frozen dataclass, so every caller (the serving model, the web page, ``pets monitor``, the
-flow) reads the same defaults; :meth:`MonitorSettings.from_mapping` takes params.yaml's
-``monitor:`` section and names the ``monitor.<key>`` at fault, and the fix, on bad input.
+flow) reads the same values. It has no defaults: params.yaml's ``monitor:`` section owns every
+value (:class:`petsml.monitor_section.MonitorParams` types it), and
+:meth:`MonitorSettings.from_mapping` takes that section and names the ``monitor.<key>`` at
+fault, and the fix, on bad input; :func:`load_settings` reads it from a params file.
 
 How the thresholds combine (docs/MONITORING.md, "How drift is decided"): the statistical
 detectors named in ``alert`` share the false-alarm budget ``alpha`` (Bonferroni: each is tested
@@ -15,9 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, Literal
 
-from petsml import paths
 from petsml.errors import PetsError
 
 # The detectors a verdict can rest on (``alert``); "image" tests the photos' size, format and
@@ -34,30 +36,30 @@ class MonitorSettingsError(PetsError):
 @dataclass(frozen=True)
 class MonitorSettings:
     # --- recording (serving side)
-    log: bool = True  # record each prediction of `pets web` / `pets serve`
-    store: str = "monitoring/predictions.sqlite"  # a path (SQLite) or postgresql://user@host/db
-    keep_photos: bool = False  # keep the photo itself (personal data: opt in)
-    max_rows: int = 100_000  # rotation: records kept at most
-    max_mb: float = 2048.0  # rotation: MB of stored vectors and photos kept at most
-    rotation: Literal["drop", "archive"] = "drop"  # what happens to the oldest past a cap
-    archive_dir: str = "monitoring/archive"  # rotation: archive writes SQLite files here
-    durable: bool = False  # SQLite synchronous=FULL: survive power loss, not only a killed process
+    log: bool  # record each prediction of `pets web` / `pets serve`
+    store: str  # a path (SQLite) or postgresql://user@host/db
+    keep_photos: bool  # keep the photo itself (personal data: opt in)
+    max_rows: int  # rotation: records kept at most
+    max_mb: float  # rotation: MB of stored vectors and photos kept at most
+    rotation: Literal["drop", "archive"]  # what happens to the oldest past a cap
+    archive_dir: str  # rotation: archive writes SQLite files here
+    durable: bool  # SQLite synchronous=FULL: survive power loss, not only a killed process
     # --- the window and its tests
-    window: int = 200  # the last N predictions of the served version
-    min_window: int = 30  # fewer distinct photos: no verdict ("too few")
-    deduplicate: bool = True  # a photo sent twice counts once (by content hash)
-    alpha: float = 0.05  # false-alarm budget of one window, split over the tests in `alert`
-    alert: tuple[str, ...] = ("input", "prediction", "confidence")
-    pca_components: int = 32  # embeddings reduced to this many dimensions for MMD
-    permutations: int = 1000  # MMD permutation test: smallest p-value 1 / (permutations + 1)
-    domain_classifier: bool = False  # also fit reference-vs-window logistic regression (AUC)
-    confidence_drop: float = 0.15  # alert when mean top-1 probability falls this much
-    low_confidence: float = 0.5  # a prediction under this top-1 probability is "unsure"
-    low_share_rise: float = 0.25  # alert when the unsure share rises this much
-    seed: int = 0  # permutations, PCA and the domain classifier's folds
+    window: int  # the last N predictions of the served version
+    min_window: int  # fewer distinct photos: no verdict ("too few")
+    deduplicate: bool  # a photo sent twice counts once (by content hash)
+    alpha: float  # false-alarm budget of one window, split over the tests in `alert`
+    alert: tuple[str, ...]
+    pca_components: int  # embeddings reduced to this many dimensions for MMD
+    permutations: int  # MMD permutation test: smallest p-value 1 / (permutations + 1)
+    domain_classifier: bool  # also fit reference-vs-window logistic regression (AUC)
+    confidence_drop: float  # alert when mean top-1 probability falls this much
+    low_confidence: float  # a prediction under this top-1 probability is "unsure"
+    low_share_rise: float  # alert when the unsure share rises this much
+    seed: int  # permutations, PCA and the domain classifier's folds
     # --- outputs and the loop
-    reports: str = str(paths.MONITORING_REPORTS)  # <window>.json and <window>.html
-    retrain_on_drift: bool = False  # the flow starts the continuous-training deployment
+    reports: str  # <window>.json and <window>.html
+    retrain_on_drift: bool  # the flow starts the continuous-training deployment
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> MonitorSettingsError:
@@ -100,9 +102,13 @@ class MonitorSettings:
         data["alert"] = list(self.alert)
         return data
 
+    def replace(self, **changes: Any) -> MonitorSettings:
+        """A copy with some values changed (checked again), e.g. a loader's overrides."""
+        return MonitorSettings.from_mapping({**self.as_dict(), **changes})
+
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> MonitorSettings:
-        """Settings from params.yaml's ``monitor:`` mapping; missing keys keep their defaults."""
+        """Settings from params.yaml's ``monitor:`` mapping; every key must be there."""
         values = dict(values or {})
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(values) - set(known))
@@ -110,37 +116,60 @@ class MonitorSettings:
             raise MonitorSettingsError(
                 f"monitor.{unknown[0]}: unknown setting; the known ones are {sorted(known)}"
             )
+        missing = [name for name in known if name not in values]
+        if missing:
+            raise MonitorSettingsError(
+                f"monitor.{missing[0]}: missing; add it to params.yaml's monitor: section "
+                "(docs/MONITORING.md lists every key)"
+            )
         converted: dict[str, Any] = {}
         for key, value in values.items():
-            default = getattr(cls, key)
+            kind = _KINDS[key]
             try:
-                converted[key] = _convert(value, default)
+                converted[key] = _convert(value, kind)
             except (TypeError, ValueError):
-                kind = type(default).__name__
                 raise MonitorSettingsError(
                     f"monitor.{key}: {value!r} is not a {kind}; fix it in params.yaml"
                 ) from None
         return cls(**converted)
 
 
-def _convert(value: Any, default: Any) -> Any:
-    """``value`` as the type of ``default``; no silent truthiness (``"no"`` is not a bool)."""
-    if isinstance(default, bool):
+def load_settings(params_file: str | Path = "params.yaml") -> MonitorSettings:
+    """The ``monitor:`` section of ``params_file``, checked like a stage loads it."""
+    from petsml.config import load_params
+
+    return MonitorSettings.from_mapping(load_params(params_file).monitor.model_dump())
+
+
+def _convert(value: Any, kind: str) -> Any:
+    """``value`` as ``kind``; no silent truthiness (``"no"`` is not a bool)."""
+    if kind == "bool":
         if not isinstance(value, bool):
             raise TypeError(value)
         return value
-    if isinstance(default, int):
+    if kind == "int":
         if isinstance(value, bool) or not float(value).is_integer():
             raise TypeError(value)
         return int(value)
-    if isinstance(default, float):
+    if kind == "float":
         if isinstance(value, bool):
             raise TypeError(value)
         return float(value)
-    if isinstance(default, tuple):
+    if kind == "list":
         if isinstance(value, str) or not isinstance(value, list | tuple):
             raise TypeError(value)
         return tuple(str(item) for item in value)
     if not isinstance(value, str):
         raise TypeError(value)
     return value
+
+
+# the type each key is read as (the dataclass's annotations are strings under PEP 563)
+_KINDS = {
+    "log": "bool", "store": "str", "keep_photos": "bool", "max_rows": "int", "max_mb": "float",
+    "rotation": "str", "archive_dir": "str", "durable": "bool", "window": "int",
+    "min_window": "int", "deduplicate": "bool", "alpha": "float", "alert": "list",
+    "pca_components": "int", "permutations": "int", "domain_classifier": "bool",
+    "confidence_drop": "float", "low_confidence": "float", "low_share_rise": "float",
+    "seed": "int", "reports": "str", "retrain_on_drift": "bool",
+}  # fmt: skip

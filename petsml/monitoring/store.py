@@ -81,9 +81,9 @@ class MonitorStore:
 
     dialect: Dialect = SQLITE
 
-    def __init__(self, location: str | Path, settings: MonitorSettings | None = None):
+    def __init__(self, location: str | Path, settings: MonitorSettings):
         self.location = str(location)
-        self.settings = settings or MonitorSettings()
+        self.settings = settings
         self._lock = threading.RLock()
         self._conn: Any = None
         self._pid = -1
@@ -380,10 +380,9 @@ class PostgresStore(MonitorStore):
         pass  # psycopg2 opens a transaction with the first statement
 
 
-def open_store(location: str | Path, settings: MonitorSettings | None = None) -> MonitorStore:
+def open_store(location: str | Path, settings: MonitorSettings) -> MonitorStore:
     """The store at ``location``: a ``postgresql://`` URL, or a SQLite file path
     (``sqlite:///`` prefix optional; its folder is created)."""
-    settings = settings or MonitorSettings()
     if is_postgres(str(location)):
         return PostgresStore(location, settings)
     return SQLiteStore(location, settings)

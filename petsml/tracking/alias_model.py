@@ -69,11 +69,18 @@ def _store(uri: str) -> Iterator[None]:
 
 
 def load_alias_model(
-    registry: ModelRegistry, alias: str, model_config: dict[str, Any] | None = None
+    registry: ModelRegistry,
+    alias: str,
+    model_config: dict[str, Any] | None = None,
+    *,
+    record: dict[str, Any] | None = None,
 ) -> AliasModel:
     """Load ``models:/<name>@<alias>``; a missing alias is a :class:`PetsError` saying how to
-    make one."""
+    make one. ``record``: :func:`petsml.tracking.monitor_config.loader_config`'s entries (the
+    model records its answers); None: it records nothing."""
     import mlflow.pyfunc
+
+    from petsml.tracking.monitor_config import loader_config
 
     holder = registry.by_alias(alias)
     if holder is None:
@@ -82,8 +89,12 @@ def load_alias_model(
             "pipeline (`dvc repro register`) or `pets promote <version> --reason ...`."
         )
     uri = f"models:/{registry.name}@{alias}"
+    # which version answers, for the records the model keeps of its answers (monitor.log)
+    identity = {"model_name": registry.name, "model_version": str(holder.version),
+                "model_alias": alias}  # fmt: skip
     with _store(registry.tracking_uri):
-        model = mlflow.pyfunc.load_model(uri, model_config=model_config)
+        config = {**identity, **(record or loader_config(False, "")), **(model_config or {})}
+        model = mlflow.pyfunc.load_model(uri, model_config=config)
     tags = dict(holder.tags or {})
     return AliasModel(
         name=registry.name,

@@ -148,9 +148,12 @@ def log_child(
     experiment_id: str,
     name_backbone: bool = False,
     index: Path | None = None,
+    reference: Path | None = None,
 ) -> tuple[str, str]:
     """One nested strategy run; returns (run id, model id). ``index``: the model's neighbour
-    index file (:mod:`petsml.tracking.neighbour_files`), shipped inside the logged model."""
+    index file (:mod:`petsml.tracking.neighbour_files`), ``reference``: its monitoring reference
+    (:mod:`petsml.tracking.reference_files`), both shipped inside the logged model with
+    params.yaml's ``monitor:`` section (its model_config: the served model records its answers)."""
     import mlflow
 
     from petsml.tracking.pyfunc import InputLimits, log_pyfunc_model
@@ -196,6 +199,9 @@ def log_child(
             step=step,
             tags={TAG_STRATEGY: files.strategy, TAG_TASK: child_tags[TAG_TASK]},
             index=index,
+            reference=reference,
+            monitor=params.monitor.model_dump(),
+            model_name=params.registered_model_name,
         )
     log.info("%s: run %s, model %s", files.strategy, run_id, info.model_uri)
     return run_id, info.model_id

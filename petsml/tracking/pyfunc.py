@@ -31,14 +31,11 @@ requirements name only PyPI distributions, so it loads where the project is not 
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 import json
 import logging
-import os
-import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -46,29 +43,36 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from petsml.errors import PetsError
+from petsml.tracking.pyfunc_input import (  # noqa: F401 - names this module has always exported
+    INPUT_COLUMNS,
+    MAX_BYTES,
+    MAX_NEIGHBOURS,
+    MAX_PIXELS,
+    InputColumnsError,
+    InputLimits,
+    NeighboursError,
+    RowError,
+    failed_row,
+    image_cells,
+    neighbours_k,
+    read_image,
+)
+from petsml.tracking.pyfunc_monitor import logged_config, open_recorder, recording_paused
 
 log = logging.getLogger(__name__)
 
 ARTIFACT = "model"  # key of model.pt in the pyfunc's artifacts
 INDEX_ARTIFACT = "neighbours"  # key of the neighbour index (.npz), when logged with one
-INPUT_COLUMNS = ("image", "image_b64")
+REFERENCE_ARTIFACT = "reference"  # key of the monitoring reference (.npz), when logged with one
 OUTPUT_COLUMNS = ("label", "species", "probability", "top5", "error")
 NEIGHBOURS_COLUMN = "neighbours"  # only when neighbours are asked for
-MAX_NEIGHBOURS = 100
+PREDICTION_ID_COLUMN = "prediction_id"  # only when predictions are recorded (monitor.log)
 TOP_K = 5
 BATCH_SIZE = 32
-_MAX_PATH = 4096
-# Default input limits (model_config keys max_pixels / max_bytes) for a model logged without
-# them; the pipeline logs params.yaml's `serve` values. Kept as literals (the model's code must not
-# need the config loader); a test holds them equal to petsml.config.ServeParams.
-MAX_PIXELS = 40_000_000
-MAX_BYTES = 20 * 1024 * 1024
 # Distributions the model imports when loaded and predicting, pinned to the installed versions
 # when it is logged (all on PyPI). The project itself is not one: its code is inside the model.
 REQUIREMENTS = ("mlflow", "torch", "torchvision", "timm", "pillow", "numpy", "pandas", "tqdm")
@@ -89,167 +93,11 @@ SIGNATURE = ModelSignature(
             ColSpec("string", "top5"),
             ColSpec("string", "error"),
             ColSpec("string", NEIGHBOURS_COLUMN, required=False),
+            ColSpec("string", PREDICTION_ID_COLUMN, required=False),
         ]
     ),
     params=ParamSchema([ParamSpec(NEIGHBOURS_COLUMN, "long", 0)]),
 )
-
-
-class InputColumnsError(PetsError, MlflowException):
-    """No accepted input column: the scoring server answers 400 with this message, no trace."""
-
-    def __init__(self, message: str) -> None:
-        MlflowException.__init__(self, message, error_code=INVALID_PARAMETER_VALUE)
-
-
-class NeighboursError(InputColumnsError):
-    """A bad ``neighbours`` count, or neighbours asked of a model without an index: HTTP 400."""
-
-
-class RowError(ValueError):
-    """One row's image cannot be used; reported in that row's ``error``."""
-
-
-@dataclass(frozen=True)
-class InputLimits:
-    """What the model accepts; stored as the pyfunc's ``model_config`` when it is logged."""
-
-    allow_paths: bool = False  # read file paths (local CLI / Python API only, never served)
-    max_pixels: int = MAX_PIXELS
-    max_bytes: int = MAX_BYTES
-    neighbours: int = 0  # similar photos per row by default (0: no neighbours column)
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any] | None) -> InputLimits:
-        config = dict(config or {})
-        limits = cls(
-            allow_paths=config.get("allow_paths", False) is True,
-            max_pixels=int(config.get("max_pixels", MAX_PIXELS)),
-            max_bytes=int(config.get("max_bytes", MAX_BYTES)),
-            neighbours=_neighbours_k(config.get("neighbours", 0), "model_config neighbours"),
-        )
-        if limits.max_pixels <= 0 or limits.max_bytes <= 0:
-            raise PetsError(f"model_config {config}: max_pixels and max_bytes must be positive")
-        return limits
-
-    def as_config(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _neighbours_k(value: Any, where: str) -> int:
-    try:
-        k = int(value or 0)
-    except (TypeError, ValueError):
-        raise NeighboursError(f"{where} must be a whole number of photos, got {value!r}") from None
-    if not 0 <= k <= MAX_NEIGHBOURS:
-        raise NeighboursError(f"{where} must be between 0 and {MAX_NEIGHBOURS}, got {k}")
-    return k
-
-
-def _missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
-
-
-def _check_size(size: int, what: str, limits: InputLimits) -> None:
-    if size > limits.max_bytes:
-        raise RowError(
-            f"{what} is {size} bytes, over the limit of {limits.max_bytes} (model_config max_bytes)"
-        )
-
-
-def _b64_bytes(text: str, limits: InputLimits) -> bytes:
-    if text.startswith("data:") and "," in text:
-        text = text.split(",", 1)[1]
-    _check_size(len(text) // 4 * 3, "the base64 image", limits)  # before decoding it
-    return base64.b64decode("".join(text.split()), validate=True)
-
-
-def _read_file(path: str, limits: InputLimits) -> bytes:
-    _check_size(os.path.getsize(path), f"file {path}", limits)
-    with open(path, "rb") as handle:
-        return handle.read(limits.max_bytes + 1)
-
-
-def _image_bytes(value: Any, base64_only: bool, limits: InputLimits) -> bytes:
-    """The encoded image of one cell: base64 decoded, or (paths allowed) the file's bytes."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        _check_size(len(value), "the image", limits)
-        return bytes(value)
-    if _missing(value):
-        raise RowError("no image given")
-    if not isinstance(value, str):
-        raise RowError(f"expected a base64 string, got {type(value).__name__}")
-    text = value.strip()
-    if not text:
-        raise RowError("empty image value")
-    paths = limits.allow_paths and not base64_only
-    if paths and len(text) < _MAX_PATH and os.path.isfile(text):
-        return _read_file(text, limits)
-    try:
-        return _b64_bytes(text, limits)
-    except RowError:
-        raise
-    except (binascii.Error, ValueError):
-        if base64_only:
-            raise RowError("image_b64 is not valid base64") from None
-        if paths:
-            raise RowError("neither an existing file nor valid base64 image data") from None
-        # decided without touching the disk: the answer is the same whether a path exists or not
-        raise RowError(
-            "not valid base64 image data (this model reads no files: send the image's bytes "
-            "base64-encoded)"
-        ) from None
-
-
-def _decode(data: bytes, size: int, limits: InputLimits) -> np.ndarray:
-    """``load_rgb`` on the bytes, after checking the pixel count from the header alone."""
-    from PIL import Image, UnidentifiedImageError
-
-    from petsml.data.decode import load_rgb
-
-    with warnings.catch_warnings():  # our max_pixels is the limit, not PIL's bomb heuristics
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data)) as img:  # reads the header only
-                width, height = img.size
-        except UnidentifiedImageError:
-            raise RowError("not an image file (JPEG, PNG, ...)") from None
-        except Image.DecompressionBombError as error:
-            raise RowError(f"image has too many pixels: {error}") from None
-        if width * height > limits.max_pixels:
-            raise RowError(
-                f"image is {width}x{height} = {width * height} pixels, over the limit of "
-                f"{limits.max_pixels} (model_config max_pixels)"
-            )
-        return load_rgb(io.BytesIO(data), size)
-
-
-def _image_cells(frame: pd.DataFrame) -> list[tuple[Any, bool]]:
-    """(value, base64_only) per row; ``image`` wins where both columns are filled."""
-    present = [c for c in INPUT_COLUMNS if c in frame.columns]
-    if not present:
-        # the pyfunc signature drops unknown columns before predict sees them: name what is
-        # accepted rather than what arrived
-        got = f" (got {list(map(str, frame.columns))})" if len(frame.columns) else ""
-        raise InputColumnsError(
-            "input needs a column 'image' or 'image_b64' holding base64-encoded images"
-            f"{got}; other columns are ignored. Example: "
-            '{"dataframe_split": {"columns": ["image"], "data": [["<base64 JPEG>"]]}}'
-        )
-    cells = []
-    for _, row in frame.iterrows():
-        chosen = (None, False)
-        for column in present:
-            value = row[column]
-            if not _missing(value):
-                chosen = (value, column == "image_b64")
-                break
-        cells.append(chosen)
-    return cells
-
-
-def _failed(message: str) -> dict[str, Any]:
-    return {"label": None, "species": None, "probability": None, "top5": None, "error": message}
 
 
 class PetClassifierModel(mlflow.pyfunc.PythonModel):
@@ -276,11 +124,15 @@ class PetClassifierModel(mlflow.pyfunc.PythonModel):
             from petsml.similar.index import NeighbourIndex
 
             self.index = NeighbourIndex.load(context.artifacts[INDEX_ARTIFACT])
+        model_dir = Path(context.artifacts[ARTIFACT]).resolve().parents[1]  # <model>/artifacts/
+        self.recorder = open_recorder(
+            getattr(context, "model_config", None), model_dir, self.class_names
+        )
 
     def _neighbour_count(self, params: Mapping[str, Any] | None) -> int:
         # MLflow fills a missing param with its schema default (0): 0 means "the loader's
         # model_config neighbours", any other count is this request's
-        asked = _neighbours_k((params or {}).get(NEIGHBOURS_COLUMN), "params neighbours")
+        asked = neighbours_k((params or {}).get(NEIGHBOURS_COLUMN), "params neighbours")
         k = asked or self.limits.neighbours
         if k and self.index is None:
             raise NeighboursError(
@@ -327,42 +179,48 @@ class PetClassifierModel(mlflow.pyfunc.PythonModel):
             "error": "",
         }
 
-    def _image(self, value: Any, base64_only: bool) -> np.ndarray:
-        try:
-            return _decode(
-                _image_bytes(value, base64_only, self.limits), self.decode_size, self.limits
-            )
-        except RowError:
-            raise
-        except Exception as error:  # noqa: BLE001 - a decoder failure is this row's error
-            raise RowError(f"cannot decode image: {error}") from None
+    def _remember(self, probs, embedded, photos, items) -> None:
+        """Record each answered photo (``monitor.log``); its id goes into the answer's row.
+        A failure only logs (the recorder's own rule): never an answer lost."""
+        if self.recorder is None:
+            return
+        for p, vector, (data, decoded), item in zip(probs, embedded, photos, items, strict=True):
+            item[PREDICTION_ID_COLUMN] = self.recorder.record(p, data, vector, decoded)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame({"image": list(np.atleast_1d(model_input))})
-        cells = _image_cells(model_input)
+        cells = image_cells(model_input)
         k = self._neighbour_count(params)
+        recording = self.recorder is not None
         records: list[dict[str, Any]] = []
         # decode and predict a batch at a time: memory stays flat however many rows come in
         for start in range(0, len(cells), BATCH_SIZE):
             chunk: list[dict[str, Any] | None] = []
-            decoded: list[np.ndarray] = []
+            photos: list[tuple[bytes, np.ndarray]] = []
             for value, base64_only in cells[start : start + BATCH_SIZE]:
                 try:
-                    decoded.append(self._image(value, base64_only))
+                    photos.append(read_image(value, base64_only, self.decode_size, self.limits))
                     chunk.append(None)
                 except RowError as error:
-                    chunk.append(_failed(str(error)))
-            probs, embedded = self._forward(np.stack(decoded), k > 0) if decoded else ([], None)
+                    chunk.append(failed_row(str(error)))
+            # the embedding is computed in the same pass when neighbours or a record need it
+            batch = np.stack([decoded for _, decoded in photos]) if photos else None
+            probs, embedded = self._forward(batch, k > 0 or recording) if photos else ([], None)
             answers = iter(probs)
-            near = iter(self.index.neighbours(embedded, k) if embedded is not None else [])
+            near = iter(self.index.neighbours(embedded, k) if k and embedded is not None else [])
+            answered = []
             for item in chunk:
                 if item is None:
                     item = self._record(next(answers))
                     if k:
                         item[NEIGHBOURS_COLUMN] = json.dumps([n.as_dict() for n in next(near)])
+                    answered.append(item)
                 records.append(item)
+            if photos:
+                self._remember(probs, embedded, photos, answered)
         columns = list(OUTPUT_COLUMNS) + ([NEIGHBOURS_COLUMN] if k else [])
+        columns += [PREDICTION_ID_COLUMN] if recording else []
         out = pd.DataFrame.from_records(records, columns=columns).astype(object)
         # a failed row's label, species, probability and top5 are null (JSON null when served),
         # not NaN (invalid JSON) or 0.0
@@ -420,12 +278,19 @@ def log_pyfunc_model(
     tags: dict[str, Any] | None = None,
     limits: InputLimits | None = None,
     index: str | Path | None = None,
+    reference: str | Path | None = None,
+    monitor: Mapping[str, Any] | None = None,
+    model_name: str = "",
 ):
     """Log ``model_pt`` as a pyfunc model in the active run; returns MLflow's ``ModelInfo``.
 
     ``step``: MLflow 3 links the run's metrics logged at this step to the new LoggedModel.
     ``limits``: stored as the model_config; paths stay off whatever is given (the loader opts in).
     ``index``: a neighbour index ``.npz`` (:mod:`petsml.similar.index`) shipped inside the model.
+    ``reference``: the monitoring reference ``.npz`` (:mod:`petsml.tracking.reference_files`).
+    ``monitor``: params.yaml's ``monitor:`` section, stored in the model_config so the served
+    model records its answers (None: it never records); ``model_name``: the registered name
+    records carry. Recording is paused while MLflow checks the input example here.
     """
     model_pt = Path(model_pt)
     if not model_pt.is_file():
@@ -434,14 +299,23 @@ def log_pyfunc_model(
     artifacts = {ARTIFACT: str(model_pt)}
     if index is not None:
         artifacts[INDEX_ARTIFACT] = str(index)
+    if reference is not None:
+        artifacts[REFERENCE_ARTIFACT] = str(reference)
+    model_config = {**config.as_config(), **logged_config(monitor, model_name)}
+    with recording_paused():
+        return _log(name, artifacts, model_config, input_example_image, registered_model_name,
+                    step, tags)  # fmt: skip
+
+
+def _log(name, artifacts, model_config, example, registered_model_name, step, tags):
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=PetClassifierModel(),
         artifacts=artifacts,
         code_paths=[str(PACKAGE_DIR)],
-        model_config=config.as_config(),
+        model_config=model_config,
         signature=SIGNATURE,
-        input_example=input_example(input_example_image),
+        input_example=input_example(example),
         pip_requirements=pip_requirements(),
         registered_model_name=registered_model_name,
         step=step,

@@ -50,6 +50,7 @@ from petsml.tracking.parent_run import (
     shared_view_state,
     ui_path,
 )
+from petsml.tracking.reference_files import ReferenceFiles
 from petsml.tracking.run_inputs import (
     StrategyFiles,
     TrackingError,
@@ -140,10 +141,13 @@ def _log_new_runs(
         name_backbone = backbones_vary(client, experiment_id, files, params.model.backbone)
         with tempfile.TemporaryDirectory(prefix="pets-neighbours-") as folder:
             indexes = IndexFiles(root, folder)
+            references = ReferenceFiles(root, params.data.folder, folder,
+                                        params.registered_model_name)  # fmt: skip
             for item in files:
                 children[item.strategy], model_ids[item.strategy] = log_child(
                     client, params, item, tags, datasets, example, experiment_id, name_backbone,
                     index=indexes.index_for(item.strategy, read_spec(item.model_pt)),
+                    reference=references.reference_for(item.strategy, item.model_pt),
                 )  # fmt: skip
     return {"parent_run_id": parent.info.run_id, "children": children, "model_ids": model_ids}
 

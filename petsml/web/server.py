@@ -27,6 +27,8 @@ from urllib.parse import quote
 
 from petsml import paths
 from petsml.errors import PetsError
+from petsml.web.data_issues_routes import install_data_issues_routes
+from petsml.web.feedback_routes import install_feedback_routes
 from petsml.web.registry_view import registry_view
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class ModelHolder:
         self.alias = alias
         self._lock = threading.Lock()
         self._loaded = None
+        self.record: dict[str, Any] | None = None  # loader_config: the answers are recorded
 
     def current(self):
         from petsml.tracking.alias_model import load_alias_model
@@ -55,7 +58,7 @@ class ModelHolder:
         with self._lock:
             if self._loaded is None or self._loaded.version != version:
                 self._loaded = load_alias_model(
-                    self.registry, self.alias, {"neighbours": NEIGHBOURS}
+                    self.registry, self.alias, {"neighbours": NEIGHBOURS}, record=self.record
                 )
                 log.info("serving %s (version %s)", self._loaded.uri, self._loaded.version)
             return self._loaded
@@ -81,6 +84,7 @@ class ModelHolder:
             "top5": json.loads(row["top5"]),
             "neighbours": neighbours,
             "model": loaded.describe(),
+            "prediction_id": row.get("prediction_id"),  # for "wrong? it is ..." feedback
         }
 
     def photo_file(self, image_id: str) -> str | None:
@@ -147,6 +151,8 @@ def create_app(
     holder = ModelHolder(model_name, tracking_uri, alias)
     app = FastAPI(title="pets", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.holder = holder
+    install_feedback_routes(app, holder, params_path)  # records answers; "wrong? it is ..."
+    install_data_issues_routes(app, root)  # the Models view's likely label errors
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     def problem(status: int, message: str) -> JSONResponse:

@@ -1,4 +1,5 @@
-// The page: upload a photo, show the model's answer and similar photos; list the registry.
+// The page: upload a photo, show the model's answer and similar photos, take "wrong? it is ..."
+// feedback on it; list the registry and the data's likely label errors.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const pct = (p) => (100 * p).toFixed(1) + "%";
@@ -49,6 +50,33 @@ function showAnswer(body, file) {
   $("result").hidden = false;
   $("similar-block").hidden = body.neighbours.length === 0;
   $("model-line").textContent = "answered by " + describe(body.model);
+  showFeedback(body);
+}
+
+// "wrong? it is ...": only for a recorded answer (it has a prediction_id to name)
+let classes = null;
+async function showFeedback(body) {
+  const form = $("feedback");
+  form.dataset.predictionId = body.prediction_id || "";
+  $("feedback-status").textContent = "";
+  form.hidden = !body.prediction_id;
+  if (!body.prediction_id) return;
+  if (classes === null) {
+    const r = await fetch("/api/classes");
+    classes = r.ok ? (await r.json()).classes : [];
+  }
+  $("feedback-label").replaceChildren(...classes.filter((c) => c !== body.label)
+    .map((c) => el("option", { value: c, textContent: c.replaceAll("_", " ") })));
+}
+
+async function sendFeedback(e) {
+  e.preventDefault();
+  const label = $("feedback-label").value;
+  const r = await fetch("/api/feedback", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ prediction_id: $("feedback").dataset.predictionId, label }) });
+  let body;
+  try { body = await r.json(); } catch (err) { body = { error: `server answered HTTP ${r.status}` }; }
+  $("feedback-status").textContent = r.ok ? `Thanks: recorded as ${label.replaceAll("_", " ")}` : body.error;
 }
 
 async function upload(file) {
@@ -103,14 +131,28 @@ async function loadRegistry() {
       el("span", { className: "p", textContent: fmt(row[metric]) }))));
 }
 
+async function loadLabelIssues() {
+  const r = await fetch("/api/data_issues");
+  const body = await r.json();
+  const cells = r.ok ? body.label_issues : [];
+  $("label-issues-note").textContent = !r.ok ? body.error : cells.length
+    ? "most doubtful first: the photo, its given label and the label the data suggests"
+    : "none found (or the data_issues stage has not run)";
+  $("label-issues").replaceChildren(...cells.map((c) => el("li", { className: "label-issue" },
+    el("img", { src: c.thumb, alt: c.given_name, title: c.image_id }),
+    el("div", { className: "given", textContent: "given: " + c.given_name.replaceAll("_", " ") }),
+    el("div", { className: "suggested", textContent: "suggested: " + c.suggested_name.replaceAll("_", " ") }))));
+}
+
 function show(view) {
   for (const tab of document.querySelectorAll(".tab")) tab.classList.toggle("active", tab.dataset.view === view);
   $("view-predict").hidden = view !== "predict";
   $("view-models").hidden = view !== "models";
-  if (view === "models") loadRegistry();
+  if (view === "models") { loadRegistry(); loadLabelIssues(); }
 }
 
 for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => show(tab.dataset.view));
+$("feedback").addEventListener("submit", sendFeedback);
 $("file").addEventListener("change", (e) => { if (e.target.files.length) upload(e.target.files[0]); });
 const drop = $("drop");
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
