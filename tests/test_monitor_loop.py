@@ -143,7 +143,7 @@ def test_monitor_flags_only_the_shifted_window_and_counts_feedback(project, caps
     with tracking_from(project, uri):
         from mlflow import MlflowClient
 
-        client = MlflowClient(uri)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         version = client.get_model_version(NAME, "1")
         assert version.tags["monitor.verdict"] == "drift"
         run = client.get_run(version.tags["monitor.run_id"])
