@@ -66,6 +66,23 @@ class FakeArchives:
     md5: dict[str, str]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_registry_uri_from_another_module():
+    """Each module starts and ends with MLflow's registry URI unset (it then follows the tracking
+    URI): ``mlflow.set_registry_uri`` also exports ``MLFLOW_REGISTRY_URI``, and one left by an
+    in-process command of an earlier module would send this module's ``models:/`` lookups, and
+    the servers it starts, to another store."""
+    import mlflow.tracking._model_registry.utils as registry_utils
+
+    def clear() -> None:
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)
+        registry_utils._registry_uri = None
+
+    clear()
+    yield
+    clear()
+
+
 @pytest.fixture(scope="session")
 def fake_archives(tmp_path_factory) -> FakeArchives:
     """8 photos per breed (3 of them in the official test list), every breed, packed once."""

@@ -288,26 +288,29 @@ def track_in_own_store(
 @contextmanager
 def tracking_from(project: Path, uri: str) -> Iterator[None]:
     """Run as a stage would: ``project`` as the cwd and ``MLFLOW_TRACKING_URI`` = ``uri``; both
-    restored afterwards. MLflow's process-wide tracking and registry URIs (which an in-process
-    `pets` command sets with ``mlflow.set_registry_uri``) point at ``uri`` too, and are put back,
-    so an earlier test in the same worker cannot send this block to another store."""
+    restored afterwards. MLflow's process-wide registry URI (which in-process code may have set)
+    is pointed at ``uri`` for the block and put back, so an earlier test in the same worker
+    cannot send this block's ``models:/`` lookups to another store."""
     import mlflow.tracking._model_registry.utils as registry_utils
     import mlflow.tracking._tracking_service.utils as tracking_utils
 
-    old_env, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd()
-    old_uris = tracking_utils._tracking_uri, registry_utils._registry_uri
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    old_env, old_cwd = {name: os.environ.get(name) for name in names}, Path.cwd()
+    old_registry = registry_utils._registry_uri
+    for name in names:
+        os.environ[name] = uri
     tracking_utils._tracking_uri, registry_utils._registry_uri = uri, uri
     os.chdir(project)
     try:
         yield
     finally:
-        tracking_utils._tracking_uri, registry_utils._registry_uri = old_uris
+        registry_utils._registry_uri = old_registry
         os.chdir(old_cwd)
-        if old_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_env
+        for name, value in old_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def register_in_own_store(

@@ -70,13 +70,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if readable:
         import mlflow.pyfunc
 
-        mlflow.set_tracking_uri(reg.tracking_uri)
-        mlflow.set_registry_uri(reg.tracking_uri)
         from petsml.cli.monitor_commands import record_config  # --record: monitor.log applies
+        from petsml.tracking.model_registry import global_uri
 
-        model = mlflow.pyfunc.load_model(
-            uri, model_config={"allow_paths": True, **record_config(args, reg.name, holder)}
-        )
+        with global_uri(reg.tracking_uri):  # the registry's store, restored after: no MLFLOW_*
+            model = mlflow.pyfunc.load_model(  # left behind for a caller's later work
+                uri, model_config={"allow_paths": True, **record_config(args, reg.name, holder)}
+            )
         answers = {row["file"]: row for row in _model_rows(model, readable)}
     # one answer per file, in the order given; a missing file does not cancel the others
     rows = [answers.get(f) or _failed_row(f, problems[f] or "no answer") for f in args.files]

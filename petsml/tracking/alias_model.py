@@ -8,15 +8,12 @@ test accuracy: what the register stage and the model card record).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from petsml.errors import PetsError
 from petsml.tracking.model_card import TABLE_METRICS
-from petsml.tracking.model_registry import ModelRegistry, float_or_none
+from petsml.tracking.model_registry import ModelRegistry, float_or_none, global_uri
 
 IDENTITY_TAGS = ("strategy", "backbone", "task", "git_commit")
 SCORE_TAGS = tuple(key for key, _ in TABLE_METRICS)  # the card's table, tagged on the version
@@ -46,28 +43,6 @@ class AliasModel:
         }
 
 
-@contextmanager
-def _store(uri: str) -> Iterator[None]:
-    """MLflow's global tracking/registry URI set to ``uri`` for the block, then restored
-    (``set_tracking_uri`` also exports it to the environment: a web server or a test process
-    must not keep that)."""
-    import mlflow
-
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(tracking)
-        mlflow.set_registry_uri(registry)
-        if env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = env
-
-
 def load_alias_model(
     registry: ModelRegistry,
     alias: str,
@@ -92,7 +67,7 @@ def load_alias_model(
     # which version answers, for the records the model keeps of its answers (monitor.log)
     identity = {"model_name": registry.name, "model_version": str(holder.version),
                 "model_alias": alias}  # fmt: skip
-    with _store(registry.tracking_uri):
+    with global_uri(registry.tracking_uri):  # restored exactly: no MLFLOW_* left behind
         config = {**identity, **(record or loader_config(False, "")), **(model_config or {})}
         model = mlflow.pyfunc.load_model(uri, model_config=config)
     tags = dict(holder.tags or {})

@@ -90,7 +90,7 @@ def _version_str(version: Any) -> str:
 
 
 @contextmanager
-def _global_uri(uri: str) -> Iterator[None]:
+def global_uri(uri: str) -> Iterator[None]:
     """Point mlflow's fluent API at ``uri`` for a block (mlflow.register_model uses it).
 
     ``mlflow.set_*_uri`` also export ``MLFLOW_*_URI`` for subprocesses, and
@@ -306,7 +306,7 @@ class ModelRegistry:
 
         all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
         all_tags[RUN_ID_TAG] = run_id
-        with _global_uri(self.tracking_uri):
+        with global_uri(self.tracking_uri):
             version = mlflow.register_model(model_uri, self.name, tags=all_tags)
         if description:
             self.describe(version.version, description)

@@ -80,7 +80,7 @@ def monitor_served(
     from petsml.monitoring.monitor import run_monitor
     from petsml.monitoring.record import ModelRef
     from petsml.monitoring.store import open_store
-    from petsml.tracking.model_registry import ModelRegistry, _global_uri
+    from petsml.tracking.model_registry import ModelRegistry, global_uri
     from petsml.tracking.reference_files import load_reference
     from petsml.tracking.store import get_or_create_experiment
 
@@ -90,7 +90,7 @@ def monitor_served(
         raise PetsError(f"{model_name} has no '{alias}' alias in {registry.tracking_uri}: "
                         "nothing is served to monitor")  # fmt: skip
     version = str(holder.version)
-    with _global_uri(registry.tracking_uri):
+    with global_uri(registry.tracking_uri):
         reference = load_reference(f"models:/{model_name}/{version}")
     with open_store(settings.store, settings) as store:
         served = ModelRef(model_name, version, alias)
