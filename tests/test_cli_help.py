@@ -12,19 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from petsml.cli import GROUPS, build_parser, main
+from petsml.cli import GROUPS, build_parser
 from petsml.cli.output import emit_object, emit_rows
 from petsml.testing.project import REPO
-
-
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.cli import run_pets
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -34,9 +25,9 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
 
 
 def test_bare_pets_prints_the_grouped_map_and_exits_0(capsys):
-    code, out, _ = _run([], capsys)
+    code, out, _ = run_pets([], capsys)
     assert code == 0
-    code_help, out_help, _ = _run(["--help"], capsys)
+    code_help, out_help, _ = run_pets(["--help"], capsys)
     assert code_help == 0 and out_help == out
     commands = _subcommands()
     present = [(title, [n for n in names if n in commands]) for title, names in GROUPS]
@@ -53,14 +44,14 @@ def test_bare_pets_prints_the_grouped_map_and_exits_0(capsys):
 
 
 def test_version_is_the_installed_package_version(capsys):
-    code, out, _ = _run(["--version"], capsys)
+    code, out, _ = run_pets(["--version"], capsys)
     assert code == 0 and out.strip() == f"pets {metadata.version('pets-pipeline')}"
 
 
 def test_misuse_exits_2(capsys):
-    code, _, err = _run(["no-such-command"], capsys)
+    code, _, err = run_pets(["no-such-command"], capsys)
     assert code == 2 and "invalid choice" in err
-    code, _, err = _run(["promote", "3"], capsys)  # --reason is required
+    code, _, err = run_pets(["promote", "3"], capsys)  # --reason is required
     assert code == 2 and "--reason" in err
 
 
@@ -212,13 +203,15 @@ def test_the_code_is_mit_licensed_and_the_demo_photos_keep_their_attribution():
 
 
 def test_an_error_under_json_is_an_error_line_on_stderr_and_no_answer(tmp_path, capsys):
-    code, out, err = _run(["report", "--json", "--params", str(tmp_path / "params.yaml")], capsys)
+    code, out, err = run_pets(
+        ["report", "--json", "--params", str(tmp_path / "params.yaml")], capsys
+    )
     assert code == 1 and out == ""
     assert err.startswith("ERROR: ") and "reports/comparison.json: missing" in err
 
 
 def test_run_and_sweep_outside_a_project_name_the_missing_pipeline(tmp_path, capsys):
     for argv in (["run", "--json"], ["sweep", "--backbones", "a"]):
-        code, out, err = _run([*argv, "--params", str(tmp_path / "params.yaml")], capsys)
+        code, out, err = run_pets([*argv, "--params", str(tmp_path / "params.yaml")], capsys)
         assert code == 1 and out == "", argv
         assert f"ERROR: {tmp_path}: no dvc.yaml, not a pets-pipeline project" in err, argv

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from petsml.data.breeds import BREEDS
+from tests.cli import run_pets
 from tests.edge import mlflow_uris_restored
 from tests.models import make_tiny_model, write_jpeg
 
@@ -47,18 +48,6 @@ def champion(tmp_path_factory):
             os.environ["MLFLOW_TRACKING_URI"] = old
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    from petsml.cli import main
-
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_a_missing_file_is_reported_and_the_others_still_answered_with_one_exit_status(
     champion, tmp_path, capsys
 ):
@@ -69,7 +58,7 @@ def test_a_missing_file_is_reported_and_the_others_still_answered_with_one_exit_
     files = [good[0], missing, str(text_file), good[1]]
     common = ["--model-name", NAME, "--tracking-uri", champion["uri"]]
 
-    code, out, err = _run(["predict", *files, "--json", *common], capsys)
+    code, out, err = run_pets(["predict", *files, "--json", *common], capsys)
     rows = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert [r["file"] for r in rows] == files
     for row in (rows[0], rows[3]):
@@ -81,17 +70,17 @@ def test_a_missing_file_is_reported_and_the_others_still_answered_with_one_exit_
     assert "no such file" in rows[1]["error"] and "not an image" in rows[2]["error"]
     assert code == 1 and "2 of 4 file(s) not classified" in err
 
-    code_text, out, err = _run(["predict", *files, *common], capsys)
+    code_text, out, err = run_pets(["predict", *files, *common], capsys)
     assert code_text == code == 1  # the same failures, the same exit status in both modes
     assert f"{missing}: ERROR no such file" in out and f"{text_file}: ERROR" in out
     assert f"{good[0]}: {rows[0]['label']}" in out and f"{good[1]}: {rows[3]['label']}" in out
 
     for mode in ([], ["--json"]):  # all classified: 0 in both modes
-        assert _run(["predict", *good, *mode, *common], capsys)[0] == 0
+        assert run_pets(["predict", *good, *mode, *common], capsys)[0] == 0
 
 
 def test_predict_help_documents_the_exit_status(capsys):
-    code, out, _ = _run(["predict", "--help"], capsys)
+    code, out, _ = run_pets(["predict", "--help"], capsys)
     assert code == 0
     assert "exit status (the same with and without --json)" in out
     assert "at least one file not classified" in out and "null" in out

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.cli import run_pets
 from tests.loop import NAME, VAL, loop_project, recording_model, shifted, val_files
 
 pytestmark = pytest.mark.integration
@@ -31,18 +32,6 @@ def _store(project):
 
     settings = project_settings(project / "params.yaml")
     return open_store(settings.store, settings)
-
-
-def _pets(argv, capsys):
-    from petsml.cli import main
-
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _common(project, uri):
@@ -114,7 +103,7 @@ def test_monitor_flags_only_the_shifted_window_and_counts_feedback(project, caps
     files = val_files(project)
     model = recording_model(project, uri)
     plain = model.predict(pd.DataFrame({"image": files}))
-    code, out, err = _pets(["monitor", "--json", *_common(project, uri)], capsys)
+    code, out, err = run_pets(["monitor", "--json", *_common(project, uri)], capsys)
     assert code == 0, err
     found = json.loads(out)
     assert found["verdict"] == "ok" and found["version"] == "1"
@@ -123,19 +112,19 @@ def test_monitor_flags_only_the_shifted_window_and_counts_feedback(project, caps
     # feedback from the command line: checked, stored, counted for the version
     first = plain["prediction_id"].iloc[0]
     other = next(c for c in model.unwrap_python_model().class_names if c != plain["label"].iloc[0])
-    code, out, err = _pets(["feedback", first, other, "--json", *_common(project, uri)], capsys)
+    code, out, err = run_pets(["feedback", first, other, "--json", *_common(project, uri)], capsys)
     assert code == 0, err
     assert json.loads(out) == {"prediction_id": first, "label": other,
                                "predicted": plain["label"].iloc[0], "correct": False,
                                "model": NAME, "model_version": "1"}  # fmt: skip
-    code, _, err = _pets(["feedback", "no-such-id", other, *_common(project, uri)], capsys)
+    code, _, err = run_pets(["feedback", "no-such-id", other, *_common(project, uri)], capsys)
     assert code == 1 and "no prediction 'no-such-id'" in err
-    code, _, err = _pets(["feedback", first, "labrador", *_common(project, uri)], capsys)
+    code, _, err = run_pets(["feedback", first, "labrador", *_common(project, uri)], capsys)
     assert code == 1 and "not a class of the model" in err
 
     moved = model.predict(pd.DataFrame({"image": [shifted(f) for f in files]}))
     assert moved["prediction_id"].notna().all()
-    code, out, err = _pets(["monitor", "--json", *_common(project, uri)], capsys)
+    code, out, err = run_pets(["monitor", "--json", *_common(project, uri)], capsys)
     assert code == 3, (out, err)
     found = json.loads(out)
     assert found["verdict"] == "drift"
@@ -152,7 +141,7 @@ def test_monitor_flags_only_the_shifted_window_and_counts_feedback(project, caps
         assert {p.rsplit(".", 1)[1] for p in logged} == {"json", "html"}
 
     # kept feedback photos become training photos in the data.source: folder layout
-    code, out, err = _pets(["feedback", "--export", str(tmp_path / "new"), "--json",
+    code, out, err = run_pets(["feedback", "--export", str(tmp_path / "new"), "--json",
                             *_common(project, uri)], capsys)  # fmt: skip
     assert code == 0, err
     written = sorted((tmp_path / "new").rglob("*.*"))
@@ -195,10 +184,12 @@ def test_the_web_page_takes_feedback_and_refuses_unknown_ids_and_classes(project
 def test_pets_predict_records_only_when_asked(project, capsys):
     project, uri = project
     photo = val_files(project)[3]
-    code, out, err = _pets(["predict", photo, "--json", *_common(project, uri)], capsys)
+    code, out, err = run_pets(["predict", photo, "--json", *_common(project, uri)], capsys)
     assert code == 0, err
     assert "prediction_id" not in json.loads(out)
-    code, out, err = _pets(["predict", photo, "--record", "--json", *_common(project, uri)], capsys)
+    code, out, err = run_pets(
+        ["predict", photo, "--record", "--json", *_common(project, uri)], capsys
+    )
     assert code == 0, err
     prediction_id = json.loads(out)["prediction_id"]
     with _store(project) as store:
@@ -259,7 +250,7 @@ def test_feedback_from_the_web_page_is_counted_by_pets_monitor(project, web_page
     project_dir, uri = project
 
     def counted() -> int:
-        code, out, err = _pets(["monitor", "--json", *_common(project_dir, uri)], capsys)
+        code, out, err = run_pets(["monitor", "--json", *_common(project_dir, uri)], capsys)
         assert code in (0, 3), err
         return sum(r["n"] for r in json.loads(out)["feedback"] if r["model_version"] == "1")
 

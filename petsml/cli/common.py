@@ -103,6 +103,19 @@ def registry(args: argparse.Namespace):
     return ModelRegistry(model_name(args), args.tracking_uri)
 
 
+def aliased_version(args: argparse.Namespace):
+    """The registry of ``args`` and the version its ``--alias`` names; an alias that names none
+    is an error saying how to make one."""
+    reg = registry(args)
+    holder = reg.by_alias(args.alias)
+    if holder is None:
+        raise PetsError(
+            f"{reg.name} has no '{args.alias}' alias in {reg.tracking_uri}: run the "
+            "pipeline (`pets run`) or `pets promote <version> --reason ...`."
+        )
+    return reg, holder
+
+
 def file_problem(file: str) -> str | None:
     """Why a named file cannot be read (``None``: it can): reported on its own row."""
     path = Path(file)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from petsml import paths
-from petsml.cli.common import file_problem, parser_for, project_root, registry
+from petsml.cli.common import aliased_version, file_problem, parser_for, project_root, registry
 from petsml.cli.output import add_json_flag, emit_rows, exit_codes
 from petsml.errors import PetsError
 
@@ -56,13 +56,7 @@ def _model_rows(model, files: list[str]) -> list[dict]:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    reg = registry(args)
-    holder = reg.by_alias(args.alias)
-    if holder is None:
-        raise PetsError(
-            f"{reg.name} has no '{args.alias}' alias in {reg.tracking_uri}: run the "
-            "pipeline (`dvc repro register`) or `pets promote <version> --reason ...`."
-        )
+    reg, holder = aliased_version(args)
     problems = {f: file_problem(f) for f in args.files}
     readable = [f for f in args.files if problems[f] is None]
     uri = f"models:/{reg.name}@{args.alias}"

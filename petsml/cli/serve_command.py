@@ -15,10 +15,9 @@ import os
 import sys
 from pathlib import Path
 
-from petsml.cli.common import parser_for, registry
+from petsml.cli.common import aliased_version, parser_for
 from petsml.cli.output import add_json_flag, emit_object
 from petsml.cli.server_commands import SERVER_EXITS, add_server_options, warn_if_exposed
-from petsml.errors import PetsError
 
 SERVING_MODEL_CONFIG = "SERVING_MODEL_CONFIG"  # read by mlflow's scoring server at load time
 
@@ -52,13 +51,7 @@ def serve_command(model_uri: str, host: str, port: int, workers: int) -> list[st
 def cmd_serve(args: argparse.Namespace) -> None:
     from petsml.web.supervise import check_port_free, run_server
 
-    reg = registry(args)
-    holder = reg.by_alias(args.alias)
-    if holder is None:
-        raise PetsError(
-            f"{reg.name} has no '{args.alias}' alias in {reg.tracking_uri}: run the "
-            "pipeline (`pets run`) or `pets promote <version> --reason ...`."
-        )
+    reg, holder = aliased_version(args)
     check_port_free(args.host, args.port)  # before a URL leading to whatever holds the port
     warn_if_exposed(args.host, "the model server")
     limits = input_limits(args.params)
