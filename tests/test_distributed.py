@@ -11,13 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 
 from petsml.config import ConfigError, parse_params
-from petsml.data.decode import decode_images
-from petsml.testing.fakedata import make_dataset, split_rows
 from petsml.training import distributed
 from petsml.training.checkpoint import CHECKPOINT
 from petsml.training.finetune import train_strategy
@@ -29,17 +26,11 @@ STRATEGY = "finetune_full"
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """Split CSVs and a decoded cache: 4 breeds, 24 train and 8 val images, 40 px."""
-    root = tmp_path_factory.mktemp("ddp-data")
-    ds = make_dataset(root / "src", per_breed=8, test_per_breed=0, size=(48, 44), quirks=False)
-    frame = pd.DataFrame(split_rows(ds))
-    is_val = frame["image_id"].str.endswith(("_1", "_2"))
-    (root / "splits").mkdir()
-    frame[~is_val].to_csv(root / "splits" / "train.csv", index=False)
-    frame[is_val].to_csv(root / "splits" / "val.csv", index=False)
-    decode_images(frame, root / "src", root / "decoded", size=40, workers=1)
-    return {"splits": str(root / "splits"), "decoded": str(root / "decoded")}
+def data(data_dirs):
+    """tests/finetune_data.py's split CSVs and decoded cache (4 breeds, 24 train and 8 val
+    images, 40 px), as the job's paths."""
+    splits, decoded = data_dirs
+    return {"splits": str(splits), "decoded": str(decoded)}
 
 
 def _job(data, root, **extra) -> dict:
