@@ -225,3 +225,27 @@ def peak_memory_growth(pid: int) -> Iterator[dict[int, int]]:
             growth[each] = (_status_kb(each, "VmHWM") - rss) * 1024
         except (OSError, KeyError):
             continue
+
+
+@contextmanager
+def pets_web_in_chromium(
+    project: Path, uri: str, log: Path, what: str, start_timeout_s: float = 240
+) -> Iterator[tuple]:
+    """``pets web`` over the champion of ``uri``, run in ``project`` with this checkout's petsml,
+    and a headless Chromium for its page; yields (browser, base URL). Without Chromium the test
+    skips, saying why (``what`` names it)."""
+    from petsml.testing.browser import browser_paths, chromium
+    from petsml.testing.project import REPO
+
+    paths = browser_paths(what)
+    port = free_port()
+    command = [sys.executable, "-m", "petsml.cli", "web", "--port", str(port),
+               "--tracking-uri", uri, "--params", "params.yaml"]  # fmt: skip
+    server = start(command, log, cwd=project, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/api/model", server, log, start_timeout_s)
+        with chromium(paths, "1300,1000") as browser:
+            yield browser, base
+    finally:
+        stop(server)

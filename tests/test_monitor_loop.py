@@ -200,34 +200,12 @@ def test_pets_predict_records_only_when_asked(project, capsys):
 @pytest.fixture
 def web_page(project, tmp_path):
     """(browser, base URL, log) of ``pets web`` on the loop project, in headless Chromium."""
-    import os
-    import subprocess
-    import sys
+    from tests.servers import pets_web_in_chromium
 
-    from petsml.testing.browser import browser_paths, chromium, free_port, wait_http
-    from petsml.testing.project import REPO
-
-    paths_ = browser_paths("web page feedback test")
     project, uri = project
-    port, log = free_port(), tmp_path / "pets-web.log"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "petsml.cli", "web", "--port", str(port), "--tracking-uri",
-             uri, "--params", "params.yaml"],
-            cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_http(f"{base}/api/model", server, log, 240)
-        with chromium(paths_, "1300,1000") as browser:
-            yield browser, base, log
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    log = tmp_path / "pets-web.log"
+    with pets_web_in_chromium(project, uri, log, "web page feedback test") as (browser, base):
+        yield browser, base, log
 
 
 def _label_issues(project) -> None:

@@ -11,14 +11,13 @@ picture, docs/web-page.png, is made by ``demo/screenshot.py``, on the demo's rea
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from petsml.catalog import metrics as metrics_catalog
-from petsml.testing.browser import browser_paths, chromium, free_port, wait_http
+from tests.servers import pets_web_in_chromium
 
 pytestmark = pytest.mark.integration
 
@@ -31,28 +30,13 @@ ANSWER_TIMEOUT_S = 120
 @pytest.fixture(scope="module")
 def web(registered_project, tmp_path_factory):
     """(base URL, log) of ``pets web`` serving the registered champion."""
-    paths = browser_paths("web page browser test")
     project, uri, _ = registered_project
-    port = free_port()
     log = tmp_path_factory.mktemp("web") / "pets-web.log"
-    env = dict(os.environ, PYTHONPATH=str(REPO))  # this checkout's petsml, from the project dir
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "petsml.cli", "web", "--port", str(port), "--tracking-uri",
-             uri, "--params", "params.yaml"],
-            cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_http(f"{base}/api/model", server, log, START_TIMEOUT_S)
-        with chromium(paths, "1300,1000") as browser:
-            yield browser, base, log
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with pets_web_in_chromium(project, uri, log, "web page browser test", START_TIMEOUT_S) as (
+        browser,
+        base,
+    ):
+        yield browser, base, log
 
 
 def _real_photo() -> Path:
