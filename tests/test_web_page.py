@@ -29,13 +29,11 @@ ANSWER_TIMEOUT_S = 120
 
 @pytest.fixture(scope="module")
 def web(registered_project, tmp_path_factory):
-    """(base URL, log) of ``pets web`` serving the registered champion."""
+    """(browser, base URL, log) of ``pets web`` serving the registered champion."""
     project, uri, _ = registered_project
     log = tmp_path_factory.mktemp("web") / "pets-web.log"
-    with pets_web_in_chromium(project, uri, log, "web page browser test", START_TIMEOUT_S) as (
-        browser,
-        base,
-    ):
+    what = "web page browser test"
+    with pets_web_in_chromium(project, uri, log, what, START_TIMEOUT_S) as (browser, base):
         yield browser, base, log
 
 
