@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 run: install
-	dvc repro
+	$(BIN)/pets run
 
 # The suite's processes fsync a lot (SQLite stores of MLflow and Prefect, git and DVC):
 # eatmydata (Debian; .ci/run installs it) turns fsync into a no-op for the throw-away test data,

@@ -189,6 +189,21 @@ def _fast_tier_starts_no_process(request, monkeypatch):
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _stage_server(request, tmp_path_factory):
+    """One stage server per worker (:mod:`petsml.stage_server`), as ``pets run`` starts one: the
+    pipelines the tests run start each stage as a warm fork of it. A test that wants plain cold
+    stages drops ``PETS_STAGE_SERVER`` from the environment it gives DVC."""
+    if request.config.getoption("--fast-tier"):
+        yield None
+        return
+    from petsml.stage_server import serving
+
+    log = tmp_path_factory.mktemp("stage-server") / "server.log"
+    with serving(log=log) as path:
+        yield path
+
+
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadfile`` with the modules of :data:`XDIST_SHARED` on one worker (xdist's own

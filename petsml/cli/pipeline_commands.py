@@ -1,9 +1,11 @@
 """``pets run`` and ``pets sweep``: the pipeline itself, from the same command as the rest.
 
 ``pets run`` is ``dvc repro`` in the project's folder: the pipeline a user expects, each stage
-re-run only when its code, params or data changed. ``pets sweep`` hands its arguments to
-``python -m pipelines.sweep`` (the Prefect flow's own command line, declared once from the
-flow's signature by pipelines/flow_cli.py), so ``pets sweep --help`` is that flow's help.
+re-run only when its code, params or data changed; under a stage server
+(:mod:`petsml.stage_server`), so each stage starts as a fork that already holds its libraries.
+``pets sweep`` hands its arguments to ``python -m pipelines.sweep`` (the Prefect flow's own
+command line, declared once from the flow's signature by pipelines/flow_cli.py), so
+``pets sweep --help`` is that flow's help.
 Both run as child processes in the project's folder: the orchestration code is not part of the
 installed library, and Ctrl-C reaches the child as it would in a shell.
 """
@@ -51,9 +53,12 @@ def _project(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    from petsml.stage_server import serving
+
     root = _project(args)
     command = repro_command(args.targets, args.force, args.dry)
-    code = _child(command, root, args.json)
+    with serving():  # each stage a warm fork: the libraries imported once per run
+        code = _child(command, root, args.json)
     if args.json:
         emit_object({"project": str(root), "command": command[2:], "exit_code": code}, True)
     if code:
