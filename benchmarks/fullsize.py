@@ -26,6 +26,7 @@ fills ``advise.max_train_per_class`` / ``max_val_per_class`` (37 x 40 stand-in p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -42,6 +43,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.machine import header, load_average  # noqa: E402
+from petsml.stage_client import ENV  # noqa: E402
+from petsml.stage_server import serving  # noqa: E402
 from petsml.testing.fakedata import BREEDS, make_dataset, pack_archives  # noqa: E402
 from petsml.testing.project import make_project, tool_env  # noqa: E402
 
@@ -69,9 +72,13 @@ def disk_bytes(*paths: Path) -> int:
 class TreeSampler(threading.Thread):
     """Samples the summed RSS of a process and its descendants, attributed to the current stage."""
 
-    def __init__(self, pid: int, interval: float = 0.2) -> None:
+    def __init__(self, pid: int, interval: float = 0.2, server: int | None = None) -> None:
         super().__init__(daemon=True)
         self.root, self.interval = psutil.Process(pid), interval
+        # a stage server's forks are its children, not DVC's: sampled too (the server itself,
+        # which holds the preloaded libraries the forks share, under "(stage server)")
+        self.server = psutil.Process(server) if server else None
+        self.largest = 0  # the largest single process's RSS
         self.stage = "(dvc start)"
         self.peaks: dict[str, int] = {}
         self.cpu: dict[str, float] = {}  # CPU seconds (user + system) by stage: load-independent
@@ -84,34 +91,55 @@ class TreeSampler(threading.Thread):
         while not self.done.is_set():
             try:
                 procs = [self.root, *self.root.children(recursive=True)]
+                if self.server is not None:
+                    procs += self.server.children(recursive=True)
             except psutil.NoSuchProcess:
                 break
             rss, cpu = 0, 0.0
             for proc in procs:
                 try:
-                    rss += proc.memory_info().rss
+                    own = proc.memory_info().rss
                     times = proc.cpu_times()
                     used = times.user + times.system
                 except psutil.Error:
                     continue
+                rss += own
+                self.largest = max(self.largest, own)
                 cpu += used - self._seen.get(proc.pid, 0.0)
                 self._seen[proc.pid] = used
             self.peaks[self.stage] = max(self.peaks.get(self.stage, 0), rss)
             self.cpu[self.stage] = self.cpu.get(self.stage, 0.0) + cpu
+            if self.server is not None:
+                with contextlib.suppress(psutil.Error):
+                    times = self.server.cpu_times()
+                    self.cpu["(stage server)"] = times.user + times.system
             if time.monotonic() - last_load > 10:
                 self.loads.append(os.getloadavg()[0])
                 last_load = time.monotonic()
             self.done.wait(self.interval)
 
 
-def repro(project: Path, env: dict[str, str]) -> tuple[list[tuple[str, float]], TreeSampler, int]:
+def repro(
+    project: Path, env: dict[str, str], cold: bool = False
+) -> tuple[list[tuple[str, float]], TreeSampler, int]:
     """One ``dvc repro``: (stage, seconds) in order, the sampler (peak RSS and CPU seconds per
-    stage, load averages) and the largest single process's peak RSS."""
+    stage, load averages) and the largest single process's peak RSS.
+
+    As ``pets run`` (``make run``) runs it: under a stage server started at the same moment (not
+    waited for: the first stages run cold while it imports); ``cold``: plain ``dvc repro``."""
+    with contextlib.ExitStack() as stack:
+        path = None if cold else stack.enter_context(serving())
+        server = next((p.pid for p in psutil.Process().children()
+                       if "petsml.stage_server" in " ".join(p.cmdline())), None)  # fmt: skip
+        return _repro(project, env | ({ENV: path} if path else {}), server)
+
+
+def _repro(project: Path, env: dict[str, str], server: int | None):
     proc = subprocess.Popen(
         ["dvc", "repro"], cwd=project, env=env | {"PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
     )  # fmt: skip
-    sampler = TreeSampler(proc.pid)
+    sampler = TreeSampler(proc.pid, server=server)
     sampler.start()
     marks: list[tuple[str, float]] = [("(dvc start)", time.perf_counter())]
     log = []
@@ -132,7 +160,7 @@ def repro(project: Path, env: dict[str, str]) -> tuple[list[tuple[str, float]], 
         sys.exit(f"dvc repro failed ({proc.returncode}):\n{''.join(log[-80:])}")
     ends = [at for _, at in marks[1:]] + [end]
     times = [(name, stop - at) for (name, at), stop in zip(marks, ends, strict=True)]
-    return times, sampler, usage.ru_maxrss * 1024
+    return times, sampler, max(usage.ru_maxrss * 1024, sampler.largest)
 
 
 def stage_outputs(project: Path) -> dict[str, list[Path]]:
@@ -166,6 +194,8 @@ def main() -> None:
         "stand-in (e.g. ../shared/pets-sample)",
     )
     parser.add_argument("--full-photos", type=int, default=7349, help="photo count to scale to")
+    parser.add_argument("--cold", action="store_true", help="plain `dvc repro`: every stage a "
+                        "new process (default: as `pets run`, under a stage server)")  # fmt: skip
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     print(header(), flush=True)
@@ -206,8 +236,9 @@ def main() -> None:
         env = tool_env(
             MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", PETS_PASS_LOG=str(pass_log)
         )
-        print(f"dvc repro (default params, strategies {_strategies(project)}), started:")
-        times, sampler, max_rss = repro(project, env)
+        how = "plain dvc repro, every stage cold" if args.cold else "as pets run: a stage server"
+        print(f"dvc repro (default params, strategies {_strategies(project)}; {how}), started:")
+        times, sampler, max_rss = repro(project, env, cold=args.cold)
         peaks, loads = sampler.peaks, sampler.loads
         outs = stage_outputs(project)
         total = sum(secs for _, secs in times)
@@ -218,6 +249,8 @@ def main() -> None:
                 f"{name:<30}{secs:>9.1f}{sampler.cpu.get(name, 0):>8.1f}"
                 f"{peaks.get(name, 0) / MIB:>14.0f}{size / MIB:>13.0f}"
             )
+        if "(stage server)" in sampler.cpu:  # its imports, while the first stages ran cold
+            print(f"{'(stage server)':<39}{sampler.cpu['(stage server)']:>8.1f}")
         print(
             f"{'whole dvc repro':<30}{total:>9.1f}{sum(sampler.cpu.values()):>8.1f}"
             f"{max(peaks.values()) / MIB:>14.0f}"

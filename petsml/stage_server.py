@@ -3,24 +3,27 @@
 Every stage is a new ``python -m stages.<name>`` process, and before it reads a byte of data it
 imports what it needs: torch, scikit-learn, SciPy, pandas, matplotlib, MLflow, Great
 Expectations. On the 2-core CPUs this project is measured on, that is 2-7 s per stage and about
-a third of a default run on ~1,000 photos (``benchmarks/startup.py``, ``docs/BENCHMARKS.md``).
-:func:`serving` starts one server that imports those libraries once (:data:`PRELOAD`), for as
-long as a ``dvc repro`` runs; each stage process then hands itself over to it at its first line
+a third of a default run on ~1,000 photos (``docs/BENCHMARKS.md``). A stage server imports those
+libraries once (:data:`PRELOAD`); each stage process hands itself over to it at its first line
 (``stages/__init__.py`` calls :func:`hand_off`) and the server forks a copy that already holds
 the libraries, in which the stage runs exactly as ``python -m`` would have run it: the caller's
-arguments, folder, environment, ``sys.path``, stdin/stdout/stderr, exit status and Ctrl-C.
+arguments, folder, environment, ``sys.path``, stdin/stdout/stderr, exit status and Ctrl-C (the
+caller forwards it; a caller killed outright takes its fork with it).
+
+Two servers, the same forks:
+- ``pets run`` / ``make run`` (:func:`serving`): one for the run, stopped when it ends, named by
+  ``PETS_STAGE_SERVER`` (the test suite starts one per worker the same way).
+- plain ``dvc repro``: the first stage that finds no server starts a shared one in the
+  background (:func:`shared_socket`: one per user and interpreter set-up) and runs cold; the
+  later stages are forks. It stops after :data:`IDLE_S` seconds without a stage
+  (``PETS_STAGE_SERVER_IDLE``). ``PETS_STAGE_SERVER=off`` turns both off: every stage cold.
 
 What keeps this from ever running stale code: the server imports third-party libraries only,
 never this project's code; every fork drops any ``petsml``/``stages``/``pipelines`` module and
 imports them afresh from the caller's ``sys.path``, as a new process would. A caller whose
-interpreter, ``sys.path``, flags or import-time settings (thread counts, CUDA, matplotlib,
-hash seed: :data:`SENSITIVE`) differ from the server's runs cold, as before. Nothing requires the
-server: plain ``dvc repro`` runs every stage cold; ``pets run``, ``make run``, the Prefect flows
-and the test suite start one (``PETS_STAGE_SERVER=off`` turns it off).
-
-The server lives only inside :func:`serving` (and dies with the process that started it); it is
-Linux/Unix only (``fork``), and off on macOS, where forking after importing system frameworks is
-unsafe.
+interpreter, library locations, flags, start-up code or import-time settings (thread counts,
+CUDA, matplotlib, hash seed: :data:`SENSITIVE`) differ from the server's runs cold. Unix only
+(``fork``), and off on macOS, where forking after importing system frameworks is unsafe.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -40,134 +42,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-ENV = "PETS_STAGE_SERVER"  # the socket of the running server; "off" disables serving()
-# Imported once by the server: the slow imports of the stages (each 0.1-1.6 s on 2 cores).
-# A missing one is skipped. matplotlib.pyplot is left out: it picks a GUI backend on import.
-PRELOAD = (
-    "numpy", "pandas", "pyarrow", "yaml", "pydantic", "PIL.Image", "tqdm", "filelock",
-    "scipy.optimize", "scipy.special", "scipy.stats", "scipy.fft",
-    "sklearn.linear_model", "sklearn.preprocessing", "sklearn.model_selection",
-    "torch", "torch.nn", "matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg",
-    "mlflow", "mlflow.store.tracking.sqlalchemy_store", "mlflow.pyfunc", "great_expectations",
-)  # fmt: skip
-# Settings a library reads when it is imported (thread pools, devices, backends, the hash seed):
-# a caller whose value differs from the server's runs cold.
-SENSITIVE = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "TORCH", "PYTORCH_", "CUDA_",
-             "MPL", "LD_", "GX_", "PYTHONHASHSEED", "PYTHONWARNINGS", "PYTHONDEVMODE")  # fmt: skip
+from petsml.stage_client import ENV, HEADER, PRELOAD, enabled, identity
+
 OWN_PACKAGES = ("petsml", "stages", "pipelines")  # always imported afresh in the fork
 STARTUP_TIMEOUT_S = 120.0
-_HEADER = struct.Struct("!I")
 _SERVER_IDENTITY: dict = {}  # the server's own, taken before it imports anything
-
-
-def _identity() -> dict:
-    """What must match between a caller and the server for a fork to equal a fresh process."""
-    return {
-        "executable": sys.executable,
-        "version": sys.version,
-        "modules": _origins(),
-        # code run at start-up (a sitecustomize on PYTHONPATH) would not run in the fork
-        "site": {
-            name: getattr(sys.modules.get(name), "__file__", None)
-            for name in ("sitecustomize", "usercustomize")
-        },  # fmt: skip
-        "flags": list(sys.flags),
-        "xoptions": {k: str(v) for k, v in sys._xoptions.items()},
-        "warnoptions": list(sys.warnoptions),
-        "env": {k: v for k, v in os.environ.items() if k.startswith(SENSITIVE)},
-    }
-
-
-def _origins() -> dict[str, str | None]:
-    """Where each preloaded top-level package would be imported from (found, not imported)."""
-    from importlib.util import find_spec
-
-    found = {}
-    for name in sorted({module.split(".", 1)[0] for module in PRELOAD}):
-        try:
-            spec = find_spec(name)
-        except (ImportError, ValueError):
-            spec = None
-        found[name] = None if spec is None else spec.origin
-    return found
-
-
-# --------------------------------------------------------------------------- the caller
-
-
-def _stage_module() -> tuple[str, list[str]] | None:
-    """``(module, args)`` when this interpreter is resolving ``python -m stages.<name> ...``."""
-    argv = getattr(sys, "orig_argv", [])
-    if sys.argv[:1] != ["-m"] or "-m" not in argv:  # -m sets argv[0] to "-m" while importing
-        return None
-    at = argv.index("-m")
-    if at + 1 >= len(argv) or not argv[at + 1].startswith("stages."):
-        return None
-    return argv[at + 1], argv[at + 2 :]
-
-
-def _recv_line(conn: socket.socket) -> dict | None:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(4096)
-        if not chunk:
-            return None
-        data += chunk
-    return json.loads(data)
-
-
-def hand_off() -> None:
-    """Run this ``python -m stages.<name>`` in the server's fork and exit with its status.
-
-    Returns (and the stage runs here, cold) when no server is set, it cannot be reached, or it
-    answers that this interpreter differs from its own."""
-    path = os.environ.get(ENV, "")
-    stage = _stage_module()
-    if not path or path == "off" or stage is None or not os.path.exists(path):
-        return
-    module, args = stage
-    request = {
-        "module": module, "args": args, "cwd": os.getcwd(), "env": dict(os.environ),
-        "sys_path": sys.path, "umask": _umask(), "identity": _identity(),
-        "stdio": [{"encoding": f.encoding, "errors": f.errors, "line_buffering": f.line_buffering,
-                   "write_through": f.write_through} for f in (sys.stdout, sys.stderr)],
-    }  # fmt: skip
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        conn.connect(path)
-        body = json.dumps(request).encode()
-        socket.send_fds(conn, [_HEADER.pack(len(body))], [0, 1, 2])
-        conn.sendall(body)
-        answer = _recv_line(conn)
-    except OSError:
-        conn.close()
-        return
-    if not answer or "pid" not in answer:  # {"cold": why}: run here
-        conn.close()
-        return
-    child = int(answer["pid"])
-
-    def forward(signum, _frame) -> None:
-        with suppress(ProcessLookupError):
-            os.kill(child, signum)
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, forward)
-    try:
-        done = _recv_line(conn)
-    except OSError:
-        done = None
-    if done is None or "exit" not in done:
-        print(f"\nERROR [{module}]: the stage process ended without an exit status",
-              file=sys.stderr)  # fmt: skip
-        os._exit(1)
-    os._exit(int(done["exit"]))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # --------------------------------------------------------------------------- the server
@@ -219,8 +98,8 @@ def _child(conn: socket.socket, listener: socket.socket) -> None:
     for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    msg, fds, _flags, _addr = socket.recv_fds(conn, _HEADER.size, 3)
-    (size,) = _HEADER.unpack(msg)
+    msg, fds, _flags, _addr = socket.recv_fds(conn, HEADER.size, 3)
+    (size,) = HEADER.unpack(msg)
     body = b""
     while len(body) < size:
         body += conn.recv(size - len(body))
@@ -280,13 +159,14 @@ def _child(conn: socket.socket, listener: socket.socket) -> None:
         os._exit(code)
 
 
-def serve(path: str, preload: tuple[str, ...] = PRELOAD) -> None:
-    """Import ``preload``, then fork a child per caller until told to stop (SIGTERM) or the
-    process that started the server is gone. The socket appears only once the imports are
-    done, so a stage that starts earlier simply runs cold."""
+def serve(path: str, preload: tuple[str, ...] = PRELOAD, idle_s: float | None = None) -> None:
+    """Import ``preload``, then fork a child per caller until told to stop (SIGTERM), until the
+    process that started it is gone (under :func:`serving`) or, with ``idle_s`` (the shared
+    server), after that long without a caller, or once another server took over its socket.
+    The socket appears only once the imports are done: a stage that starts earlier runs cold."""
     parent = os.getppid()
     started = time.perf_counter()
-    _SERVER_IDENTITY.update(_identity())  # before the imports, which may set variables
+    _SERVER_IDENTITY.update(identity())  # before the imports, which may set variables
     for name in preload:
         try:
             importlib.import_module(name)
@@ -298,17 +178,28 @@ def serve(path: str, preload: tuple[str, ...] = PRELOAD) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(pending)
     listener.listen(16)
-    listener.settimeout(2.0)
+    listener.settimeout(1.0)
     os.rename(pending, path)
+    mine = os.stat(path).st_ino
     _log(f"ready in {time.perf_counter() - started:.1f} s")
+    last = time.monotonic()
+
+    def wanted() -> bool:
+        if idle_s is None:
+            return os.getppid() == parent
+        try:
+            ours = os.stat(path).st_ino == mine
+        except OSError:
+            ours = False
+        return ours and time.monotonic() - last < idle_s
+
     try:
-        while os.getppid() == parent:
+        while wanted():
             try:
                 conn, _ = listener.accept()
-            except TimeoutError:
+            except (TimeoutError, InterruptedError):
                 continue
-            except InterruptedError:
-                continue
+            last = time.monotonic()
             conn.settimeout(None)
             if os.fork() == 0:
                 try:
@@ -318,13 +209,9 @@ def serve(path: str, preload: tuple[str, ...] = PRELOAD) -> None:
             conn.close()
     finally:
         with suppress(OSError):
-            os.unlink(path)
-
-
-def enabled() -> bool:
-    """Whether :func:`serving` starts a server here: fork exists, not macOS, not switched off,
-    and no server is already serving this process tree."""
-    return hasattr(os, "fork") and sys.platform != "darwin" and not os.environ.get(ENV)
+            if os.stat(path).st_ino == mine:
+                os.unlink(path)
+        _log("stopped")
 
 
 @contextmanager
@@ -372,5 +259,13 @@ def wait_ready(path: str, timeout_s: float = STARTUP_TIMEOUT_S) -> bool:
     return False
 
 
+def main(argv: list[str]) -> None:
+    """``python -m petsml.stage_server [--idle SECONDS] SOCKET [MODULE ...]``."""
+    idle = None
+    if argv[:1] == ["--idle"]:
+        idle, argv = float(argv[1]), argv[2:]
+    serve(argv[0], tuple(argv[1:]), idle)
+
+
 if __name__ == "__main__":
-    serve(sys.argv[1], tuple(sys.argv[2:]))
+    main(sys.argv[1:])

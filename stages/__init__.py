@@ -5,6 +5,6 @@ run``: :mod:`petsml.stage_server`) the stage hands itself to a warm fork there, 
 holds torch, scikit-learn, MLflow and the rest, and this process exits with its status.
 """
 
-from petsml.stage_server import hand_off
+from petsml.stage_client import hand_off
 
 hand_off()

@@ -19,12 +19,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from petsml.stage_server import ENV, serving, wait_ready
+from petsml.stage_client import ENV, IDLE_ENV
+from petsml.stage_server import serving, wait_ready
 from petsml.testing.project import REPO
 
 pytestmark = pytest.mark.integration
 
-ECHO = '''
+ECHO = """
 import os, sys, time
 import petsml
 print("pid", os.getpid())
@@ -42,7 +43,7 @@ if sys.argv[1] == "wait":
         print("interrupted", flush=True)
         sys.exit(130)
 sys.exit(int(sys.argv[1]))
-'''
+"""
 
 
 @pytest.fixture
@@ -157,3 +158,29 @@ def test_serving_is_a_no_op_when_a_server_is_already_set(monkeypatch):
     with serving(preload=()) as path:
         assert path is None
         assert os.environ[ENV] == "/somewhere/else.sock"
+
+
+def test_plain_dvc_repro_starts_a_shared_server_that_stops_when_idle(project, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    """No server set: the first stage starts the shared one and runs cold, the next is a fork;
+    with nothing to do, the server stops and removes its socket."""
+    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the shared server's folder, this test's own
+    monkeypatch.setenv(IDLE_ENV, "3")
+    first = _stage(project, "0")
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert int(_printed(out)["pid"]) == first.pid  # cold: the server was only being started
+    sockets = tmp_path / f"pets-stages-{os.getuid()}"
+    deadline = time.monotonic() + 120
+    while not list(sockets.glob("*.sock")):
+        assert time.monotonic() < deadline, "the shared server never came up"
+        time.sleep(0.1)
+    second = _stage(project, "0")
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    assert int(_printed(out)["pid"]) != second.pid  # a fork of the shared server
+    deadline = time.monotonic() + 120
+    while list(sockets.glob("*.sock")):
+        assert time.monotonic() < deadline, "the idle shared server did not stop"
+        time.sleep(0.2)

@@ -194,9 +194,9 @@ def run_whole_pipeline(root: Path) -> tuple[Path, str, subprocess.CompletedProce
         PETS_PASS_LOG=str(pass_log(root / "p")), PETS_PARAMS_LOG=str(params_log(root / "p"))
     )
     env.pop("MLFLOW_TRACKING_URI", None)  # the project default: sqlite:///mlruns/mlflow.db
-    # plain `dvc repro`, as a user runs it without `pets run`: every stage a cold process
-    # (the rest of the suite runs its pipelines under a stage server)
-    env.pop("PETS_STAGE_SERVER", None)
+    # every stage a cold process, without a stage server (petsml.stage_server): the rest of
+    # the suite runs its pipelines under one
+    env["PETS_STAGE_SERVER"] = "off"
     with MirrorServer(root / "mirror") as server:
         overrides["data.base_url"] = server.url
         project = make_project(root / "p", overrides)
