@@ -72,12 +72,13 @@ def disk_bytes(*paths: Path) -> int:
 class TreeSampler(threading.Thread):
     """Samples the summed RSS of a process and its descendants, attributed to the current stage."""
 
-    def __init__(self, pid: int, interval: float = 0.2, server: int | None = None) -> None:
+    def __init__(self, pid: int, interval: float = 0.2, server=None) -> None:
         super().__init__(daemon=True)
         self.root, self.interval = psutil.Process(pid), interval
         # a stage server's forks are its children, not DVC's: sampled too (the server itself,
         # which holds the preloaded libraries the forks share, under "(stage server)")
-        self.server = psutil.Process(server) if server else None
+        self.find_server = server or (lambda: None)  # () -> its pid, once it is up
+        self.server: psutil.Process | None = None
         self.largest = 0  # the largest single process's RSS
         self.stage = "(dvc start)"
         self.peaks: dict[str, int] = {}
@@ -89,12 +90,16 @@ class TreeSampler(threading.Thread):
     def run(self) -> None:
         last_load = 0.0
         while not self.done.is_set():
+            if self.server is None and (pid := self.find_server()):
+                self.server = psutil.Process(pid)
             try:
                 procs = [self.root, *self.root.children(recursive=True)]
-                if self.server is not None:
-                    procs += self.server.children(recursive=True)
             except psutil.NoSuchProcess:
                 break
+            try:
+                procs += self.server.children(recursive=True) if self.server else []
+            except psutil.NoSuchProcess:
+                self.server = None
             rss, cpu = 0, 0.0
             for proc in procs:
                 try:
@@ -120,26 +125,41 @@ class TreeSampler(threading.Thread):
 
 
 def repro(
-    project: Path, env: dict[str, str], cold: bool = False
+    project: Path, env: dict[str, str], server: str = "run"
 ) -> tuple[list[tuple[str, float]], TreeSampler, int]:
     """One ``dvc repro``: (stage, seconds) in order, the sampler (peak RSS and CPU seconds per
     stage, load averages) and the largest single process's peak RSS.
 
-    As ``pets run`` (``make run``) runs it: under a stage server started at the same moment (not
-    waited for: the first stages run cold while it imports); ``cold``: plain ``dvc repro``."""
+    ``server``: ``run``, as ``pets run`` (``make run``) runs it, under a stage server started at
+    the same moment (not waited for: the first stages run cold while it imports); ``shared``,
+    plain ``dvc repro`` (its first stage starts the shared server); ``off``, every stage cold."""
     with contextlib.ExitStack() as stack:
-        path = None if cold else stack.enter_context(serving())
-        server = next((p.pid for p in psutil.Process().children()
-                       if "petsml.stage_server" in " ".join(p.cmdline())), None)  # fmt: skip
-        return _repro(project, env | ({ENV: path} if path else {}), server)
+        path = stack.enter_context(serving()) if server == "run" else None
+        if server == "off":
+            path = "off"
+        env = env | ({ENV: path} if path else {})
+        if server == "shared":
+            env.pop(ENV, None)
+        return _repro(project, env, server)
 
 
-def _repro(project: Path, env: dict[str, str], server: int | None):
+def _server_pid(kind: str) -> int | None:
+    """The stage server whose forks run the stages (found once it is up)."""
+    if kind == "off":
+        return None
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if "petsml.stage_server" in line and (kind == "shared") == ("--idle" in line):
+            return proc.pid
+    return None
+
+
+def _repro(project: Path, env: dict[str, str], kind: str):
     proc = subprocess.Popen(
         ["dvc", "repro"], cwd=project, env=env | {"PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
     )  # fmt: skip
-    sampler = TreeSampler(proc.pid, server=server)
+    sampler = TreeSampler(proc.pid, server=lambda: _server_pid(kind))
     sampler.start()
     marks: list[tuple[str, float]] = [("(dvc start)", time.perf_counter())]
     log = []
@@ -194,8 +214,10 @@ def main() -> None:
         "stand-in (e.g. ../shared/pets-sample)",
     )
     parser.add_argument("--full-photos", type=int, default=7349, help="photo count to scale to")
-    parser.add_argument("--cold", action="store_true", help="plain `dvc repro`: every stage a "
-                        "new process (default: as `pets run`, under a stage server)")  # fmt: skip
+    parser.add_argument("--server", choices=("run", "shared", "off"), default="run",
+                        help="run: as `pets run` (a stage server for the run); shared: plain "
+                        "`dvc repro` (the shared server its first stage starts); off: every "
+                        "stage a new process")  # fmt: skip
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     print(header(), flush=True)
@@ -236,9 +258,11 @@ def main() -> None:
         env = tool_env(
             MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", PETS_PASS_LOG=str(pass_log)
         )
-        how = "plain dvc repro, every stage cold" if args.cold else "as pets run: a stage server"
+        how = {"run": "as pets run: a stage server for the run",
+               "shared": "plain dvc repro: the shared stage server",
+               "off": "PETS_STAGE_SERVER=off: every stage cold"}[args.server]  # fmt: skip
         print(f"dvc repro (default params, strategies {_strategies(project)}; {how}), started:")
-        times, sampler, max_rss = repro(project, env, cold=args.cold)
+        times, sampler, max_rss = repro(project, env, server=args.server)
         peaks, loads = sampler.peaks, sampler.loads
         outs = stage_outputs(project)
         total = sum(secs for _, secs in times)

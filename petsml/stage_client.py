@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import suppress
 from pathlib import Path
 
@@ -34,6 +35,8 @@ SENSITIVE = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "TORCH", "PYTORCH_", 
              "MPL", "LD_", "GX_", "PYTHONHASHSEED", "PYTHONWARNINGS", "PYTHONDEVMODE")  # fmt: skip
 IDLE_S = 60.0  # the shared server (plain dvc repro) stops after this long without a stage
 IDLE_ENV = "PETS_STAGE_SERVER_IDLE"  # seconds, to change IDLE_S
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # to the fork, as DVC sends them
+STARTING_S = 120.0  # a shared server still importing after this long is taken for dead
 HEADER = struct.Struct("!I")
 
 
@@ -105,7 +108,22 @@ def shared_socket(identity: dict) -> str:
 
 
 def _start_shared(path: str) -> None:
-    """Start the shared server in the background, detached: this stage runs cold meanwhile."""
+    """Start the shared server in the background, detached: this stage runs cold meanwhile.
+
+    ``<socket>.starting`` (created exclusively) says one is on its way, so the stages that run
+    while it imports start no other; the server removes it when it is up, and one left by a
+    server that died starting counts only for :data:`STARTING_S`."""
+    marker = f"{path}.starting"
+    try:
+        if time.time() - os.stat(marker).st_mtime < STARTING_S:
+            return
+        os.unlink(marker)
+    except OSError:
+        pass
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError:  # another stage just claimed it
+        return
     with suppress(OSError):
         subprocess.Popen(
             [sys.executable, "-m", "petsml.stage_server", "--idle", os.environ.get(IDLE_ENV, "")
@@ -139,6 +157,18 @@ def hand_off() -> None:
         "stdio": [{"encoding": f.encoding, "errors": f.errors, "line_buffering": f.line_buffering,
                    "write_through": f.write_through} for f in (sys.stdout, sys.stderr)],
     }  # fmt: skip
+    # Ctrl-C from the first moment goes to the stage: held until the fork is known, then sent
+    child: list[int] = []
+    held: list[int] = []
+
+    def forward(signum, _frame) -> None:
+        if not child:
+            held.append(signum)
+            return
+        with suppress(ProcessLookupError):
+            os.kill(child[0], signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED}
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
@@ -147,19 +177,17 @@ def hand_off() -> None:
         conn.sendall(body)
         answer = recv_line(conn)
     except OSError:
+        answer = None
+    if not answer or "pid" not in answer:  # unreachable, or {"cold": why}: run here
         conn.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in held:
+            signal.raise_signal(signum)
         return
-    if not answer or "pid" not in answer:  # {"cold": why}: run here
-        conn.close()
-        return
-    child = int(answer["pid"])
-
-    def forward(signum, _frame) -> None:
-        with suppress(ProcessLookupError):
-            os.kill(child, signum)
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, forward)
+    child.append(int(answer["pid"]))
+    for signum in held:
+        forward(signum, None)
     try:
         done = recv_line(conn)
     except OSError:

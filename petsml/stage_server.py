@@ -180,6 +180,8 @@ def serve(path: str, preload: tuple[str, ...] = PRELOAD, idle_s: float | None = 
     listener.listen(16)
     listener.settimeout(1.0)
     os.rename(pending, path)
+    with suppress(OSError):
+        os.unlink(f"{path}.starting")  # the shared server's "on its way" marker
     mine = os.stat(path).st_ino
     _log(f"ready in {time.perf_counter() - started:.1f} s")
     last = time.monotonic()

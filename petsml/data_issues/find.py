@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from petsml.errors import PetsError
 log = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
+DETECTOR_THREADS = 2  # near-duplicates, label errors and quality run side by side
 PHOTO_COLUMNS = ("image_id", "split", "label", "file", "path", "short_side")
 LABEL_ISSUE_COLUMNS = [
     "rank", "image_id", "split", "file", "given", "given_name", "suggested", "suggested_name",
@@ -282,13 +284,23 @@ def find_issues(
         seconds[part] = round(time.perf_counter() - started, 3)
         return out
 
-    dupes, to_drop = timed("near_duplicates", lambda: _near_duplicates(photos, settings,
-                                                                       class_names))  # fmt: skip
-    labels_section, label_table = timed(
-        "label_issues", lambda: _label_issues(photos, settings, class_names)
-    )
-    outlier_section = timed("outliers", lambda: _outliers(photos, settings))
-    quality_section = timed("quality", lambda: _quality(photos, settings, decode_size))
+    # The detectors share nothing and spend their time in code that lets go of the GIL (JPEG
+    # decoding, BLAS, numpy over whole batches): on two threads they finish in about the time
+    # of the longest, with the same results as one after the other.
+    with ThreadPoolExecutor(max_workers=DETECTOR_THREADS) as pool:
+        found_dupes = pool.submit(
+            timed, "near_duplicates", lambda: _near_duplicates(photos, settings, class_names)
+        )
+        found_labels = pool.submit(
+            timed, "label_issues", lambda: _label_issues(photos, settings, class_names)
+        )
+        found_quality = pool.submit(
+            timed, "quality", lambda: _quality(photos, settings, decode_size)
+        )
+        outlier_section = timed("outliers", lambda: _outliers(photos, settings))
+        dupes, to_drop = found_dupes.result()
+        labels_section, label_table = found_labels.result()
+        quality_section = found_quality.result()  # fmt: skip
     excluded = _exclusions(frame, to_drop, label_table, settings)
     kinds = {k: sum(k in p["reasons"] for p in outlier_section["photos"])
              for k in ("not_animal", "low_density")}  # fmt: skip
