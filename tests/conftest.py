@@ -54,7 +54,12 @@ from tests.cpu_load import (  # noqa: E402, F401
 )
 
 # Fixtures shared by a few modules, kept beside the data they build.
-pytest_plugins = ["tests.finetune_data", "tests.download_data"]
+pytest_plugins = [
+    "tests.finetune_data",
+    "tests.download_data",
+    "tests.registry_data",
+    "tests.evaluate_data",
+]
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,8 @@ def registered_project(tmp_path_factory):
 # Modules sharing an expensive session fixture run on the worker of the module they map to.
 XDIST_SHARED = {
     "tests/test_store_recovery_e2e.py": "tests/test_pipeline_e2e.py",  # pipeline_run
-    "tests/test_continuous_training.py": "tests/test_flows.py",  # prefect_server (~40 s)
+    # prefect_server (~40 s); test_continuous_training and test_flows_recorded start their own
+    # on another worker, so the longest Prefect modules do not queue on one
     "tests/test_monitor_flow.py": "tests/test_flows.py",
     # registered_project (~40 s)
     "tests/test_mlflow_ui.py": "tests/test_cli_ui.py",

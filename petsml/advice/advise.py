@@ -20,12 +20,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from petsml import paths
 from petsml.advice.decision import Probe, decide, similarity_verdict
@@ -37,7 +40,7 @@ from petsml.catalog.refs import resolve
 from petsml.config import Params
 from petsml.data.feature_file import SplitFeatures, feature_path
 from petsml.errors import PetsError
-from petsml.models.heads import HeadFit, fit_logistic
+from petsml.models.heads import BLAS_THREADS, HeadFit, fit_logistic
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,8 @@ Candidates = Callable[[str, list[str], list[str]], "tuple[np.ndarray, np.ndarray
 
 ADVICE_VERSION = 2  # 2: decided by paired tests on the strategies' own heads
 LEVEL = 0.95  # the learning curve's interval
+PROBE_THREADS = 2  # head fits side by side (:func:`in_threads`)
+T = TypeVar("T")
 
 
 class AdviceError(PetsError):
@@ -120,6 +125,16 @@ def _correct(head: HeadFit, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return head.predict(x) == y
 
 
+def in_threads(jobs: list[Callable[[], T]]) -> list[T]:
+    """Run independent head fits side by side (:data:`PROBE_THREADS`), results in job order.
+
+    The solvers spend their time in BLAS and NumPy, which let go of the GIL, so two fits take
+    about the time of one on two cores; BLAS stays on one thread throughout, so every product
+    is rounded as when the fits ran one after the other."""
+    with threadpool_limits(BLAS_THREADS), ThreadPoolExecutor(PROBE_THREADS) as pool:
+        return [future.result() for future in [pool.submit(job) for job in jobs]]
+
+
 def learning_curve(
     x_train: np.ndarray,
     sample: Sample,
@@ -133,13 +148,17 @@ def learning_curve(
     cfg = params.advise
     rows, correct = [], []
     subsets = nested_fractions(sample.y_train, cfg.fractions, cfg.seed)
-    for fraction, subset in zip(cfg.fractions, subsets, strict=True):
+    learnable = [np.unique(sample.y_train[subset]).size >= 2 for subset in subsets]
+    heads = iter(in_threads([
+        partial(fit_head, x_train[subset], sample.y_train[subset], x_val, sample.y_val)
+        for subset, ok in zip(subsets, learnable, strict=True) if ok
+    ]))  # fmt: skip
+    for fraction, subset, ok in zip(cfg.fractions, subsets, learnable, strict=True):
         y = sample.y_train[subset]
-        if np.unique(y).size < 2:  # one image in all: nothing a head can learn
+        if not ok:  # one image in all: nothing a head can learn
             right = sample.y_val == y[0]
         else:
-            head = fit_head(x_train[subset], y, x_val, sample.y_val)
-            right = _correct(head, x_val, sample.y_val)
+            right = _correct(next(heads), x_val, sample.y_val)
         correct.append(right)
         per_class = np.bincount(np.unique(y, return_inverse=True)[1])
         rows.append({
@@ -211,18 +230,24 @@ def similarity(
     cfg = params.advise
     heads = Heads.of_registry()
     y_tr, y_va = sample.y_train, sample.y_val
-    with _timed(timings, "penultimate head"):
+    blocks = list(range(tf.n_blocks - 1))
+    with _timed(timings, "probe heads"):
         x_tr, x_va = tf.penultimate[sample.train_rows], vf.penultimate[sample.val_rows]
-        pen_head = heads.fit(heads.penultimate, params, x_tr, y_tr, x_va, y_va)
-        pen = Probe(tf.n_blocks - 1, _correct(pen_head, x_va, y_va))
+        data = [(tf.block(b)[sample.train_rows], vf.block(b)[sample.val_rows]) for b in blocks]
+        fitted = in_threads(
+            [partial(heads.fit, heads.penultimate, params, x_tr, y_tr, x_va, y_va)]
+            + [
+                partial(heads.fit, heads.early, params, b_tr, y_tr, b_va, y_va)
+                for b_tr, b_va in data
+            ]
+        )
+    pen_head = fitted[0]
+    pen = Probe(tf.n_blocks - 1, _correct(pen_head, x_va, y_va))
     rows = [_probe_row(pen.block, pen_head, pen.correct, x_tr.shape[1], heads.penultimate)]
     earlier = []
-    with _timed(timings, "earlier-block heads"):
-        for block in range(tf.n_blocks - 1):
-            b_tr, b_va = tf.block(block)[sample.train_rows], vf.block(block)[sample.val_rows]
-            head = heads.fit(heads.early, params, b_tr, y_tr, b_va, y_va)
-            earlier.append(Probe(block, _correct(head, b_va, y_va)))
-            rows.append(_probe_row(block, head, earlier[-1].correct, b_tr.shape[1], heads.early))
+    for block, (b_tr, b_va), head in zip(blocks, data, fitted[1:], strict=True):
+        earlier.append(Probe(block, _correct(head, b_va, y_va)))
+        rows.append(_probe_row(block, head, earlier[-1].correct, b_tr.shape[1], heads.early))
     rows.sort(key=lambda row: row["block"])
     imagenet = imagenet_likeness(tf, vf)
     confidence = imagenet["mean_max_softmax"] if imagenet["available"] else None

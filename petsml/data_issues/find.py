@@ -24,12 +24,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from petsml.config import DataIssuesParams
 from petsml.data.split import EXCLUDED_COLUMNS, FIT_SPLITS
 from petsml.data_issues import duplicates, label_errors, outliers, quality
 from petsml.data_issues.phash import hash_file
 from petsml.errors import PetsError
+from petsml.models.heads import BLAS_THREADS
 
 log = logging.getLogger(__name__)
 
@@ -286,8 +288,9 @@ def find_issues(
 
     # The detectors share nothing and spend their time in code that lets go of the GIL (JPEG
     # decoding, BLAS, numpy over whole batches): on two threads they finish in about the time
-    # of the longest, with the same results as one after the other.
-    with ThreadPoolExecutor(max_workers=DETECTOR_THREADS) as pool:
+    # of the longest, with the same results as one after the other. BLAS stays on one thread
+    # throughout, so no product's rounding depends on which detector ran beside it.
+    with threadpool_limits(BLAS_THREADS), ThreadPoolExecutor(DETECTOR_THREADS) as pool:
         found_dupes = pool.submit(
             timed, "near_duplicates", lambda: _near_duplicates(photos, settings, class_names)
         )
