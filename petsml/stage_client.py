@@ -36,7 +36,9 @@ SENSITIVE = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "TORCH", "PYTORCH_", 
 IDLE_S = 60.0  # the shared server (plain dvc repro) stops after this long without a stage
 IDLE_ENV = "PETS_STAGE_SERVER_IDLE"  # seconds, to change IDLE_S
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # to the fork, as DVC sends them
-STARTING_S = 120.0  # a shared server still importing after this long is taken for dead
+STARTING_S = 120.0
+# a Unix socket's path holds at most 107 bytes; the server binds a name 8 longer first
+MAX_SOCKET_PATH = 96  # a shared server still importing after this long is taken for dead
 HEADER = struct.Struct("!I")
 
 
@@ -101,9 +103,11 @@ def shared_socket(identity: dict) -> str:
     user and identity, in a folder only the user can enter."""
     import hashlib
 
-    folder = Path(tempfile.gettempdir()) / f"pets-stages-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"pets-stages-{os.getuid()}"
+    if len(str(folder / f"{digest}.sock")) > MAX_SOCKET_PATH:  # a deep TMPDIR: a short one
+        folder = Path("/tmp") / f"pets-stages-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
     return str(folder / f"{digest}.sock")
 
 

@@ -174,7 +174,7 @@ def serve(path: str, preload: tuple[str, ...] = PRELOAD, idle_s: float | None = 
             _log(f"preload {name}: {type(error).__name__}: {error}")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children reap themselves
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    pending = f"{path}.{os.getpid()}"
+    pending = os.path.join(os.path.dirname(path), f".{os.getpid()}")  # short: see MAX_SOCKET_PATH
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(pending)
     listener.listen(16)

@@ -13,13 +13,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from petsml.stage_client import ENV, IDLE_ENV
+from petsml.stage_client import ENV, IDLE_ENV, MAX_SOCKET_PATH, identity, shared_socket
 from petsml.stage_server import serving, wait_ready
 from petsml.testing.project import REPO
 
@@ -165,13 +166,14 @@ def test_plain_dvc_repro_starts_a_shared_server_that_stops_when_idle(project, tm
     """No server set: the first stage starts the shared one and runs cold, the next is a fork;
     with nothing to do, the server stops and removes its socket."""
     monkeypatch.delenv(ENV, raising=False)
-    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the shared server's folder, this test's own
+    short = Path(tempfile.mkdtemp(prefix="st-", dir="/tmp"))  # a socket path holds 107 bytes
+    monkeypatch.setenv("TMPDIR", str(short))  # the shared server's folder, this test's own
     monkeypatch.setenv(IDLE_ENV, "3")
     first = _stage(project, "0")
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     assert int(_printed(out)["pid"]) == first.pid  # cold: the server was only being started
-    sockets = tmp_path / f"pets-stages-{os.getuid()}"
+    sockets = short / f"pets-stages-{os.getuid()}"
     deadline = time.monotonic() + 120
     while not list(sockets.glob("*.sock")):
         assert time.monotonic() < deadline, "the shared server never came up"
@@ -184,3 +186,15 @@ def test_plain_dvc_repro_starts_a_shared_server_that_stops_when_idle(project, tm
     while list(sockets.glob("*.sock")):
         assert time.monotonic() < deadline, "the idle shared server did not stop"
         time.sleep(0.2)
+    shutil.rmtree(short, ignore_errors=True)
+
+
+def test_a_deep_temporary_folder_still_gives_a_socket_path_that_fits(tmp_path, monkeypatch):
+    """A Unix socket path holds 107 bytes: under a deep TMPDIR the shared socket moves to /tmp."""
+    deep = tmp_path / ("deep" * 20)
+    deep.mkdir()
+    monkeypatch.setenv("TMPDIR", str(deep))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() caches its first answer
+    path = shared_socket(identity())
+    assert len(path) <= MAX_SOCKET_PATH
+    assert Path(path).parent.is_dir()
