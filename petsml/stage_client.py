@@ -170,7 +170,7 @@ def hand_off() -> None:
             held.append(signum)
             return
         with suppress(ProcessLookupError):
-            os.kill(child[0], signum)
+            os.killpg(child[0], signum)  # the stage's group: its own workers too, as in a shell
 
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED}
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

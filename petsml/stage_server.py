@@ -95,6 +95,7 @@ def _child(conn: socket.socket, listener: socket.socket) -> None:
     import runpy
 
     listener.close()
+    os.setpgid(0, 0)  # the stage and what it starts: one group, signalled together as in a shell
     for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -134,10 +135,10 @@ def _child(conn: socket.socket, listener: socket.socket) -> None:
         print(f"{time.strftime('%H:%M:%S')} [{os.getpid()}] {command}: forked in "
               f"{request['cwd']}", file=log)  # fmt: skip
 
-    def watch() -> None:  # the caller died (killed, not Ctrl-C): so does the stage
+    def watch() -> None:  # the caller died (killed, not Ctrl-C): so do the stage and its own
         with suppress(OSError):
             conn.recv(1)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.killpg(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, daemon=True, name="pets-caller-watch").start()
     sys.argv = [request["module"], *request["args"]]

@@ -38,7 +38,11 @@ print("edition", EDITION)
 print("to stderr", file=sys.stderr)
 sys.stdout.flush()
 if sys.argv[1] == "wait":
+    import subprocess
+    helper = subprocess.Popen(["sleep", "120"])  # a process of the stage's own
+    print("helper", helper.pid, flush=True)
     try:
+        print("waiting", flush=True)  # inside the try: a Ctrl-C from now on is caught below
         time.sleep(120)
     except KeyboardInterrupt:
         print("interrupted", flush=True)
@@ -122,20 +126,21 @@ def test_without_a_reachable_server_the_stage_runs_cold(project, tmp_path):
     assert int(_printed(out)["pid"]) == stage.pid
 
 
-def _wait_for(stage: subprocess.Popen) -> int:
-    """The pid the stage prints once it is waiting."""
+def _wait_for(stage: subprocess.Popen) -> tuple[int, int]:
+    """The pids the stage and its helper process print, once the stage is waiting."""
     assert stage.stdout is not None
+    pids = {}
     for line in stage.stdout:
-        if line.startswith("pid "):
-            pid = int(line.split()[1])
-        if line.startswith("edition"):
-            return pid
+        if line.startswith(("pid ", "helper ")):
+            pids[line.split()[0]] = int(line.split()[1])
+        if line.startswith("waiting"):
+            return pids["pid"], pids["helper"]
     raise AssertionError(f"the stage ended early: {stage.stderr.read() if stage.stderr else ''}")
 
 
 def test_ctrl_c_reaches_the_stage_once_and_its_status_comes_back(server, project):
     stage = _stage(project, "wait")
-    forked = _wait_for(stage)
+    forked, _ = _wait_for(stage)
     assert forked != stage.pid
     stage.send_signal(signal.SIGINT)  # what the terminal sends DVC's process group
     out, _ = stage.communicate(timeout=120)
@@ -145,13 +150,21 @@ def test_ctrl_c_reaches_the_stage_once_and_its_status_comes_back(server, project
 
 def test_a_killed_caller_takes_its_stage_with_it(server, project):
     stage = _stage(project, "wait")
-    forked = _wait_for(stage)
+    forked, helper = _wait_for(stage)
     stage.kill()  # SIGKILL: nothing forwarded; the fork sees its caller's socket close
     stage.wait(timeout=60)
     deadline = time.monotonic() + 60
-    while psutil.pid_exists(forked) and psutil.Process(forked).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline, "the stage outlived its caller"
-        time.sleep(0.1)
+    for pid, what in ((forked, "the stage"), (helper, "the stage's own process")):
+        while _alive(pid):
+            assert time.monotonic() < deadline, f"{what} outlived its caller"
+            time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_serving_is_a_no_op_when_a_server_is_already_set(monkeypatch):
