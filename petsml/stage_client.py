@@ -148,6 +148,8 @@ def hand_off() -> None:
     stage = _stage_module()
     if setting == "off" or stage is None or not enabled(explicit=False):
         return
+    if sys.stdout is None or sys.stderr is None:  # no streams to hand over: run here
+        return
     who = identity()
     path = setting or shared_socket(who)
     if not os.path.exists(path):
@@ -180,6 +182,12 @@ def hand_off() -> None:
         socket.send_fds(conn, [HEADER.pack(len(body))], [0, 1, 2])
         conn.sendall(body)
         answer = recv_line(conn)
+    except ConnectionRefusedError:  # a socket left by a server that was killed
+        answer = None
+        if not setting:
+            with suppress(OSError):
+                os.unlink(path)
+            _start_shared(path)
     except OSError:
         answer = None
     if not answer or "pid" not in answer:  # unreachable, or {"cold": why}: run here

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -211,3 +212,33 @@ def test_a_deep_temporary_folder_still_gives_a_socket_path_that_fits(tmp_path, m
     path = shared_socket(identity())
     assert len(path) <= MAX_SOCKET_PATH
     assert Path(path).parent.is_dir()
+
+
+def test_a_socket_left_by_a_killed_shared_server_is_replaced(project, monkeypatch):
+    """The shared server was killed and left its socket: the stage runs cold and starts a new
+    server in its place, and the next stage is a fork again."""
+    monkeypatch.delenv(ENV, raising=False)
+    short = Path(tempfile.mkdtemp(prefix="st-", dir="/tmp"))
+    monkeypatch.setenv("TMPDIR", str(short))
+    monkeypatch.setenv(IDLE_ENV, "3")
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path = shared_socket(identity())  # the stage's own answer: the same interpreter and env
+    dead.bind(path)  # bound, never listening, then closed: what a killed server leaves
+    dead.close()
+    dead_inode = os.stat(path).st_ino
+    first = _stage(project, "0")
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert int(_printed(out)["pid"]) == first.pid
+    deadline = time.monotonic() + 120
+    while True:
+        second = _stage(project, "0")
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err
+        if int(_printed(out)["pid"]) != second.pid:
+            break  # a fork of the new server
+        assert time.monotonic() < deadline, "no new shared server replaced the dead one"
+        time.sleep(0.5)
+    assert os.stat(path).st_ino != dead_inode  # a new server's socket at the same path
+    shutil.rmtree(short, ignore_errors=True)
