@@ -146,9 +146,9 @@ def registered_project(tmp_path_factory):
 # Modules sharing an expensive session fixture run on the worker of the module they map to.
 XDIST_SHARED = {
     "tests/test_store_recovery_e2e.py": "tests/test_pipeline_e2e.py",  # pipeline_run
-    # prefect_server (~40 s); test_continuous_training and test_flows_recorded start their own
-    # on another worker, so the longest Prefect modules do not queue on one
+    "tests/test_continuous_training.py": "tests/test_flows.py",  # prefect_server (~40 s)
     "tests/test_monitor_flow.py": "tests/test_flows.py",
+    "tests/test_flows_recorded.py": "tests/test_flows.py",
     # registered_project (~40 s)
     "tests/test_mlflow_ui.py": "tests/test_cli_ui.py",
     "tests/test_server_signals.py": "tests/test_cli_ui.py",
