@@ -52,8 +52,10 @@ _SERVER_IDENTITY: dict = {}  # the server's own, taken before it imports anythin
 # --------------------------------------------------------------------------- the server
 
 
-def _log(message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} [{os.getpid()}] {message}", file=sys.stderr, flush=True)
+def _log(message: str, to=None) -> None:
+    """A line of the server's log (its stderr, or ``to``: a fork's copy of it)."""
+    print(f"{time.strftime('%H:%M:%S')} [{os.getpid()}] {message}", file=to or sys.stderr,
+          flush=True)  # fmt: skip
 
 
 def _stdio(request: dict) -> None:
@@ -132,8 +134,7 @@ def _child(conn: socket.socket, listener: socket.socket) -> None:
     conn.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
     with os.fdopen(log_fd, "w") as log:
         command = " ".join([request["module"], *request["args"]])
-        print(f"{time.strftime('%H:%M:%S')} [{os.getpid()}] {command}: forked in "
-              f"{request['cwd']}", file=log)  # fmt: skip
+        _log(f"{command}: forked in {request['cwd']}", to=log)
 
     def watch() -> None:  # the caller died (killed, not Ctrl-C): so do the stage and its own
         with suppress(OSError):
