@@ -1,8 +1,8 @@
 """DVC stage `data_issues`: what is wrong with the data, before anything trains on it.
 
 Reads the featurize stage's cached features (no photo passes the backbone again), the decoded
-cache (blur, brightness), the manifest (original sizes) and, for candidate near-duplicate pairs
-only, the raw photos under ``data.folder`` (a perceptual hash). Writes
+cache (blur, brightness, the perceptual hash), the manifest (original sizes) and, for the
+report's thumbnails only, the raw photos under ``data.folder``. Writes
 ``reports/data_issues.{json,md,html}``, the counts (``reports/data_issues_counts.json``, a DVC
 metric) and ``data/data_issues/`` (``excluded.csv``: the train/val rows advise and train leave
 out; ``label_issues.csv``). With ``data_issues.on_leak: fail`` a near-duplicate across splits

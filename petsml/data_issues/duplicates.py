@@ -11,10 +11,10 @@ Two steps, each covering the other's blind spot:
    terrier: 0.88), so a cosine alone would either miss copies or accuse look-alikes. The
    cosine also keeps unrelated photos away from the hash: at 0.7, two different black
    Newfoundland puppies on white (cosine 0.71) met the hash threshold too.
-2. **Confirmation**: the pHash of both raw photos (:mod:`petsml.data_issues.phash`) differs in
+2. **Confirmation**: the pHash of both photos (:mod:`petsml.data_issues.phash`) differs in
    at most ``data_issues.duplicate_hash_bits`` of 64 bits, either photo mirrored. Unrelated
    photos differ in ~32 bits (a coin per bit: 16 or fewer by chance is 1 in 26,000), and only
-   the candidates are hashed. A photo with no low-frequency layout
+   the candidates are compared. A photo with no low-frequency layout
    (texture, flat colour) has no telling hash and confirms no pair.
 
 A confirmed pair whose photos sit in different splits is leakage: the model is scored on a
@@ -26,12 +26,12 @@ stay comparable across runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from petsml.data_issues.phash import PHash, mirror_distance
+from petsml.data_issues.phash import Hashes, PHash, mirror_distance
 
 CHUNK = 512  # rows of the similarity matrix in memory at once (512 x N float32)
 MAX_CANDIDATES = 50  # per photo: the most similar; a burst of copies larger than this is rare
@@ -78,22 +78,15 @@ def candidate_pairs(
 
 def confirm(
     candidates: Sequence[tuple[int, int, float]],
-    hash_of: Callable[[int], PHash],
+    hashes: Mapping[int, PHash] | Hashes,
     max_bits: int,
 ) -> tuple[list[Pair], int]:
-    """The candidates whose perceptual hashes agree, and how many candidates could not be
-    judged (a photo without low-frequency layout: an uninformative hash confirms nothing);
-    ``hash_of(row)`` is called once per photo that takes part in a candidate pair."""
-    cache: dict[int, PHash] = {}
-
-    def hashed(row: int) -> PHash:
-        if row not in cache:
-            cache[row] = hash_of(row)
-        return cache[row]
-
+    """The candidates whose perceptual hashes (``hashes[row]``) agree, and how many candidates
+    could not be judged (a photo without low-frequency layout: an uninformative hash confirms
+    nothing)."""
     pairs, unjudged = [], 0
     for a, b, cosine in candidates:
-        first, second = hashed(a), hashed(b)
+        first, second = hashes[a], hashes[b]
         if not (first.informative and second.informative):
             unjudged += 1
             continue

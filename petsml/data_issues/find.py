@@ -28,15 +28,15 @@ from threadpoolctl import threadpool_limits
 
 from petsml.config import DataIssuesParams
 from petsml.data.split import EXCLUDED_COLUMNS, FIT_SPLITS
-from petsml.data_issues import duplicates, label_errors, outliers, quality
-from petsml.data_issues.phash import hash_file
+from petsml.data_issues import duplicates, label_errors, outliers, phash, quality
+from petsml.data_issues.scan import scan
 from petsml.errors import PetsError
 from petsml.models.heads import BLAS_THREADS
 
 log = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
-DETECTOR_THREADS = 2  # near-duplicates, label errors and quality run side by side
+DETECTOR_THREADS = 2  # the pixel measures and the label probe's folds, side by side
 PHOTO_COLUMNS = ("image_id", "split", "label", "file", "path", "short_side")
 LABEL_ISSUE_COLUMNS = [
     "rank", "image_id", "split", "file", "given", "given_name", "suggested", "suggested_name",
@@ -99,23 +99,12 @@ def _photo(frame: pd.DataFrame, row: int, class_names: list[str]) -> dict[str, A
 
 
 def _near_duplicates(
-    photos: Photos, settings: DataIssuesParams, class_names: list[str]
+    photos: Photos, settings: DataIssuesParams, class_names: list[str], hashes: phash.Hashes
 ) -> tuple[dict[str, Any], dict[int, list[int]]]:
     frame = photos.frame
     splits = frame["split"].tolist()
     candidates = duplicates.candidate_pairs(photos.penultimate, settings.duplicate_cosine)
-    paths = frame["path"].tolist()
-
-    def hashed(row: int):
-        try:
-            return hash_file(paths[row])
-        except (OSError, ValueError) as error:  # validate let it through: the file changed
-            raise DataIssuesError(
-                f"{paths[row]}: unreadable ({error}); the photos changed since validation: "
-                "re-run `dvc repro` (manifest and validate quarantine unreadable files)"
-            ) from None
-
-    pairs, unjudged = duplicates.confirm(candidates, hashed, settings.duplicate_hash_bits)
+    pairs, unjudged = duplicates.confirm(candidates, hashes, settings.duplicate_hash_bits)
     copies = duplicates.groups(len(frame), pairs)
     to_drop = duplicates.leak_exclusions(copies, splits)
     rows = []
@@ -146,14 +135,20 @@ def _near_duplicates(
 
 
 def _label_issues(
-    photos: Photos, settings: DataIssuesParams, class_names: list[str]
+    photos: Photos, settings: DataIssuesParams, class_names: list[str], map_folds=map
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     frame = photos.frame
     fit_rows = np.flatnonzero(frame["split"].isin(FIT_SPLITS).to_numpy())
     labels = frame["label"].to_numpy()[fit_rows].astype(np.int64)
     n_classes = max(len(class_names), int(labels.max(initial=-1)) + 1)
     probs, folds = label_errors.out_of_fold_probabilities(
-        photos.penultimate[fit_rows], labels, n_classes, settings.folds, settings.C, settings.seed
+        photos.penultimate[fit_rows],
+        labels,
+        n_classes,
+        settings.folds,
+        settings.C,
+        settings.seed,
+        map_folds,
     )
     found = label_errors.confident_learning(labels, probs)
     records = []
@@ -223,10 +218,10 @@ def _outliers(photos: Photos, settings: DataIssuesParams) -> dict[str, Any]:
     }
 
 
-def _quality(photos: Photos, settings: DataIssuesParams, decode_size: int) -> dict[str, Any]:
+def _quality(
+    photos: Photos, settings: DataIssuesParams, decode_size: int, measured: quality.Quality
+) -> dict[str, Any]:
     frame = photos.frame
-    short = frame["short_side"].fillna(decode_size).to_numpy()
-    measured = quality.measure(photos.pixels, len(frame), short)
     masks = quality.flags(
         measured, settings.blur_above, settings.dark_below, settings.tiny_upscale, decode_size
     )
@@ -286,24 +281,25 @@ def find_issues(
         seconds[part] = round(time.perf_counter() - started, 3)
         return out
 
-    # The detectors share nothing and spend their time in code that lets go of the GIL (JPEG
-    # decoding, BLAS, numpy over whole batches): on two threads they finish in about the time
-    # of the longest, with the same results as one after the other. BLAS stays on one thread
-    # throughout, so no product's rounding depends on which detector ran beside it.
+    def from_pixels() -> tuple[tuple[dict[str, Any], dict[int, list[int]]], dict[str, Any]]:
+        short = frame["short_side"].fillna(decode_size).to_numpy()
+        measured, hashes = timed("pixels", lambda: scan(photos.pixels, len(frame), short))
+        dupes = timed("near_duplicates",
+                      lambda: _near_duplicates(photos, settings, class_names, hashes))  # fmt: skip
+        return dupes, timed("quality", lambda: _quality(photos, settings, decode_size, measured))
+
+    # The pixel measures and the label probe's folds share nothing and spend their time in code
+    # that lets go of the GIL (numpy over whole batches, BLAS): two threads take them in turn
+    # (the pixel pass first, then a fold at a time) and finish in about half the time, with
+    # the same results as one after the other. BLAS stays on one thread throughout, so no
+    # product's rounding depends on what ran beside it.
     with threadpool_limits(BLAS_THREADS), ThreadPoolExecutor(DETECTOR_THREADS) as pool:
-        found_dupes = pool.submit(
-            timed, "near_duplicates", lambda: _near_duplicates(photos, settings, class_names)
-        )
-        found_labels = pool.submit(
-            timed, "label_issues", lambda: _label_issues(photos, settings, class_names)
-        )
-        found_quality = pool.submit(
-            timed, "quality", lambda: _quality(photos, settings, decode_size)
-        )
+        found_pixels = pool.submit(from_pixels)
         outlier_section = timed("outliers", lambda: _outliers(photos, settings))
-        dupes, to_drop = found_dupes.result()
-        labels_section, label_table = found_labels.result()
-        quality_section = found_quality.result()  # fmt: skip
+        labels_section, label_table = timed(
+            "label_issues", lambda: _label_issues(photos, settings, class_names, pool.map)
+        )
+        (dupes, to_drop), quality_section = found_pixels.result()
     excluded = _exclusions(frame, to_drop, label_table, settings)
     kinds = {k: sum(k in p["reasons"] for p in outlier_section["photos"])
              for k in ("not_animal", "low_density")}  # fmt: skip

@@ -34,7 +34,9 @@ joint. Nothing is relabelled: the list is reported (and excluded from training o
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -61,11 +63,34 @@ class LabelIssues:
     judged: np.ndarray  # per row: whether it could be judged (its class has another photo)
 
 
+def _fold(
+    x: np.ndarray, labels: np.ndarray, C: float, fold: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One fold: (held-out rows, the classes the probe knows, their probabilities)."""
+    fit_rows, held_out = fold
+    y = labels[fit_rows]
+    classes = np.unique(y)
+    if classes.size < 2:
+        return held_out, classes, np.ones((len(held_out), classes.size))
+    scaler = StandardScaler().fit(x[fit_rows])
+    model = LogisticRegression(C=C, max_iter=MAX_ITER).fit(scaler.transform(x[fit_rows]), y)
+    return held_out, model.classes_, model.predict_proba(scaler.transform(x[held_out]))
+
+
 def out_of_fold_probabilities(
-    x: np.ndarray, labels: np.ndarray, n_classes: int, folds: int, C: float, seed: int
+    x: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    folds: int,
+    C: float,
+    seed: int,
+    map_folds: Callable[..., Iterable] = map,
 ) -> tuple[np.ndarray, int]:
     """Each row's class probabilities from a logistic probe fitted without it; and the number
-    of folds used (fewer than asked when no class has that many photos)."""
+    of folds used (fewer than asked when no class has that many photos).
+
+    The folds are independent fits: ``map_folds`` (``map``, or an executor's) runs them, one
+    after the other or side by side, with the same result either way."""
     labels = np.asarray(labels)
     probs = np.zeros((len(labels), n_classes))
     if not len(labels):
@@ -75,21 +100,14 @@ def out_of_fold_probabilities(
         probs[np.arange(len(labels)), labels] = 1.0  # nothing to learn from: no verdict
         return probs, 0
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    # Warning filters are process-wide: set here, in the calling thread, around every fold.
     with warnings.catch_warnings(), threadpool_limits(BLAS_THREADS):
         # a class with fewer photos than folds is simply absent from some folds
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
-        for fit_rows, held_out in splitter.split(x, labels):
-            y = labels[fit_rows]
-            classes = np.unique(y)
-            if classes.size < 2:
-                probs[np.ix_(held_out, classes)] = 1.0
-                continue
-            scaler = StandardScaler().fit(x[fit_rows])
-            model = LogisticRegression(C=C, max_iter=MAX_ITER).fit(scaler.transform(x[fit_rows]), y)
-            probs[np.ix_(held_out, model.classes_)] = model.predict_proba(
-                scaler.transform(x[held_out])
-            )
+        splits = list(splitter.split(x, labels))
+        for held_out, classes, fold_probs in map_folds(partial(_fold, x, labels, C), splits):
+            probs[np.ix_(held_out, classes)] = fold_probs
     return probs, folds
 
 

@@ -20,15 +20,13 @@ data set, so a data set that is all blurry is all reported:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 REBLUR = 11  # the box the photo is re-blurred with (Crete-Roffet's and scikit-image's size)
 BRIGHT = 99  # the percentile of luminance that must reach dark_below
-BATCH = 64  # decoded photos in memory at once
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32) / 255.0  # ITU-R BT.601, to 0 .. 1
 
 
 @dataclass
@@ -40,40 +38,53 @@ class Quality:
     short_side: np.ndarray  # pixels of the original photo
 
 
+def luminance(pixels: np.ndarray) -> np.ndarray:
+    """(B, H, W, 3) uint8 RGB -> (B, H, W) float32 luma, 0 .. 1."""
+    return pixels.astype(np.float32) @ LUMA
+
+
+def _kept(sharp: np.ndarray, reblurred: np.ndarray) -> np.ndarray:
+    """Per image: the share of ``|sharp|`` contrast that ``|reblurred| / REBLUR`` keeps, which
+    is sum(min(sharp, reblurred)) / sum(sharp), computed in place on the two differences."""
+    np.abs(sharp, out=sharp)
+    np.abs(reblurred, out=reblurred)
+    reblurred *= np.float32(1 / REBLUR)
+    total = sharp.sum(axis=(1, 2), dtype=np.float64)
+    kept = np.minimum(sharp, reblurred, out=reblurred).sum(axis=(1, 2), dtype=np.float64)
+    return np.divide(kept, total, out=np.ones_like(total), where=total > 0)
+
+
 def blur_effect(grey: np.ndarray) -> np.ndarray:
     """Crete-Roffet blur effect of each image in ``grey`` (B, H, W): the larger of the two
     axes' share of contrast that an 11-pixel box re-blur leaves intact.
 
     The box filter's neighbour difference is a difference of pixels 11 apart divided by 11, so
-    no filtered copy is made; the 5-pixel borders, where a box needs padding, are left out."""
+    no filtered copy is made; the 5-pixel borders, where a box needs padding, are left out.
+    Both axes are sliced in place (no transposed copy), a few photos at a time, so the
+    differences stay in the CPU's cache."""
     grey = np.asarray(grey, dtype=np.float32)
     worst = np.zeros(len(grey))
     half = REBLUR // 2
-    for view in (grey, grey.transpose(0, 2, 1)):  # down the columns, then along the rows
-        size = view.shape[1]
-        if size <= REBLUR:
-            continue
-        sharp = np.abs(view[:, half + 1 : size - half] - view[:, half : size - half - 1])
-        reblurred = np.abs(view[:, REBLUR:] - view[:, : size - REBLUR]) / REBLUR
-        total = sharp.sum(axis=(1, 2), dtype=np.float64)
-        lost = np.maximum(sharp - reblurred, 0).sum(axis=(1, 2), dtype=np.float64)
-        kept = np.divide(total - lost, total, out=np.ones_like(total), where=total > 0)
-        worst = np.maximum(worst, kept)
+    height, width = grey.shape[1:]
+    for start in range(0, len(grey), 8):
+        v = grey[start : start + 8]
+        part = worst[start : start + 8]
+        if height > REBLUR:  # down the columns
+            down = _kept(v[:, half + 1 : height - half] - v[:, half : height - half - 1],
+                         v[:, REBLUR:] - v[:, : height - REBLUR])  # fmt: skip
+            np.maximum(part, down, out=part)
+        if width > REBLUR:  # along the rows
+            along = _kept(v[:, :, half + 1 : width - half] - v[:, :, half : width - half - 1],
+                          v[:, :, REBLUR:] - v[:, :, : width - REBLUR])  # fmt: skip
+            np.maximum(part, along, out=part)
     return worst
 
 
-def measure(pixels: Callable[[slice], np.ndarray], n: int, short_side: np.ndarray) -> Quality:
-    """Blur and brightness of ``n`` decoded photos (``pixels(slice)`` -> (B, S, S, 3) uint8),
-    in batches so the cache is never loaded whole."""
-    blur, brightness = np.empty(n), np.empty(n)
-    for start in range(0, n, BATCH):
-        part = slice(start, min(start + BATCH, n))
-        grey = pixels(part).astype(np.float32) @ LUMA / 255.0
-        blur[part] = blur_effect(grey)
-        flat = grey.reshape(len(grey), -1)
-        rank = int(BRIGHT / 100 * (flat.shape[1] - 1))  # the pixel 99 % of the others are under
-        brightness[part] = np.partition(flat, rank, axis=1)[:, rank]
-    return Quality(blur, brightness, np.asarray(short_side, dtype=np.int64))
+def brightness(grey: np.ndarray) -> np.ndarray:
+    """Per image: the luminance that 99 % of its pixels stay under."""
+    flat = grey.reshape(len(grey), -1)
+    rank = int(BRIGHT / 100 * (flat.shape[1] - 1))
+    return np.partition(flat, rank, axis=1)[:, rank].astype(np.float64)
 
 
 def flags(
