@@ -33,6 +33,11 @@ PRELOAD = (
 # a caller whose value differs from the server's runs cold.
 SENSITIVE = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "TORCH", "PYTORCH_", "CUDA_",
              "MPL", "LD_", "GX_", "PYTHONHASHSEED", "PYTHONWARNINGS", "PYTHONDEVMODE")  # fmt: skip
+# ... except these, read only when used, so the fork reads the caller's value (it takes the
+# caller's environment). Importing timm sets TORCHINDUCTOR_CACHE_DIR to its default in the
+# importing process: a flow or test process that had imported timm would otherwise run every
+# stage cold.
+READ_WHEN_USED = ("TORCHINDUCTOR_CACHE_DIR",)
 IDLE_S = 60.0  # the shared server (plain dvc repro) stops after this long without a stage
 IDLE_ENV = "PETS_STAGE_SERVER_IDLE"  # seconds, to change IDLE_S
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # to the fork, as DVC sends them
@@ -56,7 +61,11 @@ def identity() -> dict:
         "flags": list(sys.flags),
         "xoptions": {k: str(v) for k, v in sys._xoptions.items()},
         "warnoptions": list(sys.warnoptions),
-        "env": {k: v for k, v in os.environ.items() if k.startswith(SENSITIVE)},
+        "env": {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith(SENSITIVE) and k not in READ_WHEN_USED
+        },
     }
 
 

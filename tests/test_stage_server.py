@@ -120,6 +120,16 @@ def test_a_caller_with_other_import_time_settings_runs_cold(server, project):
     assert "stages.echo: runs cold (env OMP_NUM_THREADS differ)" in server.read_text()
 
 
+def test_a_setting_read_only_when_used_does_not_make_a_stage_cold(server, project):
+    """Importing timm sets TORCHINDUCTOR_CACHE_DIR in the importing process (a flow, a test);
+    the fork takes the caller's environment, so it reads the caller's value when it compiles."""
+    stage = _stage(project, "0", TORCHINDUCTOR_CACHE_DIR=str(project / "inductor"))
+    out, err = stage.communicate(timeout=120)
+    assert stage.returncode == 0, err
+    assert int(_printed(out)["pid"]) != stage.pid, server.read_text()  # forked
+    assert "runs cold" not in server.read_text()
+
+
 def test_without_a_reachable_server_the_stage_runs_cold(project, tmp_path):
     stage = _stage(project, "0", **{ENV: str(tmp_path / "no-such.sock")})
     out, err = stage.communicate(timeout=120)
