@@ -1,80 +1,35 @@
 """The data_issues detectors on data with known faults, each part on its own and all together:
-the perceptual hash on edited copies, near-duplicate pairs and the leak policy both ways,
-confident learning on swapped labels, density and the ImageNet rule, blur/dark/tiny, the
+near-duplicate pairs and the leak policy both ways, confident learning on swapped labels (its
+folds in worker processes too), density and the ImageNet rule, the
 exclusion list advise and train read, the report files, the web grid and the comparison's
 near-duplicate sentence. Pure and quick: features are generated here; the real backbone runs
-in tests/test_data_issues_stage.py."""
+in tests/test_data_issues_stage.py; the pixel measures in test_data_issues_pixels.py."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image
 
 from petsml import paths
 from petsml.data.decode import load_rgb
 from petsml.data.split import EXCLUDED_COLUMNS, load_fit_split
-from petsml.data_issues import duplicates, label_errors, outliers, quality
+from petsml.data_issues import duplicates, label_errors, outliers
 from petsml.data_issues.find import DataIssuesError, Photos, find_issues, leak_error
 from petsml.data_issues.grid import label_issue_grid
-from petsml.data_issues.phash import BITS, PHash, hash_grey, hash_image, mirror_distance
 from petsml.data_issues.report import ReportFiles, write_report
-from petsml.data_issues.scan import scan
 from petsml.errors import PetsError
-from petsml.testing.fakedata import class_image
-from petsml.testing.faults import EDITS, edited_copy, scene_image, swap_labels
+from petsml.testing.faults import edited_copy, scene_image, swap_labels
 from petsml.testing.project import shipped_section
 
 SETTINGS = shipped_section("data_issues")
-MAX_BITS = SETTINGS.duplicate_hash_bits
-DECODE_SIZE = 128
-
-
-def _decoded_hash(path: Path) -> PHash:
-    """The hash the stage computes: the photo as the decoded cache holds it (short side to
-    DECODE_SIZE, centre square), its luminance, its pHash."""
-    return hash_grey(quality.luminance(load_rgb(path, DECODE_SIZE)[None]))[0]
-
-
-# ------------------------------------------------------------------------- the perceptual hash
-
-
-@pytest.mark.parametrize("edits", [("resize",), ("crop",), ("mirror",), ("jpeg",), EDITS])
-def test_an_edited_copy_hashes_close_and_other_scenes_far(tmp_path, edits):
-    for seed in range(5):
-        original = tmp_path / f"scene{seed}.jpg"
-        scene_image(seed).save(original, quality=95)
-        with Image.open(original) as image:
-            copy = edited_copy(image, edits, tmp_path / f"copy{seed}.jpg")
-        bits, mirrored = mirror_distance(_decoded_hash(original), _decoded_hash(copy))
-        assert bits <= MAX_BITS, (edits, seed, bits)
-        assert mirrored == ("mirror" in edits)
-    hashes = [_decoded_hash(tmp_path / f"scene{seed}.jpg") for seed in range(5)]
-    apart = [mirror_distance(a, b)[0] for i, a in enumerate(hashes) for b in hashes[i + 1 :]]
-    assert min(apart) > MAX_BITS  # different scenes never confirm each other
-
-
-def test_the_mirror_hash_is_the_hash_of_the_mirror_image():
-    scene = scene_image(3, (128, 96))
-    plain, flipped = hash_image(scene), hash_image(ImageOps.mirror(scene))
-    assert plain.bits.size == BITS
-    assert np.count_nonzero(plain.mirrored != flipped.bits) <= 2  # float rounding at the median
-    assert mirror_distance(plain, flipped) == (np.count_nonzero(plain.bits != flipped.mirrored),
-                                               True)  # fmt: skip
-
-
-def test_texture_without_layout_fingerprints_nothing():
-    stripes = class_image(5, np.random.default_rng(0), (72, 56))  # fine stripes of one hue
-    assert not hash_image(stripes).informative
-    assert hash_image(scene_image(0)).informative
-    rows = {0: hash_image(stripes), 1: hash_image(stripes.filter(ImageFilter.SMOOTH))}
-    pairs, unjudged = duplicates.confirm([(0, 1, 0.99)], rows, MAX_BITS)
-    assert pairs == [] and unjudged == 1
 
 
 # ------------------------------------------------------------------ near-duplicates, the policy
@@ -109,6 +64,10 @@ def test_the_leak_policy_keeps_the_most_held_out_copy():
 # ------------------------------------------------------------------------------- label errors
 
 
+def _pid(_: int) -> int:
+    return os.getpid()
+
+
 def _blobs(classes: int, per_class: int, spread: float, seed: int):
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(classes, 24)) * 3
@@ -132,6 +91,19 @@ def test_confident_learning_finds_swapped_labels(seed):
     confidence = found.self_confidence[found.rows]
     assert np.all(np.diff(confidence) >= 0)  # most doubtful first
     assert all(found.suggested[row] == truth[row] for row in hits)  # it names the true class
+
+
+@pytest.mark.integration  # it starts processes
+def test_folds_fitted_in_worker_processes_give_the_same_probabilities():
+    x, labels = _blobs(5, 20, 1.5, 4)
+    alone, _ = label_errors.out_of_fold_probabilities(x, labels, 5, 4, 0.1, 0)
+    if sys.platform != "linux":
+        pytest.skip("no fork on this platform: the folds run in-process")
+    with label_errors.fold_workers(2) as map_folds:
+        side_by_side, _ = label_errors.out_of_fold_probabilities(x, labels, 5, 4, 0.1, 0, map_folds)
+        pids = set(map_folds(_pid, range(4)))
+    assert np.array_equal(alone, side_by_side)
+    assert pids and os.getpid() not in pids  # fitted in the worker processes
 
 
 def test_clean_labels_raise_few_doubts_and_a_lone_photo_is_not_judged():
@@ -170,26 +142,6 @@ def test_the_animal_rule_applies_to_animal_photos_only():
     cars = outliers.not_an_animal(np.array([817, 511, 656, 285]), np.array([0.1, 0.2, 0.1, 0.9]))
     assert not cars.applies and not cars.flagged.any() and "25%" in cars.why
     assert not outliers.not_an_animal(None, None).applies
-
-
-# ------------------------------------------------------------------------------------ quality
-
-
-def test_blur_dark_and_tiny_are_judged_on_fixed_scales():
-    sharp = np.asarray(scene_image(1, (256, 256)).convert("L"), np.float32) / 255
-    blurred = np.asarray(
-        scene_image(1, (256, 256)).convert("L").filter(ImageFilter.GaussianBlur(3)), np.float32
-    ) / 255  # fmt: skip
-    effect = quality.blur_effect(np.stack([sharp, blurred]))
-    assert effect[0] < SETTINGS.blur_above < effect[1]
-    pixels = np.stack([np.asarray(scene_image(1, (64, 64)))] * 3)
-    pixels[1] = pixels[1] // 6  # under a quarter of full scale everywhere
-    measured, hashes = scan(lambda part: pixels[part], 3, np.array([300, 300, 40]))
-    assert len(hashes) == 3 and hashes[0].bits.tolist() == hashes[2].bits.tolist()
-    flags = quality.flags(measured, SETTINGS.blur_above, SETTINGS.dark_below,
-                          SETTINGS.tiny_upscale, 256)  # fmt: skip
-    assert flags["dark"].tolist() == [False, True, False]
-    assert flags["tiny"].tolist() == [False, False, True]
 
 
 # --------------------------------------------------------------- the exclusions advise/train read
@@ -365,34 +317,3 @@ def test_bad_settings_name_the_key():
         shipped_section("data_issues", duplicate_hash_bits=40)
     with pytest.raises(ConfigError, match="data_issues.folds"):
         shipped_section("data_issues", folds=1)
-
-
-def _blur_by_definition(grey: np.ndarray) -> np.ndarray:
-    """Crete-Roffet's blur effect written out: a re-blurred copy, both axes, borders left out."""
-    out = []
-    for image in grey.astype(np.float64):
-        shares = []
-        for view in (image, image.T):
-            kernel = np.ones(quality.REBLUR) / quality.REBLUR
-            blurred = np.apply_along_axis(np.convolve, 0, view, kernel, mode="valid")
-            half = quality.REBLUR // 2
-            sharp = np.abs(np.diff(view, axis=0))[half : half + len(blurred) - 1]
-            reblurred = np.abs(np.diff(blurred, axis=0))
-            shares.append(np.minimum(sharp, reblurred).sum() / sharp.sum())
-        out.append(max(shares))
-    return np.array(out)
-
-
-def test_the_fast_blur_effect_and_the_batched_scan_match_their_definitions():
-    rng = np.random.default_rng(0)
-    grey = np.stack([np.asarray(scene_image(i, (48, 40)).convert("L"), np.float32) / 255
-                     for i in range(11)])  # fmt: skip
-    grey[3] += rng.normal(0, 0.05, grey[3].shape).astype(np.float32)  # noise: a sharp photo
-    assert np.allclose(quality.blur_effect(grey), _blur_by_definition(grey), atol=1e-5)
-    pixels = np.stack([np.asarray(scene_image(i, (40, 40))) for i in range(70)])
-    measured, hashes = scan(lambda part: pixels[part], 70, np.full(70, 300))  # 3 batches
-    alone = [hash_grey(quality.luminance(pixels[i : i + 1]))[0] for i in (0, 33, 69)]
-    assert [hashes[i].bits.tolist() for i in (0, 33, 69)] == [h.bits.tolist() for h in alone]
-    assert np.allclose(measured.blur[[0, 33, 69]],
-                       [quality.blur_effect(quality.luminance(pixels[i : i + 1]))[0]
-                        for i in (0, 33, 69)])  # fmt: skip

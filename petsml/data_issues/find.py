@@ -36,7 +36,10 @@ from petsml.models.heads import BLAS_THREADS
 log = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
-DETECTOR_THREADS = 2  # the pixel measures and the label probe's folds, side by side
+FOLD_WORKERS = 2  # processes fitting the label probe's folds, beside the pixel pass's thread
+# ... from this many train+val photos: below it ten fits take a fraction of a second, which
+# starting the workers would cost again
+FOLD_WORKERS_FROM = 200
 PHOTO_COLUMNS = ("image_id", "split", "label", "file", "path", "short_side")
 LABEL_ISSUE_COLUMNS = [
     "rank", "image_id", "split", "file", "given", "given_name", "suggested", "suggested_name",
@@ -288,16 +291,20 @@ def find_issues(
                       lambda: _near_duplicates(photos, settings, class_names, hashes))  # fmt: skip
         return dupes, timed("quality", lambda: _quality(photos, settings, decode_size, measured))
 
-    # The pixel measures and the label probe's folds share nothing and spend their time in code
-    # that lets go of the GIL (numpy over whole batches, BLAS): two threads take them in turn
-    # (the pixel pass first, then a fold at a time) and finish in about half the time, with
-    # the same results as one after the other. BLAS stays on one thread throughout, so no
-    # product's rounding depends on what ran beside it.
-    with threadpool_limits(BLAS_THREADS), ThreadPoolExecutor(DETECTOR_THREADS) as pool:
-        found_pixels = pool.submit(from_pixels)
+    fitted = int(frame["split"].isin(FIT_SPLITS).sum())
+    # The label probe's folds run in worker processes (forked first, while this is the only
+    # thread) and the pixel pass on a thread beside them: they share nothing, so the results are
+    # those of one after the other. BLAS stays on one thread throughout, so no product's
+    # rounding depends on what ran beside it.
+    with (
+        threadpool_limits(BLAS_THREADS),
+        label_errors.fold_workers(FOLD_WORKERS if fitted >= FOLD_WORKERS_FROM else 1) as map_folds,
+        ThreadPoolExecutor(1) as pixel_thread,
+    ):
+        found_pixels = pixel_thread.submit(from_pixels)
         outlier_section = timed("outliers", lambda: _outliers(photos, settings))
         labels_section, label_table = timed(
-            "label_issues", lambda: _label_issues(photos, settings, class_names, pool.map)
+            "label_issues", lambda: _label_issues(photos, settings, class_names, map_folds)
         )
         (dupes, to_drop), quality_section = found_pixels.result()
     excluded = _exclusions(frame, to_drop, label_table, settings)
