@@ -8,6 +8,7 @@ the stage, so the flow run's state message says which stage failed and why.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -22,6 +23,19 @@ from pipelines.shell import KILL_GRACE_S, error_detail, stream_command
 
 DEFAULT_STAGE_TIMEOUT_S = 6 * 3600.0
 DEFAULT_RETRY_STAGES = ("download",)  # the stages that touch the network
+
+# DVC lists a stage's run-cache folder and reads each entry's mtime; a run of the same stage in
+# another workspace (two sweep members over one cache) may rename its temporary entry in between,
+# and DVC fails with "No such file or directory: .../.dvc/cache/runs/.../.<random>.tmp". The
+# other run has then saved the entry, so running the stage again restores it.
+_RUN_CACHE_RACE = re.compile(r"No such file or directory: '[^']*/runs/[^']*/\.[^'/]*\.tmp'")
+RUN_CACHE_RACE_RETRIES = 2
+
+
+def run_cache_race(stderr: str) -> bool:
+    """Whether a failed ``dvc repro`` lost the race on a run-cache entry another run wrote."""
+    return bool(_RUN_CACHE_RACE.search(stderr))
+
 
 _STATUS = (
     ("Running stage '", "ran"),
@@ -65,12 +79,20 @@ def run_dvc_stage(
 
     cmd = ["dvc", "repro", "--single-item", stage] + (["--force"] if force else [])
     started = time.monotonic()
-    try:
-        returncode, stderr_tail = stream_command(
-            cmd, Path(workspace), logger, timeout_s, extra_env, on_line=watch
-        )
-    except TimeoutError as error:
-        raise StageTimeout(stage, f"{error}; killed it (raise timeout_s?)") from None
+    for race in range(RUN_CACHE_RACE_RETRIES + 1):
+        remaining = timeout_s - (time.monotonic() - started)
+        try:
+            returncode, stderr_tail = stream_command(
+                cmd, Path(workspace), logger, remaining, extra_env, on_line=watch
+            )
+        except TimeoutError as error:
+            raise StageTimeout(stage, f"{error}; killed it (raise timeout_s?)") from None
+        if returncode == 0 or race == RUN_CACHE_RACE_RETRIES:
+            break
+        if not run_cache_race("\n".join(stderr_tail)):
+            break
+        logger.warning("stage %s: another run was saving the same run-cache entry; again", stage)
+        status["value"] = "unknown"
     seconds = round(time.monotonic() - started, 2)
     if returncode != 0:
         raise StageFailed(stage, error_detail(stderr_tail), returncode)
