@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from petsml.data_issues.phash import Hashes, PHash, mirror_distance
+from petsml.data_issues.phash import Hashes, PHash
 
 CHUNK = 512  # rows of the similarity matrix in memory at once (512 x N float32)
 MAX_CANDIDATES = 50  # per photo: the most similar; a burst of copies larger than this is rare
@@ -83,17 +83,27 @@ def confirm(
 ) -> tuple[list[Pair], int]:
     """The candidates whose perceptual hashes (``hashes[row]``) agree, and how many candidates
     could not be judged (a photo without low-frequency layout: an uninformative hash confirms
-    nothing)."""
-    pairs, unjudged = [], 0
-    for a, b, cosine in candidates:
-        first, second = hashes[a], hashes[b]
-        if not (first.informative and second.informative):
-            unjudged += 1
-            continue
-        bits, mirrored = mirror_distance(first, second)
-        if bits <= max_bits:
-            pairs.append(Pair(a, b, round(cosine, 4), bits, mirrored))
-    return pairs, unjudged
+    nothing). Every pair's two distances (as it is, mirrored) are counted at once."""
+    if not candidates:
+        return [], 0
+    rows = sorted({row for a, b, _ in candidates for row in (a, b)})
+    at = {row: i for i, row in enumerate(rows)}
+    table = [hashes[row] for row in rows]
+    bits = np.array([h.bits for h in table], dtype=bool)
+    mirrored = np.array([h.mirrored for h in table], dtype=bool)
+    informative = np.array([h.informative for h in table])
+    a = np.array([at[pair[0]] for pair in candidates])
+    b = np.array([at[pair[1]] for pair in candidates])
+    plain = np.count_nonzero(bits[a] != bits[b], axis=1)
+    flipped = np.count_nonzero(bits[a] != mirrored[b], axis=1)
+    judged = informative[a] & informative[b]
+    distance = np.minimum(plain, flipped)
+    pairs = [
+        Pair(pair[0], pair[1], round(pair[2], 4), int(distance[i]), bool(flipped[i] < plain[i]))
+        for i, pair in enumerate(candidates)
+        if judged[i] and distance[i] <= max_bits
+    ]
+    return pairs, int((~judged).sum())
 
 
 def groups(n: int, pairs: Sequence[Pair]) -> list[list[int]]:

@@ -40,6 +40,7 @@ FOLD_WORKERS = 2  # processes fitting the label probe's folds, beside the pixel 
 # ... from this many train+val photos: below it ten fits take a fraction of a second, which
 # starting the workers would cost again
 FOLD_WORKERS_FROM = 200
+PIXEL_THREADS = 2  # the pass over the decoded cache (numpy lets go of the GIL over a batch)
 PHOTO_COLUMNS = ("image_id", "split", "label", "file", "path", "short_side")
 LABEL_ISSUE_COLUMNS = [
     "rank", "image_id", "split", "file", "given", "given_name", "suggested", "suggested_name",
@@ -286,7 +287,9 @@ def find_issues(
 
     def from_pixels() -> tuple[tuple[dict[str, Any], dict[int, list[int]]], dict[str, Any]]:
         short = frame["short_side"].fillna(decode_size).to_numpy()
-        measured, hashes = timed("pixels", lambda: scan(photos.pixels, len(frame), short))
+        measured, hashes = timed(
+            "pixels", lambda: scan(photos.pixels, len(frame), short, PIXEL_THREADS)
+        )
         dupes = timed("near_duplicates",
                       lambda: _near_duplicates(photos, settings, class_names, hashes))  # fmt: skip
         return dupes, timed("quality", lambda: _quality(photos, settings, decode_size, measured))
