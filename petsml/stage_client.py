@@ -41,9 +41,9 @@ READ_WHEN_USED = ("TORCHINDUCTOR_CACHE_DIR",)
 IDLE_S = 60.0  # the shared server (plain dvc repro) stops after this long without a stage
 IDLE_ENV = "PETS_STAGE_SERVER_IDLE"  # seconds, to change IDLE_S
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # to the fork, as DVC sends them
-STARTING_S = 120.0
+STARTING_S = 120.0  # a shared server still importing after this long is taken for dead
 # a Unix socket's path holds at most 107 bytes; the server binds a name 8 longer first
-MAX_SOCKET_PATH = 96  # a shared server still importing after this long is taken for dead
+MAX_SOCKET_PATH = 96
 HEADER = struct.Struct("!I")
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from petsml.data_issues.phash import Hashes, PHash
+from petsml.data_issues.phash import Hashes, PHash, mirror_distances
 
 CHUNK = 512  # rows of the similarity matrix in memory at once (512 x N float32)
 MAX_CANDIDATES = 50  # per photo: the most similar; a burst of copies larger than this is rare
@@ -94,12 +94,10 @@ def confirm(
     informative = np.array([h.informative for h in table])
     a = np.array([at[pair[0]] for pair in candidates])
     b = np.array([at[pair[1]] for pair in candidates])
-    plain = np.count_nonzero(bits[a] != bits[b], axis=1)
-    flipped = np.count_nonzero(bits[a] != mirrored[b], axis=1)
+    distance, flipped = mirror_distances(bits[a], bits[b], mirrored[b])
     judged = informative[a] & informative[b]
-    distance = np.minimum(plain, flipped)
     pairs = [
-        Pair(pair[0], pair[1], round(pair[2], 4), int(distance[i]), bool(flipped[i] < plain[i]))
+        Pair(pair[0], pair[1], round(pair[2], 4), int(distance[i]), bool(flipped[i]))
         for i, pair in enumerate(candidates)
         if judged[i] and distance[i] <= max_bits
     ]

@@ -124,13 +124,17 @@ def hash_image(image: Image.Image) -> PHash:
     return hash_grey(np.asarray(image.convert("L"), dtype=np.float64)[None])[0]
 
 
-def hamming(a: np.ndarray, b: np.ndarray) -> int:
-    return int(np.count_nonzero(a != b))
+def mirror_distances(
+    bits: np.ndarray, other_bits: np.ndarray, other_mirrored: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row by row: bits between a hash and another photo's, the other taken as it is or
+    mirrored (whichever is closer); and whether the mirror image was the closer one."""
+    plain = np.count_nonzero(bits != other_bits, axis=-1)
+    mirrored = np.count_nonzero(bits != other_mirrored, axis=-1)
+    return np.minimum(plain, mirrored), mirrored < plain
 
 
 def mirror_distance(first: PHash, second: PHash) -> tuple[int, bool]:
-    """Bits between two photos' hashes, the second taken as it is or mirrored (whichever is
-    closer); and whether the mirror image was the closer one."""
-    plain = hamming(first.bits, second.bits)
-    mirrored = hamming(first.bits, second.mirrored)
-    return (mirrored, True) if mirrored < plain else (plain, False)
+    """:func:`mirror_distances` of two photos."""
+    bits, mirrored = mirror_distances(first.bits, second.bits, second.mirrored)
+    return int(bits), bool(mirrored)
