@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,21 @@ RUN_CACHE_RACE_RETRIES = 2
 def run_cache_race(stderr: str) -> bool:
     """Whether a failed ``dvc repro`` lost the race on a run-cache entry another run wrote."""
     return bool(_RUN_CACHE_RACE.search(stderr))
+
+
+def repro_past_run_cache_races(
+    run_once: Callable[[], tuple[int, list[str]]], on_race: Callable[[], None]
+) -> tuple[int, list[str]]:
+    """``run_once()`` (exit code, stderr tail), again after each lost run-cache race (at most
+    :data:`RUN_CACHE_RACE_RETRIES` times, ``on_race()`` before each); any other outcome is
+    returned as it is."""
+    for race in range(RUN_CACHE_RACE_RETRIES + 1):
+        returncode, stderr_tail = run_once()
+        lost = returncode != 0 and run_cache_race("\n".join(stderr_tail))
+        if not lost or race == RUN_CACHE_RACE_RETRIES:
+            break
+        on_race()
+    return returncode, stderr_tail
 
 
 _STATUS = (
@@ -79,20 +94,19 @@ def run_dvc_stage(
 
     cmd = ["dvc", "repro", "--single-item", stage] + (["--force"] if force else [])
     started = time.monotonic()
-    for race in range(RUN_CACHE_RACE_RETRIES + 1):
+
+    def run_once() -> tuple[int, list[str]]:
         remaining = timeout_s - (time.monotonic() - started)
-        try:
-            returncode, stderr_tail = stream_command(
-                cmd, Path(workspace), logger, remaining, extra_env, on_line=watch
-            )
-        except TimeoutError as error:
-            raise StageTimeout(stage, f"{error}; killed it (raise timeout_s?)") from None
-        if returncode == 0 or race == RUN_CACHE_RACE_RETRIES:
-            break
-        if not run_cache_race("\n".join(stderr_tail)):
-            break
+        return stream_command(cmd, Path(workspace), logger, remaining, extra_env, on_line=watch)
+
+    def on_race() -> None:
         logger.warning("stage %s: another run was saving the same run-cache entry; again", stage)
         status["value"] = "unknown"
+
+    try:
+        returncode, stderr_tail = repro_past_run_cache_races(run_once, on_race)
+    except TimeoutError as error:
+        raise StageTimeout(stage, f"{error}; killed it (raise timeout_s?)") from None
     seconds = round(time.monotonic() - started, 2)
     if returncode != 0:
         raise StageFailed(stage, error_detail(stderr_tail), returncode)
