@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 
+import psutil
 import pytest
 
 from petsml.testing.project import tool_env
@@ -46,6 +47,10 @@ def test_pets_ui_serves_mlflow_and_prints_the_strategies_link(registered_project
             except OSError:
                 assert time.monotonic() < deadline, "mlflow ui never became healthy"
                 time.sleep(0.5)
+        # one viewer's server: one MLflow worker, no GenAI job runner (fifteen processes else)
+        tree = [" ".join(child.cmdline()) for child in psutil.Process(ui.pid).children(True)]
+        assert any("mlflow ui" in c and "--workers 1" in c for c in tree), tree
+        assert not any("huey" in c or "job" in c for c in tree), tree
         experiment = record["ui_path"].split("/experiments/")[1].split("/")[0]
         query = f"{base}/ajax-api/2.0/mlflow/experiments/get?experiment_id={experiment}"
         with urllib.request.urlopen(query, timeout=10) as response:

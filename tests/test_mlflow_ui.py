@@ -44,8 +44,10 @@ def ui(tmp_path_factory, registered_project):
     with open(log, "w") as out:
         server = subprocess.Popen(
             [str(mlflow_cli), "ui", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", uri],
+             "--workers", "1", "--backend-store-uri", uri],
             cwd=project, stdout=out, stderr=subprocess.STDOUT,
+            # the page, as `pets ui` serves it: no GenAI job runner
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"

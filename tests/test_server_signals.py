@@ -57,10 +57,10 @@ def _running(pid: int) -> bool:
     return state != "Z"  # a zombie has ended; only its parent's wait is missing
 
 
-def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+def _start(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
     # its own session, as from a terminal: the signal goes to `pets` alone, as `kill PID` does
     return subprocess.Popen(
-        [sys.executable, "-m", "petsml.cli", *args], cwd=cwd, env=tool_env(),
+        [sys.executable, "-m", "petsml.cli", *args], cwd=cwd, env=tool_env(**env),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
@@ -140,7 +140,10 @@ def test_web_on_a_busy_port_exits_non_zero_before_loading_a_model(tmp_path):
 def test_every_ending_signal_ends_the_mlflow_ui_and_all_its_workers(registered_project, sig):
     project, uri, _ = registered_project
     port = _free_port()
-    ui = _start(["ui", "--port", str(port), "--tracking-uri", uri], project)
+    # MLflow's job runner on (`pets ui` leaves it off by default): its huey consumers run in
+    # sessions of their own, the hardest processes to take down with `pets`
+    ui = _start(["ui", "--port", str(port), "--tracking-uri", uri], project,
+                MLFLOW_SERVER_ENABLE_JOB_EXECUTION="true")  # fmt: skip
     _wait_until_serving(ui, f"http://127.0.0.1:{port}/health")
     assert _process_tree(ui.pid), "mlflow ui started no processes"
     _end_with(ui, sig, port)

@@ -20,6 +20,8 @@ from petsml.cli.output import add_json_flag, emit_object, exit_codes
 from petsml.errors import PetsError
 
 LOOPBACK = "127.0.0.1"
+UI_WORKERS = 1  # `pets ui`: MLflow server processes
+JOB_EXECUTION = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"  # MLflow's GenAI job runner
 SERVER_EXITS = exit_codes(
     "the server could not start (no store or model yet, the port in use)",
     c130="ended by Ctrl-C (SIGINT); 128 + N for any other ending signal N (143: SIGTERM)",
@@ -78,8 +80,8 @@ def cmd_ui(args: argparse.Namespace) -> None:
     base = f"http://{shown}:{args.port}"
     record = read_json(paths.MLFLOW_RUNS) if paths.MLFLOW_RUNS.is_file() else {}
     link = base + record["ui_path"] if record.get("ui_path") else base
-    command = [sys.executable, "-m", "mlflow", "ui", "--host", args.host, "--port",
-               str(args.port), "--backend-store-uri", uri]  # fmt: skip
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", args.host, "--port", str(args.port),
+               "--workers", str(args.workers), "--backend-store-uri", uri]  # fmt: skip
     if db is not None:
         command += ["--default-artifact-root", store.artifact_root(uri)]
     note = None if record.get("ui_path") else f"no {paths.MLFLOW_RUNS} yet: run `pets run` " \
@@ -89,6 +91,9 @@ def cmd_ui(args: argparse.Namespace) -> None:
         args.json,
         lambda o: f"MLflow UI: {o['url']}" + (f"\n({o['note']})" if o["note"] else ""),
     )
+    # MLflow's GenAI job runner (seven huey consumer processes) serves nothing this project
+    # logs; on unless the user's environment says otherwise
+    os.environ.setdefault(JOB_EXECUTION, "false")
     # `mlflow ui` starts uvicorn and job workers (some in sessions of their own): every signal
     # that ends this command ends all of them (petsml/web/supervise.py)
     sys.exit(run_server(command))
@@ -125,5 +130,10 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     add_tracking_uri(p)
     add_server_options(p, 5000)
+    # MLflow's own default is 4 (a team's tracking server); one viewer's page is served well by
+    # one, which starts in a quarter of the CPU time (each worker imports the whole server)
+    p.add_argument("--workers", type=int, default=UI_WORKERS,
+                   help=f"MLflow server processes (default {UI_WORKERS}: one person's viewer; "
+                   "more for a team)")  # fmt: skip
     add_json_flag(p, "one object when serving starts: url, tracking_uri, note")
     p.set_defaults(func=cmd_ui)
