@@ -21,7 +21,7 @@ from PIL import Image
 from petsml import paths
 from petsml.data.decode import load_rgb
 from petsml.data.split import EXCLUDED_COLUMNS, load_fit_split
-from petsml.data_issues import duplicates, label_errors, outliers
+from petsml.data_issues import duplicates, label_errors, outliers, similarity
 from petsml.data_issues.find import DataIssuesError, Photos, find_issues, leak_error
 from petsml.data_issues.grid import label_issue_grid
 from petsml.data_issues.report import ReportFiles, write_report
@@ -48,6 +48,22 @@ def test_candidates_are_the_close_pairs_each_once_and_capped():
     assert all(c >= 0.95 for *_, c in found)
     capped = duplicates.candidate_pairs(x, 0.95, limit=1)
     assert [(a, b) for a, b, _ in capped] == [(1, 4), (4, 5)]
+
+
+def test_one_similarity_pass_gives_the_outliers_and_the_candidates_their_definitions():
+    x = _embeddings(1300, dim=8, seed=3)  # more rows than one chunk
+    x[700] = x[3] * 2.0  # a copy across chunks: cosine 1
+    found = similarity.one_pass(x, 5, 0.9)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    cosine = unit @ unit.T
+    np.fill_diagonal(cosine, -np.inf)
+    nearest = np.sort(cosine, axis=1)[:, -5:]
+    assert found.k == 5
+    np.testing.assert_allclose(found.neighbour_distance, 1.0 - nearest.mean(axis=1), atol=1e-5)
+    upper = np.triu(cosine >= 0.9, k=1)
+    assert [(a, b) for a, b, _ in found.candidates] == [tuple(p) for p in np.argwhere(upper)]
+    assert (3, 700) in {(a, b) for a, b, _ in found.candidates}
+    assert similarity.one_pass(x[:1], 5, 0.9).k == 0  # no other photo: no neighbour
 
 
 def test_the_leak_policy_keeps_the_most_held_out_copy():

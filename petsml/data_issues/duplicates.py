@@ -32,9 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from petsml.data_issues.phash import Hashes, PHash, mirror_distances
+from petsml.data_issues.similarity import MAX_CANDIDATES, one_pass
 
-CHUNK = 512  # rows of the similarity matrix in memory at once (512 x N float32)
-MAX_CANDIDATES = 50  # per photo: the most similar; a burst of copies larger than this is rare
 HELD_OUT_FIRST = ("test", "val", "train")  # which copy of a leaked group is kept
 
 
@@ -49,31 +48,13 @@ class Pair:
     mirrored: bool  # the pHash matched with one photo mirrored
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float32); a zero row stays zero (similar to nothing)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-
-
 def candidate_pairs(
     embeddings: np.ndarray, threshold: float, limit: int = MAX_CANDIDATES
 ) -> list[tuple[int, int, float]]:
     """``(i, j, cosine)`` with ``i < j`` and cosine at least ``threshold``; per photo at most
-    ``limit`` partners after it, the most similar first."""
-    unit = unit_rows(embeddings)
-    n = len(unit)
-    out: list[tuple[int, int, float]] = []
-    for start in range(0, n, CHUNK):
-        block = unit[start : start + CHUNK] @ unit.T
-        rows = np.arange(start, min(start + CHUNK, n))
-        block[np.arange(n)[None, :] <= rows[:, None]] = -np.inf  # each pair once: j > i
-        for offset, row in enumerate(block):
-            found = np.flatnonzero(row >= threshold)
-            if found.size > limit:
-                found = found[np.argsort(-row[found], kind="stable")[:limit]]
-            out += [(int(rows[offset]), int(j), float(row[j])) for j in np.sort(found)]
-    return out
+    ``limit`` partners after it, the most similar first (the pipeline reads them from the
+    pass it shares with the outliers: :func:`petsml.data_issues.similarity.one_pass`)."""
+    return one_pass(embeddings, 0, threshold, limit).candidates
 
 
 def confirm(

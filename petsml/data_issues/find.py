@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from petsml.config import DataIssuesParams
 from petsml.data.split import EXCLUDED_COLUMNS, FIT_SPLITS
-from petsml.data_issues import duplicates, label_errors, outliers, phash, quality
+from petsml.data_issues import duplicates, label_errors, outliers, phash, quality, similarity
 from petsml.data_issues.scan import scan
 from petsml.errors import PetsError
 from petsml.models.heads import BLAS_THREADS
@@ -103,11 +103,14 @@ def _photo(frame: pd.DataFrame, row: int, class_names: list[str]) -> dict[str, A
 
 
 def _near_duplicates(
-    photos: Photos, settings: DataIssuesParams, class_names: list[str], hashes: phash.Hashes
+    photos: Photos,
+    settings: DataIssuesParams,
+    class_names: list[str],
+    candidates: list[tuple[int, int, float]],
+    hashes: phash.Hashes,
 ) -> tuple[dict[str, Any], dict[int, list[int]]]:
     frame = photos.frame
     splits = frame["split"].tolist()
-    candidates = duplicates.candidate_pairs(photos.penultimate, settings.duplicate_cosine)
     pairs, unjudged = duplicates.confirm(candidates, hashes, settings.duplicate_hash_bits)
     copies = duplicates.groups(len(frame), pairs)
     to_drop = duplicates.leak_exclusions(copies, splits)
@@ -188,9 +191,11 @@ def _label_issues(
     return section, table
 
 
-def _outliers(photos: Photos, settings: DataIssuesParams) -> dict[str, Any]:
+def _outliers(
+    photos: Photos, settings: DataIssuesParams, near: similarity.Similarity
+) -> dict[str, Any]:
     frame = photos.frame
-    dense = outliers.density(photos.penultimate, settings.neighbours)
+    dense = outliers.robust_z(near.neighbour_distance, near.k)
     rule = outliers.not_an_animal(photos.imagenet_top1, photos.imagenet_animal)
     low = dense.z >= settings.outlier_z
     flagged = low | (rule.flagged if rule.applies else False)
@@ -285,31 +290,35 @@ def find_issues(
         seconds[part] = round(time.perf_counter() - started, 3)
         return out
 
-    def from_pixels() -> tuple[tuple[dict[str, Any], dict[int, list[int]]], dict[str, Any]]:
+    def from_pixels() -> tuple[phash.Hashes, dict[str, Any]]:
         short = frame["short_side"].fillna(decode_size).to_numpy()
         measured, hashes = timed(
             "pixels", lambda: scan(photos.pixels, len(frame), short, PIXEL_THREADS)
         )
-        dupes = timed("near_duplicates",
-                      lambda: _near_duplicates(photos, settings, class_names, hashes))  # fmt: skip
-        return dupes, timed("quality", lambda: _quality(photos, settings, decode_size, measured))
+        return hashes, timed("quality", lambda: _quality(photos, settings, decode_size, measured))
 
     fitted = int(frame["split"].isin(FIT_SPLITS).sum())
     # The label probe's folds run in worker processes (forked first, while this is the only
-    # thread) and the pixel pass on a thread beside them: they share nothing, so the results are
-    # those of one after the other. BLAS stays on one thread throughout, so no product's
-    # rounding depends on what ran beside it.
+    # thread; a thread waits on them) and the pixel pass on a thread beside them, while this
+    # thread compares every photo with every other once (outliers and near-duplicate
+    # candidates): they share nothing, so the results are those of one after the other. BLAS
+    # stays on one thread throughout, so no product's rounding depends on what ran beside it.
     with (
         threadpool_limits(BLAS_THREADS),
         label_errors.fold_workers(FOLD_WORKERS if fitted >= FOLD_WORKERS_FROM else 1) as map_folds,
-        ThreadPoolExecutor(1) as pixel_thread,
+        ThreadPoolExecutor(2) as beside,
     ):
-        found_pixels = pixel_thread.submit(from_pixels)
-        outlier_section = timed("outliers", lambda: _outliers(photos, settings))
-        labels_section, label_table = timed(
-            "label_issues", lambda: _label_issues(photos, settings, class_names, map_folds)
+        found_pixels = beside.submit(from_pixels)
+        found_labels = beside.submit(  # waits on the fold workers
+            timed, "label_issues", lambda: _label_issues(photos, settings, class_names, map_folds)
         )
-        (dupes, to_drop), quality_section = found_pixels.result()
+        near = timed("similarity", lambda: similarity.one_pass(
+            photos.penultimate, settings.neighbours, settings.duplicate_cosine))  # fmt: skip
+        outlier_section = timed("outliers", lambda: _outliers(photos, settings, near))
+        labels_section, label_table = found_labels.result()
+        hashes, quality_section = found_pixels.result()
+    dupes, to_drop = timed("near_duplicates", lambda: _near_duplicates(
+        photos, settings, class_names, near.candidates, hashes))  # fmt: skip
     excluded = _exclusions(frame, to_drop, label_table, settings)
     kinds = {k: sum(k in p["reasons"] for p in outlier_section["photos"])
              for k in ("not_animal", "low_density")}  # fmt: skip

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from petsml.data.feature_file import ANIMAL_CLASSES
-from petsml.data_issues.duplicates import CHUNK, unit_rows
+from petsml.data_issues.similarity import one_pass
 
 MAD_TO_SD = 1.4826  # the MAD of a normal distribution times this is its standard deviation
 MAJORITY = 0.5  # "most": of the photos (does the rule apply), of the probability (is it animal)
@@ -42,31 +42,20 @@ class Density:
     neighbours: int
 
 
-def neighbour_distance(embeddings: np.ndarray, k: int) -> tuple[np.ndarray, int]:
-    """Mean cosine distance of each row to its ``k`` nearest other rows (fewer when the data
-    set is smaller), and the ``k`` used."""
-    unit = unit_rows(embeddings)
-    n = len(unit)
-    k = min(k, n - 1)
-    if k < 1:
-        return np.zeros(n), 0
-    out = np.empty(n)
-    for start in range(0, n, CHUNK):
-        block = unit[start : start + CHUNK] @ unit.T
-        rows = np.arange(start, min(start + CHUNK, n))
-        block[np.arange(len(rows)), rows] = -np.inf  # not its own neighbour
-        nearest = -np.partition(-block, k - 1, axis=1)[:, :k]
-        out[rows] = 1.0 - nearest.mean(axis=1)
-    return out, k
-
-
 def density(embeddings: np.ndarray, k: int) -> Density:
-    distance, used = neighbour_distance(embeddings, k)
+    """:func:`robust_z` of each row's mean cosine distance to its ``k`` nearest other rows
+    (fewer when the data set is smaller)."""
+    found = one_pass(embeddings, k, np.inf)
+    return robust_z(found.neighbour_distance, found.k)
+
+
+def robust_z(distance: np.ndarray, neighbours: int) -> Density:
+    """The neighbour distances' robust z-scores, against the data set's own median and MAD."""
     median = float(np.median(distance)) if distance.size else 0.0
     mad = float(np.median(np.abs(distance - median))) if distance.size else 0.0
     scale = MAD_TO_SD * mad
     z = (distance - median) / scale if scale > 0 else np.zeros_like(distance)
-    return Density(distance, z, median, mad, used)
+    return Density(distance, z, median, mad, neighbours)
 
 
 @dataclass
