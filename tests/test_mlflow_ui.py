@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from petsml.cli.server_commands import JOB_EXECUTION, UI_WORKERS
 from petsml.testing.browser import browser_paths, chromium, free_port, wait_http
 from tests.tracking import METRICS, STRATEGIES
 
@@ -44,10 +45,10 @@ def ui(tmp_path_factory, registered_project):
     with open(log, "w") as out:
         server = subprocess.Popen(
             [str(mlflow_cli), "ui", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1", "--backend-store-uri", uri],
+             "--workers", str(UI_WORKERS), "--backend-store-uri", uri],
             cwd=project, stdout=out, stderr=subprocess.STDOUT,
-            # the page, as `pets ui` serves it: no GenAI job runner
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            # the page, as `pets ui` serves it: its workers, no GenAI job runner
+            env={**os.environ, JOB_EXECUTION: "false"},
         )  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"

@@ -131,7 +131,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     add_tracking_uri(p)
     add_server_options(p, 5000)
     # MLflow's own default is 4 (a team's tracking server); one viewer's page is served well by
-    # one, which starts in a quarter of the CPU time (each worker imports the whole server)
+    # one (each worker imports the whole server; docs/TRACKING.md has the start-up figures)
     p.add_argument("--workers", type=int, default=UI_WORKERS,
                    help=f"MLflow server processes (default {UI_WORKERS}: one person's viewer; "
                    "more for a team)")  # fmt: skip
